@@ -1,0 +1,1 @@
+"""BioCodec Bench core: image I/O, codecs, metrics, results store and the batch runner."""

@@ -1,0 +1,229 @@
+"""Classical codecs: JPEG, JPEG 2000 (glymur/OpenJPEG), PNG, JPEG XL, AVIF, WebP, JPEG-LS.
+
+Each class states its rate knob, default sweep (fewest → most bytes) and the
+bit depths / channel counts it takes; :class:`~core.codecs.base.Codec` refuses
+anything else with :class:`~core.codecs.base.UnsupportedInput` rather than
+converting.  Library traps handled here (measured, see
+``../shared/docs/stack-notes.md``):
+
+* imagecodecs JPEG on uint16 without ``lossless=True`` returns garbage, so
+  lossy JPEG is 8-bit only.
+* imagecodecs AVIF ignores ``level`` for 2-D grayscale and encodes losslessly;
+  grayscale is therefore stacked to 3 identical planes and encoded as YUV 4:0:0
+  (a single luma plane is stored; the decoder returns it 2-D).
+* AVIF carries 8, 10 or 12 bits; WebP 8 bits only.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+
+import imagecodecs
+import numpy as np
+
+from core.codecs.base import Codec, CodecError, Setting, register_codec
+
+_SIXTEEN = frozenset(range(9, 17))
+_ALL_DEPTHS = frozenset({8}) | _SIXTEEN
+
+
+def _as_rgb(pixels: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(np.dstack([pixels] * 3)) if pixels.ndim == 2 else pixels
+
+
+@register_codec("jpeg")
+class JPEG(Codec):
+    """Baseline JPEG (libjpeg-turbo via imagecodecs), Huffman tables optimised, 4:2:0 for RGB."""
+
+    name, label = "jpeg", "JPEG"
+    knob = "quality 1-100 (higher = more bytes)"
+    default_settings = (10, 30, 50, 70, 85, 95)
+    bit_depths = frozenset({8})
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.jpeg8_encode(pixels, level=int(setting), optimize=True)
+
+    def _decode(self, data):
+        return imagecodecs.jpeg8_decode(data)
+
+
+class _JPEG2000Base(Codec):
+    """JPEG 2000 Part 1 codestream (.j2k) written by glymur through OpenJPEG."""
+
+    bit_depths = _ALL_DEPTHS
+
+    def _write(self, pixels: np.ndarray, **kwargs) -> bytes:
+        import glymur
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.j2k")
+            glymur.Jp2k(path, data=pixels, **kwargs)
+            with open(path, "rb") as fh:
+                return fh.read()
+
+    def _decode(self, data):
+        import glymur
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "image.j2k")
+            with open(path, "wb") as fh:
+                fh.write(data)
+            return np.ascontiguousarray(glymur.Jp2k(path)[:])
+
+
+@register_codec("jpeg2000")
+class JPEG2000(_JPEG2000Base):
+    """Lossy JPEG 2000 (9/7 irreversible wavelet) at an explicit compression ratio.
+
+    The setting is OpenJPEG's target ratio raw_bytes : compressed_bytes (e.g. 20 → 20:1),
+    with raw bytes counted at the container depth (1 byte/sample for 8-bit, 2 for 16-bit).
+    """
+
+    name, label = "jpeg2000", "JPEG 2000"
+    knob = "compression ratio N:1 (higher = fewer bytes)"
+    default_settings = (200, 100, 50, 25, 12, 6)
+
+    def _encode(self, pixels, setting, bit_depth):
+        if setting <= 1:
+            raise ValueError("jpeg2000 ratio must be > 1 (use jpeg2000-lossless for exact coding)")
+        return self._write(pixels, cratios=[float(setting)], irreversible=True)
+
+
+@register_codec("jpeg2000-lossless")
+class JPEG2000Lossless(_JPEG2000Base):
+    """Lossless JPEG 2000 (5/3 reversible wavelet)."""
+
+    name, label = "jpeg2000-lossless", "JPEG 2000 lossless"
+    lossless = True
+
+    def _encode(self, pixels, setting, bit_depth):
+        return self._write(pixels, irreversible=False)
+
+
+@register_codec("png")
+class PNG(Codec):
+    """PNG (zlib level 9), lossless, 8 and 16 bit."""
+
+    name, label = "png", "PNG"
+    lossless = True
+    bit_depths = _ALL_DEPTHS
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.png_encode(pixels, level=9)
+
+    def _decode(self, data):
+        return imagecodecs.png_decode(data)
+
+
+@register_codec("jpegxl")
+class JPEGXL(Codec):
+    """Lossy JPEG XL (libjxl via imagecodecs, effort 7); the knob is the Butteraugli distance."""
+
+    name, label = "jpegxl", "JPEG XL"
+    knob = "Butteraugli distance (lower = more bytes; 1.0 ≈ visually lossless)"
+    default_settings = (12.0, 6.0, 3.0, 1.5, 0.75, 0.3)
+    bit_depths = _ALL_DEPTHS
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.jpegxl_encode(pixels, distance=float(setting), effort=7, bitspersample=bit_depth)
+
+    def _decode(self, data):
+        return imagecodecs.jpegxl_decode(data)
+
+
+@register_codec("jpegxl-lossless")
+class JPEGXLLossless(JPEGXL):
+    """Lossless JPEG XL (modular mode, effort 7)."""
+
+    name, label = "jpegxl-lossless", "JPEG XL lossless"
+    lossless, knob, default_settings = True, None, (None,)
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.jpegxl_encode(pixels, lossless=True, effort=7, bitspersample=bit_depth)
+
+
+@register_codec("avif")
+class AVIF(Codec):
+    """AVIF (libavif/AOM via imagecodecs, speed 6); 8, 10 or 12 bit; YUV 4:0:0 for grayscale."""
+
+    name, label = "avif", "AVIF"
+    knob = "quality 0-100 (higher = more bytes)"
+    default_settings = (20, 40, 55, 70, 85, 95)
+    bit_depths = frozenset({8, 10, 12})
+
+    def _encode(self, pixels, setting, bit_depth):
+        kwargs = dict(level=int(setting), speed=6, bitspersample=bit_depth)
+        if pixels.ndim == 2:  # 2-D input ignores `level` (encodes lossless): see module docstring
+            pixels = _as_rgb(pixels)
+            kwargs["pixelformat"] = imagecodecs.AVIF.PIXEL_FORMAT.YUV400
+        return imagecodecs.avif_encode(pixels, **kwargs)
+
+    def _decode(self, data):
+        return imagecodecs.avif_decode(data)
+
+
+@register_codec("webp")
+class WebP(Codec):
+    """Lossy WebP (libwebp, method 6), 8-bit only."""
+
+    name, label = "webp", "WebP"
+    knob = "quality 0-100 (higher = more bytes)"
+    default_settings = (10, 30, 50, 70, 85, 95)
+    bit_depths = frozenset({8})
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.webp_encode(_as_rgb(pixels), level=float(setting), lossless=False, method=6)
+
+    def _decode(self, data):
+        return imagecodecs.webp_decode(data)
+
+    def encode(self, pixels, setting=None, bit_depth=None):
+        # libwebp codes only RGB(A): grayscale goes in as three equal planes, and a
+        # one-byte tag (counted in the size) tells decode to return it 2-D.
+        data = super().encode(pixels, setting, bit_depth)
+        return (b"G" if pixels.ndim == 2 else b"C") + data
+
+    def decode(self, data):
+        if not data or data[:1] not in (b"G", b"C"):
+            raise CodecError(f"{self.name}: not a stream written by this codec")
+        out = super().decode(data[1:])
+        return out[:, :, 0].copy() if data[:1] == b"G" and out.ndim == 3 else out
+
+
+@register_codec("webp-lossless")
+class WebPLossless(WebP):
+    """Lossless WebP, 8-bit only."""
+
+    name, label = "webp-lossless", "WebP lossless"
+    lossless, knob, default_settings = True, None, (None,)
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.webp_encode(_as_rgb(pixels), lossless=True, level=75, method=4)
+
+
+@register_codec("jpegls")
+class JPEGLS(Codec):
+    """Lossless JPEG-LS (CharLS via imagecodecs), 8 and 16 bit."""
+
+    name, label = "jpegls", "JPEG-LS"
+    lossless = True
+    bit_depths = _ALL_DEPTHS
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.jpegls_encode(pixels, level=0)
+
+    def _decode(self, data):
+        return imagecodecs.jpegls_decode(data)
+
+
+@register_codec("jpegls-near")
+class JPEGLSNearLossless(JPEGLS):
+    """Near-lossless JPEG-LS: every sample within ±NEAR of the original."""
+
+    name, label = "jpegls-near", "JPEG-LS near-lossless"
+    lossless = False
+    knob = "NEAR, the maximum absolute error per sample (higher = fewer bytes)"
+    default_settings = (16, 8, 4, 2, 1)
+
+    def _encode(self, pixels, setting, bit_depth):
+        return imagecodecs.jpegls_encode(pixels, level=int(setting))
