@@ -118,7 +118,11 @@ def read_image(path: str | Path, bit_depth: int | None = None, page: int | None 
             pixels = _read_tiff(path, page)
         elif suffix in (".mrc", ".mrcs", ".map"):
             pixels = _read_mrc(path, page)
-        elif suffix in (".png", ".pgm", ".ppm", ".pnm", ".jpg", ".jpeg", ".gif", ".bmp"):
+        elif suffix == ".png":
+            pixels = _read_png(path)
+        elif suffix in (".pgm", ".ppm", ".pnm"):
+            pixels = _read_netpbm(path, page)
+        elif suffix in (".jpg", ".jpeg", ".gif", ".bmp"):
             pixels = _read_pillow(path, page)
         else:
             raise ImageReadError(f"{path}: unsupported file type {suffix!r} (supported: {', '.join(SUPPORTED_SUFFIXES)})")
@@ -207,6 +211,42 @@ def _read_mrc(path: Path, page: int | None) -> np.ndarray:
         else:
             data = _pick_page(data, page, str(path))
     return data
+
+
+def _read_png(path: Path) -> np.ndarray:
+    """PNG through libpng (imagecodecs): Pillow truncates 16-bit RGB PNGs to 8 bits."""
+    import imagecodecs
+
+    data = path.read_bytes()
+    colour_type = data[25] if len(data) > 25 and data[12:16] == b"IHDR" else None
+    if colour_type == 3:  # palette: expand through Pillow (8-bit by definition)
+        return _read_pillow(path, None)
+    return imagecodecs.png_decode(data)
+
+
+def _read_netpbm(path: Path, page: int | None) -> np.ndarray:
+    """Binary PGM/PPM (P5/P6); maxval > 255 means big-endian 16-bit samples (Pillow would truncate)."""
+    data = path.read_bytes()
+    tokens, pos = [], 0
+    while len(tokens) < 4:
+        while pos < len(data) and data[pos:pos + 1].isspace():
+            pos += 1
+        if data[pos:pos + 1] == b"#":
+            pos = data.index(b"\n", pos) + 1
+            continue
+        start = pos
+        while pos < len(data) and not data[pos:pos + 1].isspace():
+            pos += 1
+        tokens.append(data[start:pos])
+    magic, width, height, maxval = tokens[0], int(tokens[1]), int(tokens[2]), int(tokens[3])
+    if magic not in (b"P5", b"P6"):
+        return _read_pillow(path, page)  # ASCII variants: Pillow handles them (8-bit)
+    channels = 3 if magic == b"P6" else 1
+    dtype = np.dtype(">u2") if maxval > 255 else np.dtype(np.uint8)
+    count = width * height * channels
+    body = np.frombuffer(data, dtype=dtype, count=count, offset=pos + 1)
+    shape = (height, width, channels) if channels == 3 else (height, width)
+    return body.reshape(shape).astype(np.uint16 if maxval > 255 else np.uint8)
 
 
 def _read_pillow(path: Path, page: int | None) -> np.ndarray:
