@@ -110,3 +110,10 @@ def test_per_channel_colour_mode_round_trip(name):
         codec.decode(encoded[:-10])
     with pytest.raises(UnsupportedInput):
         codec.encode(CAMERA, setting)
+
+
+@pytest.mark.parametrize("name", [n for n in CLASSICAL if get_codec(n).lossless])
+def test_lossless_codecs_survive_incompressible_noise(name):
+    noise = np.random.default_rng(5).integers(0, 256, (96, 128), dtype=np.uint8)
+    codec = get_codec(name)
+    np.testing.assert_array_equal(codec.decode(codec.encode(noise)), noise)

@@ -31,6 +31,11 @@ def _as_rgb(pixels: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.dstack([pixels] * 3)) if pixels.ndim == 2 else pixels
 
 
+def _worst_case_bytes(pixels: np.ndarray) -> int:
+    """An output-buffer size no encoding of ``pixels`` exceeds (twice the raw size plus headers)."""
+    return 2 * pixels.nbytes + 4096
+
+
 @register_codec("jpeg")
 class JPEG(Codec):
     """Baseline JPEG (libjpeg-turbo via imagecodecs), Huffman tables optimised, 4:2:0 for RGB."""
@@ -210,7 +215,8 @@ class JPEGLS(Codec):
     bit_depths = _ALL_DEPTHS
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.jpegls_encode(pixels, level=0)
+        # CharLS's default output buffer is too small for incompressible data (noise): size it explicitly
+        return imagecodecs.jpegls_encode(pixels, level=0, out=_worst_case_bytes(pixels))
 
     def _decode(self, data):
         return imagecodecs.jpegls_decode(data)
@@ -226,4 +232,4 @@ class JPEGLSNearLossless(JPEGLS):
     default_settings = (16, 8, 4, 2, 1)
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.jpegls_encode(pixels, level=int(setting))
+        return imagecodecs.jpegls_encode(pixels, level=int(setting), out=_worst_case_bytes(pixels))

@@ -1,0 +1,102 @@
+"""The batch runner end to end into a temporary DuckDB: rows, resume, failures, no duplicates."""
+import math
+
+import duckdb
+import numpy as np
+import pytest
+
+from core import runner, store
+from core.datasets import embedded_refs, load_ref
+from core.io import as_bioimage, write_image
+
+
+def _rows(db):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute("SELECT image_id, codec, setting, colour_mode, bytes, bpp, psnr, error, width, height, "
+                           "channels, bit_depth, raw_bytes, ratio, factor FROM results ORDER BY ALL").fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(5)
+    write_image(folder / "a_gray8.png", as_bioimage(rng.integers(0, 256, (96, 128), dtype=np.uint8)))
+    write_image(folder / "b_rgb16.png", as_bioimage(rng.integers(0, 65536, (80, 64, 3), dtype=np.uint16)))
+    (folder / "c_broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    return folder
+
+
+def test_runner_fills_db_from_a_folder_and_rerun_adds_nothing(tmp_path, image_folder):
+    db = tmp_path / "r.duckdb"
+    argv = ["--data-root", str(image_folder), "--db", str(db), "--codecs", "jpeg,png,jpeg2000",
+            "--settings", "jpeg=50,90;jpeg2000=20,10", "--quiet"]
+    assert runner.main(argv) == 0
+    rows = _rows(db)
+    ok = [r for r in rows if r[7] is None]
+    failed = [r for r in rows if r[7] is not None]
+    # gray8: jpeg x2 + png + jpeg2000 x2; rgb16: png + jpeg2000 x2 (jpeg refuses 16-bit: skipped, not stored)
+    assert sorted((r[0], r[1], r[2]) for r in ok) == sorted([
+        ("a_gray8", "jpeg", "50"), ("a_gray8", "jpeg", "90"), ("a_gray8", "png", "-"),
+        ("a_gray8", "jpeg2000", "20"), ("a_gray8", "jpeg2000", "10"),
+        ("b_rgb16", "png", "-"), ("b_rgb16", "jpeg2000", "20"), ("b_rgb16", "jpeg2000", "10")])
+    # the unreadable file is recorded as failures, one per task, and the run carried on
+    assert failed and all(r[0] == "c_broken" and "cannot read image" in r[7] for r in failed)
+    for image_id, codec, setting, mode, nbytes, bpp, psnr, error, w, h, c, depth, raw, ratio, factor in ok:
+        assert bpp == pytest.approx(8 * nbytes / (w * h))
+        assert raw == w * h * c * (1 if depth == 8 else 2)
+        assert ratio == pytest.approx(nbytes / raw) and factor == pytest.approx(raw / nbytes)
+        assert (psnr == math.inf) == (codec == "png")
+    before = len(rows)
+    assert runner.main(argv) == 0
+    assert len(_rows(db)) == before  # resumable: successful rows skipped, failures retried in place
+
+
+def test_killed_run_resumes_without_gaps_or_duplicates(tmp_path, image_folder):
+    db = tmp_path / "k.duckdb"
+    argv = ["--data-root", str(image_folder), "--db", str(db), "--codecs", "png,jpegls", "--quiet"]
+    # simulate a run killed after the first image: store only that image's rows
+    con = store.open_writer(db)
+    refs = runner.resolve_refs(str(image_folder), None)
+    tasks, _ = runner.plan_tasks(8, 1, ["png", "jpegls"], {}, None)
+    store.upsert_results(con, runner.run_job(runner.Job(refs[0], tasks), "killed"))
+    con.close()
+    assert len(_rows(db)) == 2
+    runner.main(argv)
+    rows = _rows(db)
+    keys = [(r[0], r[1], r[2], r[3]) for r in rows]
+    assert len(keys) == len(set(keys))
+    assert {(r[0], r[1]) for r in rows if r[7] is None} == {("a_gray8", "png"), ("a_gray8", "jpegls"),
+                                                             ("b_rgb16", "png"), ("b_rgb16", "jpegls")}
+
+
+def test_default_embedded_data_covers_depths_and_channels():
+    kinds = set()
+    for ref in embedded_refs():
+        image = load_ref(ref)
+        kinds.add((image.bit_depth, image.channels))
+    assert {(8, 1), (8, 3), (16, 1), (16, 3), (12, 1)} <= kinds
+
+
+def test_embedded_default_run_records_provenance_and_summary(tmp_path, capsys):
+    db = tmp_path / "e.duckdb"
+    assert runner.main(["--db", str(db), "--codecs", "png,jpeg", "--settings", "jpeg=75", "--limit", "3",
+                        "--quiet"]) == 0
+    con = duckdb.connect(str(db), read_only=True)
+    (n_runs, commit, versions, finished), = con.execute(
+        "SELECT count(*), any_value(git_commit), any_value(versions), count(finished_at) FROM runs").fetchall()
+    n_rows = con.execute("SELECT count(*) FROM results WHERE error IS NULL AND stage = 0").fetchone()[0]
+    con.close()
+    assert n_runs == 1 and finished == 1 and '"numpy"' in versions
+    assert n_rows == 3 + 3  # png on 3 images + jpeg on 3 8-bit images
+    out = capsys.readouterr().out
+    assert "Summary" in out and "png" in out
+
+
+def test_settings_parser():
+    assert runner.parse_settings("jpeg=10,90;jpeg2000=50", ["jpeg"]) == {"jpeg": (10, 90), "jpeg2000": (50,)}
+    assert runner.parse_settings("0.5,2", ["jpegxl", "avif"]) == {"jpegxl": (0.5, 2), "avif": (0.5, 2)}
+    assert runner.parse_settings(None, ["jpeg"]) == {}

@@ -1,0 +1,52 @@
+"""The DuckDB store: schema version, upsert without duplicates, read-only readers."""
+import math
+import subprocess
+import sys
+
+import pytest
+
+from core import store
+
+
+def _row(**kw):
+    base = {"stage": 0, "dataset": "d", "image_id": "i", "codec": "png", "setting": "-", "colour_mode": "joint",
+            "bytes": 10, "psnr": math.inf, "ms_ssim": float("nan")}
+    base.update(kw)
+    return base
+
+
+def test_schema_version_upsert_and_inf_nan(tmp_path):
+    db = tmp_path / "s.duckdb"
+    con = store.open_writer(db)
+    assert con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0] == str(store.SCHEMA_VERSION)
+    store.upsert_results(con, [_row(), _row(setting="x", bytes=11)])
+    store.upsert_results(con, [_row(bytes=12)])  # same key: replaced, not duplicated
+    assert store.count_results(con) == 2
+    got = con.execute("SELECT bytes, psnr, ms_ssim FROM results WHERE setting='-'").fetchone()
+    assert got[0] == 12 and got[1] == math.inf and got[2] is None  # +inf stays inf; NaN stored as NULL
+    assert store.stored_keys(con) == {(0, "d", "i", "png", "-", "joint"), (0, "d", "i", "png", "x", "joint")}
+    with pytest.raises(KeyError, match="unknown result columns"):
+        store.upsert_results(con, [_row(not_a_column=1)])
+    con.close()
+
+
+def test_reader_is_read_only_and_reports_a_held_lock(tmp_path):
+    db = tmp_path / "l.duckdb"
+    store.open_writer(db).close()
+    with store.reader(db) as con:
+        with pytest.raises(Exception, match="read-only"):
+            con.execute("CREATE TABLE x (a INT)")
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); "
+                               "print('held', flush=True); time.sleep(30)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(store.StoreLockedError, match="locked by a writer"):
+            store.open_reader(db, retries=2, wait_s=0.1)
+    finally:
+        holder.kill()
+    with pytest.raises(FileNotFoundError, match="run `python -m core.runner`"):
+        store.open_reader(tmp_path / "absent.duckdb")
+
+
+def test_format_setting():
+    assert [store.format_setting(s) for s in (None, 20.0, 0.75, 7)] == ["-", "20", "0.75", "7"]
