@@ -100,3 +100,11 @@ def test_settings_parser():
     assert runner.parse_settings("jpeg=10,90;jpeg2000=50", ["jpeg"]) == {"jpeg": (10, 90), "jpeg2000": (50,)}
     assert runner.parse_settings("0.5,2", ["jpegxl", "avif"]) == {"jpegxl": (0.5, 2), "avif": (0.5, 2)}
     assert runner.parse_settings(None, ["jpeg"]) == {}
+
+
+def test_worker_processes_store_the_same_rows(tmp_path, image_folder):
+    argv = ["--data-root", str(image_folder), "--codecs", "png,jpeg", "--settings", "jpeg=60", "--quiet"]
+    runner.main(argv + ["--db", str(tmp_path / "one.duckdb")])
+    runner.main(argv + ["--db", str(tmp_path / "two.duckdb"), "--workers", "2"])
+    strip = lambda rows: [r[:6] + r[7:] for r in rows]  # noqa: E731  (psnr may be inf: compare the rest)
+    assert strip(_rows(tmp_path / "one.duckdb")) == strip(_rows(tmp_path / "two.duckdb"))
