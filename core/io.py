@@ -221,7 +221,10 @@ def _read_png(path: Path) -> np.ndarray:
     colour_type = data[25] if len(data) > 25 and data[12:16] == b"IHDR" else None
     if colour_type == 3:  # palette: expand through Pillow (8-bit by definition)
         return _read_pillow(path, None)
-    return imagecodecs.png_decode(data)
+    try:
+        return imagecodecs.png_decode(data)
+    except Exception as exc:  # libpng's messages on garbage are themselves garbage: keep only the type
+        raise ImageReadError(f"{path}: cannot read image (corrupt or truncated PNG: {type(exc).__name__})") from None
 
 
 def _read_netpbm(path: Path, page: int | None) -> np.ndarray:
