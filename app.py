@@ -1,0 +1,27 @@
+"""BioCodec Bench dashboard.
+
+    streamlit run app.py                       # results.duckdb in the repo root
+    streamlit run app.py -- --db other.duckdb  # or BIOCODEC_DB=other.duckdb
+    streamlit run app.py -- --data-root ../shared/data   # where stage images live (side by side)
+"""
+import streamlit as st
+
+from pages import _ui
+
+st.set_page_config(page_title="BioCodec Bench", layout="wide")
+
+PAGES = [
+    st.Page("pages/overview.py", title="Overview", default=True),
+    st.Page("pages/rate_distortion.py", title="Rate–distortion"),
+    st.Page("pages/side_by_side.py", title="Side by side"),
+    st.Page("pages/downstream.py", title="Downstream"),
+    st.Page("pages/live.py", title="Live comparison"),
+    st.Page("pages/export.py", title="Export"),
+]
+
+page = st.navigation(PAGES)
+with st.sidebar:
+    st.caption(f"Database: `{_ui.db_path()}`")
+    if st.button("Reload data", key="reload_data", help="Read the database again (after a runner wrote to it)"):
+        st.cache_data.clear()
+page.run()

@@ -1,0 +1,40 @@
+"""Downstream: segmentation fidelity vs compression factor, and each codec's Dice-safe operating point."""
+import streamlit as st
+
+from core import dashboard as dash
+from pages import _ui
+
+st.title("Downstream segmentation fidelity")
+snap = _ui.snapshot()
+filters = _ui.sidebar_filters(snap.results, "ds")
+rows = dash.apply_filters(snap.results, filters)
+present = [m for m in dash.DOWNSTREAM_METRICS if m in rows and rows[m].notna().any()]
+if not present:
+    st.info("No downstream metrics in this selection. Stages 2 (EM) and 3 (H&E nuclei) compute them: "
+            "`python -m core.runner --stage 2 --data-root ../shared/data`.")
+    st.stop()
+
+c1, c2 = st.columns([2, 1])
+metric = c1.selectbox("Metric (y)", present, format_func=dash.DOWNSTREAM_METRICS.get, key="ds_metric")
+threshold = c2.number_input("Dice-safe threshold", min_value=0.0, max_value=1.0, value=0.95, step=0.01,
+                            key="ds_threshold", help="Smallest acceptable mean Dice (reconstruction vs original)")
+
+points = dash.downstream_points(rows, metric)
+with st.spinner("Finding Dice-safe operating points…"):
+    safe, notice = dash.dice_safe_points(str(_ui.db_path()), threshold)
+markers = dash.safe_point_markers(safe, points) if metric == "seg_dice" else None
+fig = dash.rd_figure(points, metric, x="factor", x_label="compression factor (raw bytes / encoded bytes)",
+                     y_label=dash.DOWNSTREAM_METRICS[metric], markers=markers)
+fig.update_xaxes(type="log")
+st.plotly_chart(fig, key="ds_plot")
+st.caption("Means over the images of each dataset; learned codecs solid, classical dashed"
+           + ("; ★ = Dice-safe operating point." if markers is not None and len(markers) else "."))
+
+st.subheader(f"Dice-safe operating points (mean Dice ≥ {threshold:g})")
+if notice:
+    st.warning(notice)
+else:
+    st.dataframe(safe, hide_index=True, key="ds_safe")
+
+with st.expander("Plotted points"):
+    st.dataframe(points, hide_index=True, key="ds_points")
