@@ -1,0 +1,218 @@
+"""Every dashboard page under streamlit.testing.v1.AppTest: renders without exception, and the
+numbers it shows equal those in the small test database (tests/conftest.py: results_db)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core import dashboard as dash
+from core.codecs import get_codec
+from core.evaluate import evaluate
+from core.io import read_image_bytes
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+
+
+def _app(monkeypatch, db) -> AppTest:
+    monkeypatch.setenv("BIOCODEC_DB", str(db))
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.run()
+    return at
+
+
+def _page(monkeypatch, db, page: str) -> AppTest:
+    at = _app(monkeypatch, db)
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _sql(db, query: str):
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(query).fetchall()
+    finally:
+        con.close()
+
+
+def _captions(at) -> list[str]:
+    return [c for element in at.image for c in element.captions]
+
+
+def test_overview_numbers_match_database(monkeypatch, results_db):
+    at = _app(monkeypatch, results_db)
+    assert not at.exception, [e.value for e in at.exception]
+    shown = {m.label: m.value for m in at.metric}
+    rows, errors, codecs = _sql(results_db, "SELECT count(*), count(error), count(DISTINCT codec) FROM results")[0]
+    images = _sql(results_db, "SELECT count(*) FROM (SELECT DISTINCT stage, dataset, image_id FROM results)")[0][0]
+    stages = _sql(results_db, "SELECT count(DISTINCT stage) FROM results")[0][0]
+    assert shown["Rows"] == str(rows) == "18"
+    assert shown["Errors"] == str(errors) == "1"
+    assert shown["Codecs"] == str(codecs) and shown["Images"] == str(images) and shown["Stages"] == str(stages)
+    tables = [d.value for d in at.dataframe]
+    by_dataset = tables[0].set_index("dataset")
+    assert by_dataset.loc["embedded", "images"] == 2 and by_dataset.loc["embedded", "rows"] == 14
+    errors_table = tables[2]
+    assert list(errors_table["error"]) == ["load: ImageReadError: fixture failure"]
+    runs = tables[3]
+    commit, machine = _sql(results_db, "SELECT git_commit, machine FROM runs")[0]
+    assert list(runs["machine"]) == [machine] and list(runs["commit"]) == [commit]
+
+
+def test_missing_database_says_how_to_make_it(monkeypatch, tmp_path):
+    at = _app(monkeypatch, tmp_path / "nothing.duckdb")
+    assert not at.exception
+    assert any("python -m core.runner" in i.value for i in at.info)
+
+
+def test_locked_database_shows_retry(monkeypatch, tmp_path):
+    db = tmp_path / "locked.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+        import sys, time
+        from core import store
+        con = store.open_writer({str(db)!r})
+        print("locked", flush=True)
+        time.sleep(60)
+    """)], cwd=Path(APP).parent, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        at = _app(monkeypatch, db)
+        assert not at.exception
+        assert any("busy" in e.value and "runner" in e.value for e in at.error)
+        assert at.button(key="retry_locked").label == "Retry"
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_rate_distortion_page(monkeypatch, results_db):
+    at = _page(monkeypatch, results_db, "pages/rate_distortion.py")
+    at.sidebar.multiselect(key="rd_stage").set_value([0]).run()
+    at.sidebar.multiselect(key="rd_codecs").set_value(["jpeg"]).run()
+    assert not at.exception
+    assert at.get("plotly_chart"), "no Plotly chart"
+    points = at.dataframe[-1].value
+    want = dict(_sql(results_db, "SELECT setting, avg(psnr) FROM results WHERE stage = 0 AND codec = 'jpeg' "
+                                 "GROUP BY setting"))
+    assert len(points) == 6
+    for setting, y in zip(points["setting"], points["y"]):
+        assert y == pytest.approx(want[setting])
+    # BD-rate: the table when core.bdrate exists, otherwise a notice saying it is missing
+    try:
+        import core.bdrate  # noqa: F401
+        has_bdrate = True
+    except ImportError:
+        has_bdrate = False
+    notices = [w.value for w in at.warning]
+    if has_bdrate:
+        assert len(at.dataframe) == 2 or any("BD-rate" in n for n in notices)
+    else:
+        assert any("core.bdrate is not installed" in n for n in notices)
+    at.radio(key="rd_view").set_value("per_image").run()
+    assert not at.exception and len(at.dataframe[-1].value) == 12
+
+
+def test_side_by_side_reencodes_stored_row(monkeypatch, results_db):
+    at = _page(monkeypatch, results_db, "pages/side_by_side.py")
+    at.selectbox(key="sbs_image").set_value("camera").run()
+    at.selectbox(key="sbs_codec").set_value("jpeg").run()
+    at.selectbox(key="sbs_setting").set_value("50").run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = {m.label: m.value for m in at.metric}
+    stored_bytes, stored_psnr = _sql(results_db, "SELECT bytes, psnr FROM results WHERE image_id = 'camera' "
+                                                 "AND codec = 'jpeg' AND setting = '50'")[0]
+    assert shown["bytes"] == f"{stored_bytes:,}"
+    assert shown["PSNR dB"] == f"{stored_psnr:.2f}"
+    captions = _captions(at)
+    assert {"original", "jpeg 50 (joint)", "original (crop)", "reconstruction (crop)"} <= set(captions)
+    assert any(c.startswith("|original − reconstruction|") for c in captions)
+    assert any("8-bit, shown as stored" in c.value for c in at.caption)
+
+
+def test_side_by_side_missing_stage_images(monkeypatch, results_db, tmp_path):
+    monkeypatch.setenv("BIOCODEC_DATA_ROOT", str(tmp_path / "no_data"))
+    at = _page(monkeypatch, results_db, "pages/side_by_side.py")
+    at.selectbox(key="sbs_stage").set_value(2).run()
+    assert not at.exception
+    assert any("Cannot reload the original" in e.value for e in at.error)
+
+
+def test_downstream_page(monkeypatch, results_db):
+    at = _page(monkeypatch, results_db, "pages/downstream.py")
+    assert at.get("plotly_chart")
+    points = at.dataframe[-1].value
+    want = dict(_sql(results_db, "SELECT setting, seg_dice FROM results WHERE stage = 2 AND error IS NULL"))
+    assert dict(zip(points["setting"], points["y"])) == pytest.approx(want)
+    try:
+        import core.downstream  # noqa: F401
+    except ImportError:
+        assert any("core.downstream is not installed" in w.value for w in at.warning)
+    else:
+        assert len(at.dataframe) == 2 or at.warning
+
+
+def test_downstream_page_without_downstream_rows(monkeypatch, results_db):
+    at = _page(monkeypatch, results_db, "pages/downstream.py")
+    at.sidebar.multiselect(key="ds_stage").set_value([0]).run()
+    assert not at.exception
+    assert any("No downstream metrics" in i.value for i in at.info)
+
+
+def test_live_comparison_setting(monkeypatch, results_db, gray_png_bytes):
+    at = _page(monkeypatch, results_db, "pages/live.py")
+    assert any("≤ 50 MB and ≤ 4096×4096" in c.value for c in at.caption)
+    at.file_uploader(key="live_upload").set_value(("crop.png", gray_png_bytes, "image/png")).run()
+    at.multiselect(key="live_codecs").set_value(["jpeg", "png"]).run()
+    at.select_slider(key="live_set_jpeg").set_value(50).run()
+    at.button(key="live_run").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value.set_index("codec")
+    image = read_image_bytes(gray_png_bytes, "crop.png")
+    jpeg = evaluate(image, get_codec("jpeg"), 50).metrics
+    png = evaluate(image, get_codec("png"), None).metrics
+    assert table.loc["jpeg", "bytes"] == jpeg["bytes"] and table.loc["png", "bytes"] == png["bytes"]
+    assert table.loc["jpeg", "PSNR dB"] == pytest.approx(jpeg["psnr"])
+    assert table.loc["jpeg", "bpp"] == pytest.approx(8 * jpeg["bytes"] / (192 * 192))
+    assert table.loc["png", "PSNR dB"] == float("inf")
+    assert f"jpeg @ 50: {jpeg['bpp']:.3f} bpp, PSNR {jpeg['psnr']:.2f} dB" in _captions(at)
+    labels = [b.label for b in at.get("download_button")]
+    assert f"Download jpeg file ({jpeg['bytes']:,} bytes)" in labels and "Download png reconstruction (PNG)" in labels
+
+
+def test_live_comparison_target_bpp(monkeypatch, results_db, gray_png_bytes):
+    at = _page(monkeypatch, results_db, "pages/live.py")
+    at.file_uploader(key="live_upload").set_value(("crop.png", gray_png_bytes, "image/png")).run()
+    at.multiselect(key="live_codecs").set_value(["jpeg2000"]).run()
+    at.radio(key="live_target").set_value("bpp").run()
+    at.number_input(key="live_bpp").set_value(0.5).run()
+    at.button(key="live_run").click().run()
+    assert not at.exception and not at.error
+    row = at.dataframe[0].value.iloc[0]
+    found = dash.search_setting(read_image_bytes(gray_png_bytes, "crop.png"), get_codec("jpeg2000"), 0.5)
+    assert row["bytes"] == found.evaluation.metrics["bytes"] and row["setting"] == str(found.setting)
+    assert abs(row["bpp"] - 0.5) < 0.05
+
+
+def test_live_comparison_rejects_bad_upload(monkeypatch, results_db):
+    at = _page(monkeypatch, results_db, "pages/live.py")
+    at.file_uploader(key="live_upload").set_value(("broken.png", b"definitely not a PNG", "image/png")).run()
+    assert not at.exception
+    assert any(e.value.startswith("Cannot use this file") for e in at.error)
+
+
+def test_export_page(monkeypatch, results_db):
+    at = _page(monkeypatch, results_db, "pages/export.py")
+    ok_rows = _sql(results_db, "SELECT count(*) FROM results WHERE error IS NULL")[0][0]
+    assert at.metric[0].value == str(ok_rows) == "17"
+    at.sidebar.checkbox(key="ex_errors").check().run()
+    assert at.metric[0].value == "18"
+    at.sidebar.multiselect(key="ex_codecs").set_value(["png"]).run()
+    assert at.metric[0].value == "2" and len(at.dataframe[0].value) == 2
+    assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download Parquet"}
