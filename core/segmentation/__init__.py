@@ -1,0 +1,227 @@
+"""Downstream fidelity: does the analysis of a compressed image give the same answer?
+
+The runner asks :func:`downstream_for` for an evaluator per image, calls
+``state = evaluator.prepare(image, ref)`` once (segments the original, loads the
+ground truth) and ``evaluator.compare(state, reconstruction) -> dict`` per codec
+setting.  The dict holds the downstream columns of ``core.store.RESULT_COLUMNS``
+(:data:`DOWNSTREAM_COLUMNS`; None where a column does not apply).
+
+Tasks per dataset:
+
+========================  ===========================================  =====================================
+dataset                   segmentation (seg_* columns)                 contours (contour_* columns)
+========================  ===========================================  =====================================
+monuseg                   StarDist H&E nuclei (``monuseg_he``)         —
+epfl_hippocampus_fibsem   StarDist mitochondria (``epfl_mito``)        classical membrane detector
+isbi2012_em               membrane mask (Dice/IoU), enclosed cells     classical membrane detector
+                          (object F1)
+========================  ===========================================  =====================================
+
+* seg_dice / seg_iou: pixel overlap of the foregrounds (nuclei, mitochondria, or
+  membranes) of the reconstruction's vs the original's segmentation;
+  seg_f1: object F1 at IoU 0.5 between their instances.
+* seg_dice_gt_* / seg_f1_gt_*: the same against the ground truth, for the original
+  and for the reconstruction.
+* contour_bf1: boundary F1 at 2 px; contour_hd95 / contour_msd: 95th-percentile
+  Hausdorff and mean symmetric surface distance (px) between the 1-px contours of
+  the original's and the reconstruction's membrane masks.
+
+StarDist models can be replaced per dataset with ``BIOCODEC_STARDIST_MODELS``, e.g.
+``monuseg=2D_versatile_he`` (a registered pretrained name, needs internet) or
+``epfl_hippocampus_fibsem=/path/to/model_folder``.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from core.segmentation.metrics import boundary_f1, dice, iou, object_f1, surface_distances
+
+DOWNSTREAM_COLUMNS = ("seg_dice", "seg_iou", "seg_f1", "seg_dice_gt_original", "seg_dice_gt_reconstruction",
+                      "seg_f1_gt_original", "seg_f1_gt_reconstruction", "contour_bf1", "contour_hd95", "contour_msd")
+DEFAULT_MODELS = {"monuseg": "monuseg_he", "epfl_hippocampus_fibsem": "epfl_mito"}
+CONTOUR_TOLERANCE_PX = 2.0
+OBJECT_IOU = 0.5
+EPFL = "epfl_hippocampus_fibsem"
+ISBI = "isbi2012_em"
+
+
+# --------------------------------------------------------------------------- ground truth
+
+
+@dataclass
+class GroundTruth:
+    """Ground truth of one (cropped) image: instance labels and/or a membrane mask (None if absent)."""
+
+    instances: np.ndarray | None = None
+    membranes: np.ndarray | None = None
+
+
+def _crop(array: np.ndarray, crop) -> np.ndarray:
+    if crop is None:
+        return array
+    y0, x0, y1, x1 = crop
+    return np.ascontiguousarray(array[y0:y1, x0:x1])
+
+
+def _default_gt_path(ref) -> Path | None:
+    """The GT file of ``ref`` derived from its source path (used when ``ref.ground_truth`` is unset)."""
+    src = Path(ref.source)
+    if ref.dataset == "monuseg":
+        return src.parent.parent / "instance_masks" / f"{src.stem}.png"
+    if ref.dataset == EPFL:
+        return src.parent.parent / "mitochondrion" / f"{src.stem}.png"
+    if ref.dataset == ISBI:
+        return src.parent.parent / "label" / f"{src.stem}.png"
+    return None
+
+
+def load_ground_truth(ref) -> GroundTruth | None:
+    """Ground truth of an :class:`~core.datasets.ImageRef`, cropped like the image; None if none exists.
+
+    monuseg: uint16 instance mask → ``instances``.  EPFL: ``mitochondrion`` mask
+    (thresholded at 128, connected components) → ``instances`` and the sibling
+    ``membranes`` mask → ``membranes``.  ISBI 2012: label (0 = membrane) →
+    ``membranes``, and the cells it encloses → ``instances``.
+    """
+    from core.segmentation.contours import cells_from_membranes
+    from core.segmentation.data import mask_to_instances, read_array
+
+    path = Path(ref.ground_truth) if ref.ground_truth else _default_gt_path(ref)
+    if path is None or not path.is_file():
+        return None
+    if ref.dataset == "monuseg":
+        return GroundTruth(instances=_crop(read_array(path), ref.crop).astype(np.int32))
+    if ref.dataset == EPFL:
+        gt = GroundTruth(instances=_crop(mask_to_instances(read_array(path)), ref.crop))
+        membranes = path.parent.parent / "membranes" / path.name
+        if membranes.is_file():
+            gt.membranes = _crop(read_array(membranes), ref.crop) >= 128
+        return gt
+    if ref.dataset == ISBI:
+        membranes = _crop(read_array(path), ref.crop) < 128
+        return GroundTruth(instances=cells_from_membranes(membranes), membranes=membranes)
+    return None
+
+
+# --------------------------------------------------------------------------- evaluator
+
+
+def _models_from_env() -> dict[str, str]:
+    out = dict(DEFAULT_MODELS)
+    for part in os.environ.get("BIOCODEC_STARDIST_MODELS", "").split(","):
+        if "=" in part:
+            dataset, _, model = part.partition("=")
+            out[dataset.strip()] = model.strip()
+    return out
+
+
+def _gray(pixels: np.ndarray) -> np.ndarray:
+    pixels = np.asarray(pixels)
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        return pixels[..., 0]
+    if pixels.ndim != 2:
+        raise ValueError(f"EM analysis needs a grayscale image, got shape {pixels.shape}")
+    return pixels
+
+
+class DownstreamEvaluator:
+    """Segments original and reconstruction of one dataset's images and compares them (see module doc)."""
+
+    def __init__(self, dataset: str, stardist_model: str | None = None, membrane_params=None):
+        self.dataset = dataset
+        self.stardist_model = stardist_model
+        self.membrane_params = membrane_params
+
+    # -- analysis of one image
+    def segment(self, pixels: np.ndarray) -> dict:
+        """{'labels': instance labels (int32) or None, 'foreground': bool mask or None, 'contours': bool or None}."""
+        from core.segmentation.contours import cells_from_membranes, contours_of, detect_membranes
+
+        out = {"labels": None, "foreground": None, "contours": None}
+        membranes = None
+        if self.membrane_params is not None:
+            membranes = detect_membranes(_gray(pixels), self.membrane_params)
+            out["contours"] = contours_of(membranes)
+        if self.stardist_model is not None:
+            from core.segmentation.stardist_models import load_stardist, model_scale, predict_labels
+
+            pix = _gray(pixels) if self.dataset != "monuseg" else np.asarray(pixels)
+            labels = predict_labels(load_stardist(self.stardist_model), pix, model_scale(self.stardist_model))
+            out["labels"], out["foreground"] = labels, labels > 0
+        elif membranes is not None:  # ISBI: the segmentation is the membrane map and the cells it encloses
+            out["labels"], out["foreground"] = cells_from_membranes(membranes), membranes
+        return out
+
+    def prepare(self, image, ref) -> dict:
+        """Segment the original (a BioImage or array) once; load its ground truth; score the original vs GT."""
+        pixels = image.pixels if hasattr(image, "pixels") else np.asarray(image)
+        original = self.segment(pixels)
+        gt = load_ground_truth(ref) if ref is not None else None
+        gt_fg = gt_labels = None
+        if gt is not None:
+            gt_labels = gt.instances
+            gt_fg = gt.membranes if self.dataset == ISBI else (gt.instances > 0 if gt.instances is not None else None)
+            for name, arr in (("ground truth", gt_labels), ("ground-truth mask", gt_fg)):
+                if arr is not None and arr.shape != pixels.shape[:2]:
+                    raise ValueError(f"{name} of {ref.image_id} has shape {arr.shape}, image {pixels.shape[:2]}")
+        state = {"original": original, "gt_labels": gt_labels, "gt_foreground": gt_fg}
+        state["dice_gt_original"] = dice(gt_fg, original["foreground"]) if _both(gt_fg, original["foreground"]) else None
+        state["f1_gt_original"] = (object_f1(gt_labels, original["labels"], OBJECT_IOU)
+                                   if _both(gt_labels, original["labels"]) else None)
+        return state
+
+    def compare(self, state: dict, reconstruction: np.ndarray) -> dict:
+        """Downstream columns for one reconstruction (array shaped like the original)."""
+        rec = self.segment(np.asarray(reconstruction))
+        org = state["original"]
+        row = dict.fromkeys(DOWNSTREAM_COLUMNS)
+        if org["foreground"] is not None:
+            row["seg_dice"] = dice(org["foreground"], rec["foreground"])
+            row["seg_iou"] = iou(org["foreground"], rec["foreground"])
+            row["seg_f1"] = object_f1(org["labels"], rec["labels"], OBJECT_IOU)
+            row["seg_dice_gt_original"] = state["dice_gt_original"]
+            row["seg_f1_gt_original"] = state["f1_gt_original"]
+            if state["gt_foreground"] is not None:
+                row["seg_dice_gt_reconstruction"] = dice(state["gt_foreground"], rec["foreground"])
+            if state["gt_labels"] is not None:
+                row["seg_f1_gt_reconstruction"] = object_f1(state["gt_labels"], rec["labels"], OBJECT_IOU)
+        if org["contours"] is not None:
+            row["contour_bf1"] = boundary_f1(org["contours"], rec["contours"], CONTOUR_TOLERANCE_PX)
+            row["contour_hd95"], row["contour_msd"] = surface_distances(org["contours"], rec["contours"])
+        return row
+
+
+def _both(a, b) -> bool:
+    return a is not None and b is not None
+
+
+@lru_cache(maxsize=None)
+def _evaluator(dataset: str) -> DownstreamEvaluator | None:
+    from core.segmentation.contours import PARAMS
+
+    model = _models_from_env().get(dataset)
+    if model is not None:
+        try:
+            from core.segmentation.stardist_models import load_stardist
+
+            load_stardist(model)
+        except Exception as exc:  # keep the codec metrics (and contours) when a model is unavailable
+            warnings.warn(f"StarDist model {model!r} for {dataset} unavailable, its seg_* columns stay empty: {exc}")
+            model = None
+    membranes = PARAMS.get(dataset)
+    if model is None and membranes is None:
+        return None
+    return DownstreamEvaluator(dataset, stardist_model=model, membrane_params=membranes)
+
+
+def downstream_for(ref) -> DownstreamEvaluator | None:
+    """The evaluator for ``ref``'s dataset (cached per process), or None when it has no downstream task."""
+    if ref.dataset not in ("monuseg", EPFL, ISBI):
+        return None
+    return _evaluator(ref.dataset)

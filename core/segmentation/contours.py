@@ -1,0 +1,151 @@
+"""Membrane detection and contour extraction for EM images (classical; no trained weights).
+
+Detector (:func:`detect_membranes`): membranes are thin dark ridges, so the image is
+normalised (1–99.8 percentiles), filtered with the Sato tubeness filter for dark
+ridges at scales ``sigmas`` (px), and thresholded at a fixed response level that
+was tuned on training images (see :data:`PARAMS` and
+``python -m core.segmentation.contours --tune``); components smaller than
+``min_size`` px are dropped.  Contours (:func:`contours_of`) are the 1-px skeleton
+of a membrane mask, so detector output and the (thick) labels compare fairly.
+
+Datasets: ISBI 2012 labels mark membranes as 0 (cells 255); EPFL FIB-SEM has a
+``membranes`` mask (255 = membrane, thresholded at 128).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from core.segmentation.data import normalize
+
+
+@dataclass(frozen=True)
+class MembraneParams:
+    """Sato scales (px), threshold on the normalised ridge response, smallest kept component (px)."""
+
+    sigmas: tuple[float, ...]
+    threshold: float
+    min_size: int = 64
+
+
+# Tuned on training images (ISBI 0–19, EPFL training slices); see --tune.
+PARAMS = {
+    "isbi2012_em": MembraneParams(sigmas=(1.0, 2.0), threshold=0.08, min_size=64),
+    "epfl_hippocampus_fibsem": MembraneParams(sigmas=(2.0, 4.0), threshold=0.05, min_size=128),
+}
+
+
+def ridge_response(image: np.ndarray, sigmas) -> np.ndarray:
+    """Sato dark-ridge response (float32, ≥ 0) of a grayscale image after percentile normalisation."""
+    from skimage.filters import sato
+
+    image = np.asarray(image)
+    if image.ndim != 2:
+        raise ValueError(f"membrane detection needs a grayscale image, got shape {image.shape}")
+    x = np.clip(normalize(image), 0, 1)
+    return sato(x, sigmas=tuple(sigmas), black_ridges=True, mode="reflect").astype(np.float32)
+
+
+def detect_membranes(image: np.ndarray, params: MembraneParams) -> np.ndarray:
+    """Boolean membrane mask of a grayscale EM image."""
+    from skimage.morphology import remove_small_objects
+
+    mask = ridge_response(image, params.sigmas) > params.threshold
+    return remove_small_objects(mask, max_size=params.min_size - 1)
+
+
+def contours_of(membrane_mask: np.ndarray) -> np.ndarray:
+    """1-px contour lines (boolean skeleton) of a membrane mask."""
+    from skimage.morphology import skeletonize
+
+    return skeletonize(np.asarray(membrane_mask, dtype=bool))
+
+
+def cells_from_membranes(membrane_mask: np.ndarray) -> np.ndarray:
+    """int32 labels of the regions the membranes enclose (4-connected non-membrane components)."""
+    from skimage.measure import label
+
+    return label(~np.asarray(membrane_mask, dtype=bool), connectivity=1).astype(np.int32)
+
+
+# --------------------------------------------------------------------------- tuning / accuracy
+
+
+def membrane_pairs(dataset: str, split: str, data_root=None):
+    """[(stem, image, GT membrane mask)]: ISBI 'train' = images 0–19, 'test' = 20–29; EPFL as in data.py."""
+    from pathlib import Path
+
+    from core.segmentation import data as sdata
+
+    root = Path(data_root or sdata.DEFAULT_DATA_ROOT)
+    if dataset == "isbi2012_em":
+        stems = sorted((p.stem for p in (root / "isbi2012_em/train/image").glob("*.png")), key=int)
+        stems = stems[:20] if split == "train" else stems[20:]
+        return [(s, sdata.read_array(root / f"isbi2012_em/train/image/{s}.png"),
+                 sdata.read_array(root / f"isbi2012_em/train/label/{s}.png") < 128) for s in stems]
+    if dataset == "epfl_hippocampus_fibsem":
+        folder = root / "epfl_hippocampus_fibsem/train"
+        return [(s, sdata.read_array(folder / f"slices/{s}.png"), sdata.read_array(folder / f"membranes/{s}.png") >= 128)
+                for s in sdata.epfl_stems(split, data_root)]
+    raise ValueError(f"no membrane labels for {dataset!r}")
+
+
+def accuracy(pairs, params: MembraneParams, tolerance: float = 2.0) -> dict:
+    """Mean boundary F1 (at ``tolerance`` px), HD95 and MSD (px) of detected vs labelled contours."""
+    from core.segmentation.metrics import boundary_f1, surface_distances
+
+    f1s, hd, msd = [], [], []
+    for _s, image, gt in pairs:
+        pred_c, gt_c = contours_of(detect_membranes(image, params)), contours_of(gt)
+        f1s.append(boundary_f1(gt_c, pred_c, tolerance))
+        h, m = surface_distances(gt_c, pred_c)
+        hd.append(h)
+        msd.append(m)
+    return {"boundary_f1": float(np.mean(f1s)), "hd95_px": float(np.mean(hd)), "msd_px": float(np.mean(msd)),
+            "n_images": len(pairs)}
+
+
+def tune(dataset: str, data_root=None, max_images: int = 6) -> tuple[MembraneParams, dict]:
+    """Grid search of sigmas × threshold on training images, by mean boundary F1 at 2 px."""
+    pairs = membrane_pairs(dataset, "train", data_root)[:max_images]
+    best, best_score = None, -1.0
+    for sigmas in ((1.0, 2.0), (2.0, 3.0), (2.0, 4.0), (3.0, 5.0)):
+        responses = [(ridge_response(img, sigmas), gt) for _s, img, gt in pairs]
+        for thr in (0.02, 0.03, 0.05, 0.08, 0.12, 0.16):
+            params = MembraneParams(sigmas, thr, PARAMS[dataset].min_size)
+            from skimage.morphology import remove_small_objects
+
+            from core.segmentation.metrics import boundary_f1
+
+            score = float(np.mean([
+                boundary_f1(contours_of(gt), contours_of(remove_small_objects(r > thr, max_size=params.min_size - 1)))
+                for r, gt in responses]))
+            print(f"{dataset} sigmas={sigmas} thr={thr}: BF1 {score:.4f}", flush=True)
+            if score > best_score:
+                best, best_score = params, score
+    return best, {"train_boundary_f1": best_score}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.segmentation.contours",
+                                description="Tune / report the classical membrane detector vs labels.")
+    p.add_argument("--tune", action="store_true", help="grid-search parameters on training images")
+    p.add_argument("--data-root", default=None)
+    args = p.parse_args(argv)
+    report = {}
+    for dataset in PARAMS:
+        params = PARAMS[dataset]
+        if args.tune:
+            params, info = tune(dataset, args.data_root)
+            report[dataset + "_tuned"] = {**asdict(params), **info}
+        report[dataset] = {"params": asdict(params), "test": accuracy(membrane_pairs(dataset, "test", args.data_root),
+                                                                       params)}
+        print(json.dumps(report, indent=2), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

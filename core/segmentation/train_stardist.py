@@ -1,0 +1,176 @@
+"""Train the project's StarDist 2D models on CPU (no pretrained weights needed).
+
+    python -m core.segmentation.train_stardist monuseg          # → data/models/monuseg_he
+    python -m core.segmentation.train_stardist epfl             # → data/models/epfl_mito
+    python -m core.segmentation.train_stardist epfl --minutes 5 --out /tmp/models
+
+Training stops after ``--minutes`` of wall time (the best-validation-loss weights
+are kept), then the probability / NMS thresholds are optimised on the validation
+images and accuracy on the held-out test split is printed and written to
+``<model>/accuracy.json`` (object F1 at IoU 0.5 via ``stardist.matching``, pixel Dice).
+TensorFlow runs with ``--threads`` intra/inter-op threads (default 1).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.segmentation import data as sdata
+
+MODELS_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
+
+RECIPES = {
+    # H&E nuclei (median ≈ 24 px long at 40x): full resolution, RGB.
+    "monuseg": dict(name="monuseg_he", scale=1.0, n_channel_in=3, n_val=2,
+                    config=dict(n_rays=32, grid=(2, 2), unet_n_depth=3, unet_n_filter_base=16,
+                                net_conv_after_unet=64, train_patch_size=(256, 256), train_batch_size=4,
+                                train_n_val_patches=8, train_learning_rate=3e-4)),
+    # FIB-SEM mitochondria (40–220 px long): trained and run at half resolution.
+    "epfl": dict(name="epfl_mito", scale=0.5, n_channel_in=1, n_val=3,
+                 config=dict(n_rays=32, grid=(2, 2), unet_n_depth=3, unet_n_filter_base=16,
+                             net_conv_after_unet=64, train_patch_size=(192, 192), train_batch_size=4,
+                             train_n_val_patches=8, train_learning_rate=3e-4)),
+}
+
+
+def load_split(dataset: str, split: str, data_root=None):
+    """[(stem, image, labels)] for 'monuseg' or 'epfl' ('train' / 'test')."""
+    if dataset == "monuseg":
+        return sdata.monuseg_pairs(split, data_root)
+    if dataset == "epfl":
+        return sdata.epfl_pairs(split, data_root)
+    raise ValueError(f"unknown dataset {dataset!r} (monuseg, epfl)")
+
+
+def rescale_pair(image: np.ndarray, labels: np.ndarray, scale: float):
+    """Image (float, bilinear) and labels (nearest) resized by ``scale``."""
+    if scale == 1.0:
+        return image, labels
+    from skimage.transform import rescale
+
+    img = rescale(image, scale, order=1, channel_axis=-1 if image.ndim == 3 else None,
+                  preserve_range=True, anti_aliasing=True).astype(np.float32)
+    lab = rescale(labels, scale, order=0, preserve_range=True, anti_aliasing=False).astype(np.int32)
+    return img, lab
+
+
+def augmenter(rng: np.random.Generator):
+    """Random 90° rotations / flips, and mild intensity scale + shift (per patch)."""
+    def augment(x, y):
+        k = int(rng.integers(4))
+        x, y = np.rot90(x, k, axes=(0, 1)), np.rot90(y, k, axes=(0, 1))
+        if rng.random() < 0.5:
+            x, y = x[:, ::-1], y[:, ::-1]
+        x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
+        return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
+    return augment
+
+
+def pixel_dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice of the foregrounds (labels > 0) of two label images (1.0 when both are empty)."""
+    a, b = np.asarray(a) > 0, np.asarray(b) > 0
+    total = a.sum() + b.sum()
+    return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
+
+
+def evaluate_model(model, pairs, scale: float) -> dict:
+    """Mean object F1 at IoU 0.5 (stardist.matching, per image) and mean pixel Dice vs ground truth."""
+    from stardist.matching import matching
+
+    from core.segmentation.stardist_models import predict_labels
+
+    f1s, dices = [], []
+    for _stem, image, gt in pairs:
+        pred = predict_labels(model, image, scale=scale)
+        f1s.append(float(matching(gt, pred, thresh=0.5).f1))
+        dices.append(pixel_dice(gt, pred))
+    return {"n_images": len(pairs), "object_f1_iou50": float(np.mean(f1s)), "pixel_dice": float(np.mean(dices)),
+            "per_image_f1": [round(v, 4) for v in f1s], "per_image_dice": [round(v, 4) for v in dices]}
+
+
+def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data_root=None) -> Path:
+    from core.segmentation.tfsetup import configure_tensorflow
+
+    tf = configure_tensorflow(threads)
+    tf.keras.utils.set_random_seed(seed)
+    from stardist.models import Config2D, StarDist2D
+
+    recipe = RECIPES[dataset]
+    scale = recipe["scale"]
+    pairs = load_split(dataset, "train", data_root)
+    X, Y = [], []
+    for _stem, image, labels in pairs:
+        x, y = rescale_pair(sdata.normalize(image), labels, scale)
+        X.append(x if x.ndim == 3 else x[..., None])
+        Y.append(y)
+    n_val = recipe["n_val"]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(X))
+    val_idx, trn_idx = order[:n_val], order[n_val:]
+    X_trn, Y_trn = [X[i] for i in trn_idx], [Y[i] for i in trn_idx]
+    X_val, Y_val = [X[i] for i in val_idx], [Y[i] for i in val_idx]
+    print(f"{dataset}: {len(X_trn)} training, {len(X_val)} validation images ({[pairs[i][0] for i in val_idx]}), "
+          f"scale {scale}", flush=True)
+
+    conf = Config2D(n_channel_in=recipe["n_channel_in"], train_tensorboard=False, train_epochs=1000,
+                    train_steps_per_epoch=25, train_reduce_lr={"factor": 0.5, "patience": 8, "min_delta": 0},
+                    use_gpu=False, **recipe["config"])
+    out.mkdir(parents=True, exist_ok=True)
+    model = StarDist2D(conf, name=recipe["name"], basedir=str(out))
+    model.prepare_for_training()
+    deadline = time.monotonic() + minutes * 60
+
+    class TimeLimit(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            left = deadline - time.monotonic()
+            print(f"epoch {epoch + 1}: loss {logs.get('loss'):.4f} val_loss {logs.get('val_loss'):.4f}; "
+                  f"{left / 60:.1f} min left", flush=True)
+            if left <= 0:
+                self.model.stop_training = True
+
+    model.callbacks.append(TimeLimit())
+    t0 = time.monotonic()
+    model.train(X_trn, Y_trn, validation_data=(X_val, Y_val), augmenter=augmenter(rng), seed=seed)
+    train_s = time.monotonic() - t0
+    t1 = time.monotonic()
+    model.optimize_thresholds(X_val, Y_val, predict_kwargs={"show_tile_progress": False})
+    thresh_s = time.monotonic() - t1
+    folder = out / recipe["name"]
+    meta = {"scale": scale, "normalize_percentiles": [1.0, 99.8], "normalize_axes": "joint",
+            "dataset": dataset, "train_images": [pairs[i][0] for i in trn_idx],
+            "validation_images": [pairs[i][0] for i in val_idx], "train_seconds": round(train_s, 1),
+            "threshold_seconds": round(thresh_s, 1), "tf_threads": threads, "seed": seed}
+    (folder / "biocodec.json").write_text(json.dumps(meta, indent=2))
+    for junk in ("weights_now.h5",):
+        (folder / junk).unlink(missing_ok=True)
+    return folder
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.segmentation.train_stardist", description=__doc__.split("\n\n")[0])
+    p.add_argument("dataset", choices=sorted(RECIPES))
+    p.add_argument("--out", type=Path, default=MODELS_DIR, help="folder receiving <model name>/")
+    p.add_argument("--data-root", default=None, help="shared data root (default ../shared/data)")
+    p.add_argument("--minutes", type=float, default=22.0, help="wall-clock training budget (minutes)")
+    p.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-train", action="store_true", help="only evaluate an existing model folder")
+    args = p.parse_args(argv)
+    folder = args.out / RECIPES[args.dataset]["name"]
+    if not args.skip_train:
+        folder = train(args.dataset, args.out, args.minutes, args.threads, args.seed, args.data_root)
+    from core.segmentation.stardist_models import load_stardist, model_scale
+
+    model = load_stardist(str(folder))
+    result = evaluate_model(model, load_split(args.dataset, "test", args.data_root), model_scale(str(folder)))
+    (folder / "accuracy.json").write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
