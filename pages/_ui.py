@@ -120,3 +120,33 @@ def segment_pair(ref, original, bit_depth: int, reconstruction) -> dict:
         out["labels_original"] = evaluator.segment(image)
         out["labels_reconstruction"] = evaluator.segment(BioImage(reconstruction, bit_depth, ref.image_id))
     return out
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _bd_rate(path: str, mtime: float, metric: str, anchor: str, stage, dataset):
+    return dash.bd_rate(path, metric=metric, anchor=anchor, stage=stage, dataset=dataset)
+
+
+def bd_rate(metric: str, anchor: str, stage=None, dataset=None):
+    """Cached :func:`core.dashboard.bd_rate` for the current database (recomputed after it changes)."""
+    path = db_path()
+    return _bd_rate(str(path), _mtime(path), metric, anchor, stage, dataset)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _dice_safe(path: str, mtime: float, threshold: float):
+    return dash.dice_safe_points(path, threshold)
+
+
+def dice_safe(threshold: float):
+    """Cached :func:`core.dashboard.dice_safe_points` for the current database."""
+    path = db_path()
+    return _dice_safe(str(path), _mtime(path), float(threshold))
+
+
+def knob(codec_name: str) -> str:
+    """What a codec's setting means (for help texts); tolerant of codecs no longer registered."""
+    try:
+        return codec(codec_name).knob or "lossless: no setting"
+    except Exception:
+        return f"{codec_name} is not registered in this version"

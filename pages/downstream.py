@@ -21,7 +21,7 @@ threshold = c2.number_input("Dice-safe threshold", min_value=0.0, max_value=1.0,
 
 points = dash.downstream_points(rows, metric)
 with st.spinner("Finding Dice-safe operating points…"):
-    safe, notice = dash.dice_safe_points(str(_ui.db_path()), threshold)
+    safe, notice = _ui.dice_safe(threshold)
 markers = dash.safe_point_markers(safe, points) if metric == "seg_dice" else None
 fig = dash.rd_figure(points, metric, x="factor", x_label="compression factor (raw bytes / encoded bytes)",
                      y_label=dash.DOWNSTREAM_METRICS[metric], markers=markers)

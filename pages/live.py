@@ -100,13 +100,14 @@ if ok:
     st.caption("bytes = complete encoded file; bpp = 8·bytes/(H·W); ratio = bytes/raw bytes; factor = raw/bytes; "
                "PSNR with MAX = 2^bit_depth − 1; times in seconds (wall clock).")
 cols = st.columns(min(3, len(ok) + 1))
-cols[0].image(view_o, caption=f"original — {note}", output_format="PNG")
+width = min(image.width, 640)  # natural size up to 640 px (enlarge with the browser, or see Side by side)
+cols[0].image(view_o, caption=f"original — {note}", output_format="PNG", width=width)
 for i, (name, r) in enumerate(ok.items(), start=1):
     col = cols[i % len(cols)]
     ev = r["evaluation"]
     view_r, _ = dash.window_to_8bit(ev.reconstruction, image.bit_depth, reference=image.pixels)
     col.image(view_r, caption=f"{name} @ {ev.metrics['setting']}: {ev.metrics['bpp']:.3f} bpp, "
-                              f"PSNR {ev.metrics['psnr']:.2f} dB", output_format="PNG")
+                              f"PSNR {ev.metrics['psnr']:.2f} dB", output_format="PNG", width=width)
     if r["note"]:
         col.caption(r["note"])
     stem = upload.name.rsplit(".", 1)[0]

@@ -33,7 +33,7 @@ with table_col:
     st.subheader(f"BD-rate vs {anchor}")
     stage, dataset = _ui.only(filters.stages), _ui.only(filters.datasets)
     with st.spinner("Computing BD-rates…"):
-        table, notice = dash.bd_rate(str(_ui.db_path()), metric=metric, anchor=anchor, stage=stage, dataset=dataset)
+        table, notice = _ui.bd_rate(metric, anchor, stage, dataset)
     if notice:
         st.warning(notice)
     else:

@@ -22,8 +22,9 @@ codec_name = c[3].selectbox("Codec", sorted(sel["codec"].unique()), key="sbs_cod
 sel = sel[sel["codec"] == codec_name]
 mode = c[4].selectbox("Colour mode", sorted(sel["colour_mode"].unique()), key="sbs_mode")
 sel = sel[sel["colour_mode"] == mode].sort_values("bpp")
-setting = c[5].selectbox("Setting", list(sel["setting"]), key="sbs_setting",
-                         help=_ui.codec(codec_name).knob or "lossless: no setting")
+settings = list(sel["setting"])
+setting = c[5].selectbox("Setting", settings, index=len(settings) // 2, key="sbs_setting",
+                         help=_ui.knob(codec_name))
 stored = sel[sel["setting"] == setting].iloc[0]
 
 try:
