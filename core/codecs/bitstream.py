@@ -1,0 +1,166 @@
+"""Self-contained byte formats of the product: learned-codec streams and the file wrapper.
+
+Learned-codec stream (``BCLC``), all integers big-endian::
+
+    offset  size  field
+    0       4     magic  b"BCLC"
+    4       1     format version (1)
+    5       1     L = length of the model id
+    6       L     model id, ASCII (the checkpoint's stem in data/weights/, e.g. "em-msssim-q3")
+    6+L     8     checkpoint hash: first 8 bytes of sha256 of the weights file (.pt)
+    +8      4     H (pixels)      uint32
+    +4      4     W (pixels)      uint32
+    +1      1     channels (1 or 3)
+    +1      1     bit depth (8..16)
+    +1      1     S = number of entropy-coded strings (1 factorized, 2 hyperpriors, 3 checkerboard)
+    +4·S    4·S   length of each string in bytes, uint32
+    ...           the S strings (CompressAI rANS output, in the model's order)
+    last 4  4     CRC-32 (zlib) of every preceding byte
+
+Decoding needs only these bytes and the checkpoint named by the model id whose
+hash matches.  Every byte counts towards bpp.  Any corruption or truncation is
+reported as :class:`~core.codecs.base.CodecError` (the CRC catches damage to
+the entropy-coded strings, which rANS would otherwise decode to a wrong image).
+
+File wrapper (``BCF1``, used by ``python -m core.codecs compress``)::
+
+    0   4   magic b"BCF1"
+    4   1   format version (1)
+    5   1   C = length of the codec name;  6..6+C  codec name (ASCII, registry name)
+    +1  1   T = length of the setting text; then T bytes: the setting as text ("" for lossless)
+    +1  1   colour mode: 0 = joint, 1 = per_channel
+    ...     the codec's own encoded bytes (for learned codecs: the BCLC stream above)
+
+The wrapper lets ``decompress`` find the codec (classical or learned) without
+being told; it adds 8 + len(name) + len(setting) bytes.
+"""
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+
+from core.codecs.base import CodecError
+
+MAGIC = b"BCLC"
+VERSION = 1
+FILE_MAGIC = b"BCF1"
+FILE_VERSION = 1
+HASH_BYTES = 8
+MAX_STRINGS = 16
+
+
+@dataclass(frozen=True)
+class Header:
+    """Decoded header of a learned-codec stream."""
+
+    model_id: str
+    checkpoint_hash: bytes  # HASH_BYTES bytes
+    height: int
+    width: int
+    channels: int
+    bit_depth: int
+
+
+def pack(header: Header, strings: list[bytes]) -> bytes:
+    """Serialise ``header`` + entropy-coded ``strings`` into one byte string (see module doc)."""
+    mid = header.model_id.encode("ascii")
+    if not 0 < len(mid) < 256:
+        raise ValueError(f"model id must be 1..255 ASCII bytes, got {header.model_id!r}")
+    if len(header.checkpoint_hash) != HASH_BYTES:
+        raise ValueError(f"checkpoint hash must be {HASH_BYTES} bytes")
+    if not 0 < len(strings) <= MAX_STRINGS:
+        raise ValueError(f"1..{MAX_STRINGS} strings expected, got {len(strings)}")
+    body = b"".join([
+        MAGIC, bytes([VERSION, len(mid)]), mid, header.checkpoint_hash,
+        struct.pack(">IIBBB", header.height, header.width, header.channels, header.bit_depth, len(strings)),
+        struct.pack(f">{len(strings)}I", *map(len, strings)),
+        *strings,
+    ])
+    return body + struct.pack(">I", zlib.crc32(body))
+
+
+def unpack(data: bytes) -> tuple[Header, list[bytes]]:
+    """Parse and verify a stream from :func:`pack`; raises :class:`CodecError` on any damage."""
+    data = bytes(data)
+    if len(data) < 4 or data[:4] != MAGIC:
+        raise CodecError("not a learned-codec stream (bad magic bytes)")
+    if len(data) < 6 + 4:
+        raise CodecError(f"learned-codec stream truncated ({len(data)} bytes)")
+    (crc,) = struct.unpack(">I", data[-4:])
+    body = data[:-4]
+    if zlib.crc32(body) != crc:
+        raise CodecError("learned-codec stream is corrupt or truncated (CRC-32 mismatch)")
+    if body[4] != VERSION:
+        raise CodecError(f"learned-codec stream version {body[4]} is not supported (this build reads {VERSION})")
+    n = body[5]
+    pos = 6
+    fixed = n + HASH_BYTES + 11
+    if len(body) < pos + fixed:
+        raise CodecError("learned-codec stream truncated in its header")
+    try:
+        model_id = body[pos:pos + n].decode("ascii")
+    except UnicodeDecodeError:
+        raise CodecError("learned-codec stream: model id is not ASCII") from None
+    pos += n
+    chash = body[pos:pos + HASH_BYTES]
+    pos += HASH_BYTES
+    h, w, c, bd, count = struct.unpack(">IIBBB", body[pos:pos + 11])
+    pos += 11
+    if c not in (1, 3) or not 8 <= bd <= 16 or h == 0 or w == 0 or not 0 < count <= MAX_STRINGS:
+        raise CodecError(f"learned-codec stream header is invalid (H={h}, W={w}, channels={c}, "
+                         f"bit depth={bd}, strings={count})")
+    if len(body) < pos + 4 * count:
+        raise CodecError("learned-codec stream truncated in its string table")
+    lengths = struct.unpack(f">{count}I", body[pos:pos + 4 * count])
+    pos += 4 * count
+    if pos + sum(lengths) != len(body):
+        raise CodecError(f"learned-codec stream holds {len(body) - pos} string bytes, header says {sum(lengths)}")
+    strings = []
+    for length in lengths:
+        strings.append(body[pos:pos + length])
+        pos += length
+    return Header(model_id, chash, h, w, c, bd), strings
+
+
+# ----------------------------------------------------------------------------- file wrapper
+COLOUR_MODES = ("joint", "per_channel")
+
+
+def wrap_file(codec: str, setting, payload: bytes, colour_mode: str = "joint") -> bytes:
+    """Prefix ``payload`` with the ``BCF1`` file header naming codec, setting and colour mode."""
+    name = codec.encode("ascii")
+    text = b"" if setting is None else repr(setting).encode("ascii")
+    if not 0 < len(name) < 256 or len(text) > 255:
+        raise ValueError("codec name / setting too long for the file header")
+    return b"".join([FILE_MAGIC, bytes([FILE_VERSION, len(name)]), name, bytes([len(text)]), text,
+                     bytes([COLOUR_MODES.index(colour_mode)]), payload])
+
+
+def unwrap_file(data: bytes) -> tuple[str, object, str, bytes]:
+    """Inverse of :func:`wrap_file`: ``(codec name, setting, colour mode, payload)``."""
+    data = bytes(data)
+    if data[:4] != FILE_MAGIC:
+        raise CodecError("not a BioCodec file (bad magic bytes; expected b'BCF1')")
+    if len(data) < 7 or data[4] != FILE_VERSION:
+        raise CodecError("BioCodec file truncated or of an unsupported version")
+    pos = 6 + data[5]
+    if len(data) < pos + 1:
+        raise CodecError("BioCodec file truncated in its header")
+    name = data[6:pos].decode("ascii", errors="replace")
+    t = data[pos]
+    text = data[pos + 1:pos + 1 + t].decode("ascii", errors="replace")
+    pos += 1 + t
+    if len(data) < pos + 1 or data[pos] >= len(COLOUR_MODES):
+        raise CodecError("BioCodec file header is invalid (colour mode)")
+    mode = COLOUR_MODES[data[pos]]
+    setting = None if text == "" else _parse_setting(text)
+    return name, setting, mode, data[pos + 1:]
+
+
+def _parse_setting(text: str):
+    try:
+        value = float(text)
+    except ValueError:
+        raise CodecError(f"BioCodec file: setting {text!r} is not a number") from None
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value

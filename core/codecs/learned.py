@@ -1,0 +1,210 @@
+"""Learned codecs: CompressAI models trained by this project, behind the :class:`Codec` interface.
+
+Each checkpoint in ``data/weights/`` is a weights file ``NAME.pt`` (a ``state_dict``,
+loaded with ``torch.load(..., weights_only=True)``) plus ``NAME.json`` metadata
+(arch, channels, N, M, loss, λ, steps, training data, validation numbers; see
+:mod:`core.train`).  The metadata fields ``codec`` and ``quality`` group
+checkpoints into registry codecs:
+
+* the codec's setting is the rate point ``quality`` 1..K (1 = fewest bytes);
+* the model is picked from the image: a 2-D (grayscale) image goes through the
+  ``channels = 1`` checkpoint of that quality, an RGB image through the
+  ``channels = 3`` one (the colour switch).  ``colour_mode = per_channel``
+  (:class:`~core.codecs.per_channel.PerChannelCodec`) sends each RGB plane
+  through the 1-channel model instead.
+
+Inputs of any bit depth 8..16 are divided by MAX = 2**bit_depth − 1, padded
+(edge replication) to a multiple of the network stride (16 or 64 px), coded,
+cropped back and returned in the input's dtype.  The byte format is
+:mod:`core.codecs.bitstream`.  Building a codec reads only the small JSON
+files; a model is loaded on first use and cached.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from core.codecs.base import Codec, CodecError, UnsupportedInput, register_codec
+from core.codecs.bitstream import HASH_BYTES, Header, pack, unpack
+
+try:  # fail at import (the registry then skips learned codecs with a warning) when torch is absent
+    import torch  # noqa: F401
+except ImportError as exc:  # pragma: no cover
+    raise ImportError(f"learned codecs need torch: {exc}") from exc
+
+WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "data" / "weights"
+
+
+class LearnedModel:
+    """One checkpoint: lazy loading, and array ⇄ bitstream coding with it."""
+
+    def __init__(self, weights: str | Path, meta: dict):
+        self.weights = Path(weights)
+        self.meta = meta
+        self.model_id = str(meta.get("model_id") or self.weights.stem)
+        self.arch = meta["arch"]
+        self.channels = int(meta["channels"])
+        self._model = None
+        self._hash: bytes | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> "LearnedModel":
+        path = Path(path)
+        return cls(path.with_suffix(".pt"), json.loads(path.read_text()))
+
+    @property
+    def checkpoint_hash(self) -> bytes:
+        """First 8 bytes of sha256 of the weights file."""
+        if self._hash is None:
+            self._hash = hashlib.sha256(self.weights.read_bytes()).digest()[:HASH_BYTES]
+        return self._hash
+
+    @property
+    def model(self):
+        """The CompressAI model (built and loaded on first use, entropy tables ready)."""
+        with self._lock:
+            if self._model is None:
+                import torch
+
+                from core.models import build_model
+
+                model = build_model(self.arch, self.channels, int(self.meta["N"]), self.meta.get("M"))
+                state = torch.load(self.weights, map_location="cpu", weights_only=True)
+                model.load_state_dict(state)
+                model.eval()
+                model.update(force=False)
+                self._model = model
+            return self._model
+
+    # ------------------------------------------------------------------ coding
+    def encode(self, pixels: np.ndarray, bit_depth: int) -> bytes:
+        """Code ``pixels`` ((H, W) for 1 channel, (H, W, 3) for 3) into one ``BCLC`` byte string."""
+        import torch
+        import torch.nn.functional as F
+
+        from core.models import stride
+
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        if channels != self.channels:
+            raise UnsupportedInput(f"{self.model_id}: {channels}-channel image for a {self.channels}-channel model")
+        h, w = pixels.shape[:2]
+        arr = pixels.astype(np.float32) / float((1 << bit_depth) - 1)
+        x = torch.from_numpy(np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)))[None]
+        s = stride(self.arch)
+        ph, pw = -h % s, -w % s
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
+        with torch.no_grad():
+            out = self.model.compress(x)
+        strings = [s[0] for s in out["strings"]]
+        return pack(Header(self.model_id, self.checkpoint_hash, h, w, channels, bit_depth), strings)
+
+    def latent_shape(self, hp: int, wp: int):
+        """The ``shape`` argument of the model's ``decompress`` for a padded hp×wp input."""
+        import torch
+
+        if self.arch == "factorized":
+            return torch.Size([hp // 16, wp // 16])
+        if self.arch == "checkerboard":
+            return {"y": torch.Size([int(self.meta["N"]), hp // 16, wp // 16]), "hyper": torch.Size([hp // 64, wp // 64])}
+        return torch.Size([hp // 64, wp // 64])
+
+    def decode(self, data: bytes) -> np.ndarray:
+        """Decode a stream from :meth:`encode` (checks model id and checkpoint hash)."""
+        header, strings = unpack(data)
+        return self.decode_parsed(header, strings)
+
+    def decode_parsed(self, header: Header, strings: list[bytes]) -> np.ndarray:
+        import torch
+
+        from core.models import stride
+
+        if header.model_id != self.model_id:
+            raise CodecError(f"stream was made by model {header.model_id!r}, not {self.model_id!r}")
+        if header.checkpoint_hash != self.checkpoint_hash:
+            raise CodecError(f"stream was made with a different checkpoint of {self.model_id!r} "
+                             f"(hash {header.checkpoint_hash.hex()} ≠ {self.checkpoint_hash.hex()})")
+        if header.channels != self.channels:
+            raise CodecError(f"stream says {header.channels} channels, model {self.model_id!r} has {self.channels}")
+        expected = {"factorized": 1, "checkerboard": 3}.get(self.arch, 2)
+        if len(strings) != expected:
+            raise CodecError(f"{self.arch} stream needs {expected} strings, got {len(strings)}")
+        s = stride(self.arch)
+        hp, wp = header.height + (-header.height % s), header.width + (-header.width % s)
+        with torch.no_grad():
+            out = self.model.decompress([[b] for b in strings], self.latent_shape(hp, wp))
+        x = out["x_hat"][0, :, :header.height, :header.width].clamp_(0, 1).numpy()
+        peak = (1 << header.bit_depth) - 1
+        arr = np.rint(x * peak).astype(np.uint8 if header.bit_depth <= 8 else np.uint16)
+        return arr[0] if header.channels == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
+class LearnedCodec(Codec):
+    """A family of checkpoints: one per (channels, quality); the image's channel count picks the model."""
+
+    family = "learned"
+    lossless = False
+    bit_depths = frozenset(range(8, 17))
+
+    def __init__(self, name: str, models: list[LearnedModel], label: str | None = None):
+        if not models:
+            raise ValueError(f"learned codec {name!r} has no checkpoints")
+        self.name = name
+        self._by_key: dict[tuple[int, int], LearnedModel] = {}
+        for m in models:
+            key = (m.channels, int(m.meta["quality"]))
+            if key in self._by_key:
+                raise ValueError(f"{name}: two checkpoints for channels={key[0]}, quality={key[1]}")
+            self._by_key[key] = m
+        self._by_id = {m.model_id: m for m in models}
+        self.channels = frozenset(c for c, _ in self._by_key)
+        self.default_settings = tuple(sorted({q for _, q in self._by_key}))
+        archs = sorted({m.arch for m in models})
+        self.label = label or f"{name} ({'/'.join(archs)})"
+        self.knob = f"rate point 1..{max(self.default_settings)} (higher = more bytes)"
+
+    def model_for(self, channels: int, setting) -> LearnedModel:
+        """The checkpoint used for ``channels`` at rate point ``setting``."""
+        try:
+            q = int(setting)
+        except (TypeError, ValueError):
+            raise ValueError(f"{self.name}: setting must be a rate point 1..K, got {setting!r}") from None
+        if q != setting:
+            raise ValueError(f"{self.name}: setting must be an integer rate point, got {setting!r}")
+        model = self._by_key.get((channels, q))
+        if model is None:
+            have = sorted(k for c, k in self._by_key if c == channels)
+            raise UnsupportedInput(f"{self.name}: no {channels}-channel checkpoint at rate point {q} (have {have})")
+        return model
+
+    def _encode(self, pixels, setting, bit_depth):
+        channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+        return self.model_for(channels, setting).encode(pixels, bit_depth)
+
+    def _decode(self, data):
+        header, strings = unpack(data)
+        model = self._by_id.get(header.model_id)
+        if model is None:
+            raise CodecError(f"{self.name}: stream needs checkpoint {header.model_id!r}, which this codec lacks")
+        return model.decode_parsed(header, strings)
+
+
+def load_codecs(folder: str | Path = WEIGHTS_DIR) -> dict[str, LearnedCodec]:
+    """Group the checkpoints of ``folder`` (``*.json`` with a ``codec`` field and a ``.pt`` beside) into codecs."""
+    groups: dict[str, list[LearnedModel]] = {}
+    for meta_path in sorted(Path(folder).glob("*.json")):
+        meta = json.loads(meta_path.read_text())
+        if not meta.get("codec") or meta.get("quality") is None or not meta_path.with_suffix(".pt").exists():
+            continue
+        groups.setdefault(meta["codec"], []).append(LearnedModel(meta_path.with_suffix(".pt"), meta))
+    return {name: LearnedCodec(name, models) for name, models in groups.items()}
+
+
+_SHIPPED = load_codecs() if WEIGHTS_DIR.is_dir() else {}
+for _name, _codec in _SHIPPED.items():
+    register_codec(_name, (lambda c=_codec: c))

@@ -1,0 +1,124 @@
+"""Learned image-compression architectures with a grayscale/colour switch.
+
+Every architecture is a CompressAI model, subclassed (not copied): the only
+change is the channel count of the first layer of the analysis transform
+``g_a`` and of the last layer of the synthesis transform ``g_s`` (CompressAI
+hard-codes 3).  ``channels=1`` is the grayscale model (and the model the
+``per_channel`` colour mode applies to each RGB plane), ``channels=3`` the
+joint colour model.
+
+=====================  ===========================================  ======  ===========================
+``arch``               paper / CompressAI class                     stride  entropy coding
+=====================  ===========================================  ======  ===========================
+``factorized``         Ballé 2018, ``FactorizedPrior``              16      fully factorized (1 string)
+``hyperprior``         Ballé 2018 scale hyperprior, ``ScaleHyperprior``  64  Gaussian scale (y, z strings)
+``mean-scale``         Minnen 2018 mbt2018-mean, ``MeanScaleHyperprior``  64  Gaussian mean+scale (y, z)
+``checkerboard``       He 2021 checkerboard context on Cheng 2020   64      two-pass parallel context
+                       anchor, ``Cheng2020AnchorCheckerboard``              (anchor, non-anchor, z)
+=====================  ===========================================  ======  ===========================
+
+Inputs are floats in [0, 1] (pixels divided by MAX = 2**bit_depth − 1), shape
+``(B, channels, H, W)`` with H and W multiples of :func:`stride`.
+"""
+from __future__ import annotations
+
+from core._compat import import_compressai
+
+import_compressai()
+
+from compressai.layers import ResidualBlockWithStride, subpel_conv3x3  # noqa: E402
+from compressai.models import (  # noqa: E402
+    Cheng2020AnchorCheckerboard,
+    FactorizedPrior,
+    MeanScaleHyperprior,
+    ScaleHyperprior,
+)
+from compressai.models.utils import conv, deconv  # noqa: E402
+
+ARCHS = ("factorized", "hyperprior", "mean-scale", "checkerboard")
+CHANNELS = (1, 3)
+
+
+def _check_channels(channels: int) -> int:
+    if channels not in CHANNELS:
+        raise ValueError(f"channels must be 1 (grayscale) or 3 (colour), got {channels}")
+    return channels
+
+
+class GrayColourFactorizedPrior(FactorizedPrior):
+    """Ballé 2018 factorized prior with ``channels`` input/output planes."""
+
+    stride = 16
+
+    def __init__(self, N: int = 64, M: int = 96, channels: int = 3, **kwargs):
+        super().__init__(N, M, **kwargs)
+        self.channels = _check_channels(channels)
+        self.g_a[0] = conv(channels, N)
+        self.g_s[-1] = deconv(N, channels)
+
+
+class GrayColourScaleHyperprior(ScaleHyperprior):
+    """Ballé 2018 scale hyperprior with ``channels`` input/output planes."""
+
+    stride = 64
+
+    def __init__(self, N: int = 64, M: int = 96, channels: int = 3, **kwargs):
+        super().__init__(N, M, **kwargs)
+        self.channels = _check_channels(channels)
+        self.g_a[0] = conv(channels, N)
+        self.g_s[-1] = deconv(N, channels)
+
+
+class GrayColourMeanScaleHyperprior(MeanScaleHyperprior):
+    """Minnen 2018 mean-scale hyperprior (mbt2018-mean) with ``channels`` planes."""
+
+    stride = 64
+
+    def __init__(self, N: int = 64, M: int = 96, channels: int = 3, **kwargs):
+        super().__init__(N, M, **kwargs)
+        self.channels = _check_channels(channels)
+        self.g_a[0] = conv(channels, N)
+        self.g_s[-1] = deconv(N, channels)
+
+
+class GrayColourCheckerboard(Cheng2020AnchorCheckerboard):
+    """Cheng 2020 anchor transforms + He 2021 checkerboard (parallel) context model.
+
+    CompressAI's class has one width ``N`` (the latent has N channels too), so
+    ``M`` must equal ``N``.  Decoding is two parallel passes (anchors, then the
+    rest), not a serial raster scan.
+    """
+
+    stride = 64
+
+    def __init__(self, N: int = 64, M: int | None = None, channels: int = 3, **kwargs):
+        if M is not None and M != N:
+            raise ValueError(f"checkerboard: the latent width equals N (got N={N}, M={M})")
+        super().__init__(N, **kwargs)
+        self.channels = _check_channels(channels)
+        self.g_a[0] = ResidualBlockWithStride(channels, N, stride=2)
+        self.g_s[-1] = subpel_conv3x3(N, channels, 2)
+
+
+_CLASSES = {
+    "factorized": GrayColourFactorizedPrior,
+    "hyperprior": GrayColourScaleHyperprior,
+    "mean-scale": GrayColourMeanScaleHyperprior,
+    "checkerboard": GrayColourCheckerboard,
+}
+
+
+def build_model(arch: str, channels: int, N: int, M: int | None = None):
+    """Build an untrained model: ``arch`` in :data:`ARCHS`, ``channels`` 1 or 3, widths N, M."""
+    try:
+        cls = _CLASSES[arch]
+    except KeyError:
+        raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}") from None
+    if arch == "checkerboard":
+        return cls(N=N, M=M, channels=channels)
+    return cls(N=N, M=M if M is not None else N, channels=channels)
+
+
+def stride(arch: str) -> int:
+    """Padding multiple (pixels) an input side must have for ``arch``."""
+    return _CLASSES[arch].stride

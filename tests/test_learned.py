@@ -1,0 +1,247 @@
+"""Learned codecs: round trips (gray/colour, 8/16 bit, per channel), bitstream robustness,
+fresh-process decode, the file CLI, and the shipped checkpoints."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core.codecs import CodecError, UnsupportedInput, available_codecs, get_codec
+from core.codecs.bitstream import MAGIC, Header, pack, unpack, unwrap_file, wrap_file
+from core.codecs.learned import WEIGHTS_DIR, LearnedCodec, LearnedModel, load_codecs
+from core.codecs.per_channel import PerChannelCodec
+from core.io import as_bioimage, read_image, write_image
+from core.metrics import psnr
+from core.models import ARCHS, build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = sorted(WEIGHTS_DIR.glob("*.json"))
+EPFL = ROOT.parent / "shared" / "data" / "epfl_hippocampus_fibsem" / "train" / "slices"
+
+
+def _tiny_checkpoint(folder: Path, arch: str, channels: int, quality: int = 1, codec: str = "tiny") -> LearnedModel:
+    """An untrained small model saved like core.train does (state_dict after update)."""
+    torch.manual_seed(channels * 10 + quality)
+    N, M = (16, None) if arch == "checkerboard" else (16, 16)
+    model = build_model(arch, channels, N, M).eval()
+    model.update(force=True)
+    stem = folder / f"{codec}-{arch}-{channels}-{quality}"
+    torch.save(model.state_dict(), stem.with_suffix(".pt"))
+    meta = {"model_id": stem.name, "codec": codec, "quality": quality, "arch": arch, "channels": channels,
+            "N": N, "M": M}
+    stem.with_suffix(".json").write_text(json.dumps(meta))
+    return LearnedModel(stem.with_suffix(".pt"), meta)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("weights")
+    for ch in (1, 3):
+        for q in (1, 2):
+            _tiny_checkpoint(folder, "mean-scale", ch, q)
+    return folder, load_codecs(folder)["tiny"]
+
+
+def _ramp(h, w, channels, bit_depth):
+    yy, xx = np.mgrid[0:h, 0:w]
+    peak = (1 << bit_depth) - 1
+    planes = [((np.sin(xx / 7 + c) + np.cos(yy / 5)) * 0.25 + 0.5) * peak for c in range(channels)]
+    arr = np.rint(np.stack(planes, -1) if channels == 3 else planes[0])
+    return arr.astype(np.uint8 if bit_depth <= 8 else np.uint16)
+
+
+@pytest.mark.parametrize("channels,bit_depth", [(1, 8), (1, 12), (1, 16), (3, 8), (3, 16)])
+def test_round_trip_preserves_shape_dtype_and_bit_depth(tiny, channels, bit_depth):
+    _, codec = tiny
+    pixels = _ramp(70, 90, channels, bit_depth)  # not a multiple of the 64-px stride
+    data = codec.encode(pixels, 2, bit_depth)
+    header, strings = unpack(data)
+    assert header == Header(header.model_id, header.checkpoint_hash, 70, 90, channels, bit_depth)
+    assert header.model_id == f"tiny-mean-scale-{channels}-2" and len(strings) == 2
+    out = codec.decode(data)
+    assert out.shape == pixels.shape and out.dtype == pixels.dtype
+    assert int(out.max()) <= (1 << bit_depth) - 1
+    assert np.array_equal(out, codec.decode(data))  # deterministic
+
+
+def test_colour_switch_picks_the_model_from_the_channel_count(tiny):
+    _, codec = tiny
+    assert codec.family == "learned" and codec.channels == frozenset({1, 3})
+    assert codec.default_settings == (1, 2)
+    assert unpack(codec.encode(_ramp(64, 64, 1, 8), 1))[0].model_id == "tiny-mean-scale-1-1"
+    assert unpack(codec.encode(_ramp(64, 64, 3, 8), 1))[0].model_id == "tiny-mean-scale-3-1"
+    with pytest.raises(UnsupportedInput):
+        codec.encode(_ramp(64, 64, 1, 8), 3)
+
+
+def test_per_channel_mode_round_trip(tiny):
+    _, codec = tiny
+    rgb = _ramp(50, 70, 3, 8)
+    pc = PerChannelCodec(codec)
+    data = pc.encode(rgb, 1)
+    out = pc.decode(data)
+    assert out.shape == rgb.shape and out.dtype == np.uint8
+    # each plane went through the 1-channel model: same bytes as coding the plane alone
+    plane0 = codec.decode(codec.encode(np.ascontiguousarray(rgb[:, :, 0]), 1))
+    assert np.array_equal(out[:, :, 0], plane0)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_architecture_codes_gray_and_colour(tmp_path, arch):
+    for ch in (1, 3):
+        model = _tiny_checkpoint(tmp_path, arch, ch)
+        pixels = _ramp(40, 72, ch, 8)
+        data = model.encode(pixels, 8)
+        assert len(unpack(data)[1]) == {"factorized": 1, "checkerboard": 3}.get(arch, 2)
+        out = model.decode(data)
+        assert out.shape == pixels.shape and out.dtype == np.uint8
+
+
+def test_build_model_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="channels"):
+        build_model("mean-scale", 2, 16, 16)
+    with pytest.raises(ValueError, match="unknown architecture"):
+        build_model("cheng2020", 1, 16, 16)
+
+
+def test_corrupt_or_truncated_streams_raise_clear_errors(tiny):
+    _, codec = tiny
+    data = codec.encode(_ramp(64, 64, 1, 8), 2)
+    with pytest.raises(CodecError, match="magic"):
+        codec.decode(b"XXXX" + data[4:])
+    with pytest.raises(CodecError, match="CRC"):
+        codec.decode(data[:-10])  # truncated
+    with pytest.raises(CodecError, match="CRC"):
+        codec.decode(data[:20] + bytes([data[20] ^ 0xFF]) + data[21:])  # header byte flipped
+    bad = bytearray(data)
+    bad[len(data) // 2 + 20] ^= 0x01  # inside an entropy-coded string
+    with pytest.raises(CodecError, match="CRC"):
+        codec.decode(bytes(bad))
+    with pytest.raises(CodecError, match="truncated"):
+        codec.decode(MAGIC + b"\x01")
+    # a stream that claims a different checkpoint of the same model id
+    header, strings = unpack(data)
+    other = pack(Header(header.model_id, b"\x00" * 8, 64, 64, 1, 8), strings)
+    with pytest.raises(CodecError, match="different checkpoint"):
+        codec.decode(other)
+
+
+def test_bpp_counts_every_byte(tiny):
+    _, codec = tiny
+    data = codec.encode(_ramp(64, 96, 1, 8), 1)
+    header, strings = unpack(data)
+    overhead = 4 + 2 + len(header.model_id) + 8 + 11 + 4 * len(strings) + 4
+    assert len(data) == overhead + sum(map(len, strings))
+
+
+def test_fresh_process_decode_is_identical(tiny, tmp_path):
+    folder, codec = tiny
+    pixels = _ramp(100, 130, 3, 8)
+    data = codec.encode(pixels, 1)
+    (tmp_path / "s.bin").write_bytes(data)
+    script = (
+        "import sys, numpy as np\n"
+        "from core.codecs.learned import load_codecs\n"
+        f"codec = load_codecs({str(folder)!r})['tiny']\n"
+        f"np.save({str(tmp_path / 'out.npy')!r}, codec.decode(open({str(tmp_path / 's.bin')!r}, 'rb').read()))\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, cwd=ROOT, timeout=300,
+                   env={"PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert np.array_equal(np.load(tmp_path / "out.npy"), codec.decode(data))
+
+
+def test_file_wrapper_round_trip():
+    name, setting, mode, payload = unwrap_file(wrap_file("jpeg2000", 20, b"abc", "per_channel"))
+    assert (name, setting, mode, payload) == ("jpeg2000", 20, "per_channel", b"abc")
+    assert unwrap_file(wrap_file("png", None, b""))[:3] == ("png", None, "joint")
+    assert unwrap_file(wrap_file("jpegxl", 1.5, b"x"))[1] == 1.5
+    with pytest.raises(CodecError, match="magic"):
+        unwrap_file(b"nope")
+
+
+def test_file_cli_round_trip_classical_and_bpp_search(tmp_path):
+    from core.codecs.__main__ import main
+
+    pixels = _ramp(96, 128, 1, 8)
+    write_image(tmp_path / "in.png", as_bioimage(pixels))
+    assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "a.bcc"), "--codec", "png"]) == 0
+    assert main(["decompress", str(tmp_path / "a.bcc"), str(tmp_path / "a.png")]) == 0
+    assert np.array_equal(read_image(tmp_path / "a.png").pixels, pixels)
+    # --bpp: the largest setting with bpp <= target; the next setting up must exceed it
+    assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "b.bcc"), "--codec", "jpeg", "--bpp", "1.0"]) == 0
+    size_bpp = 8 * (tmp_path / "b.bcc").stat().st_size / (96 * 128)
+    assert size_bpp <= 1.0
+    name, setting, _, _ = unwrap_file((tmp_path / "b.bcc").read_bytes())
+    codec = get_codec("jpeg")
+    higher = [s for s in codec.default_settings if s > setting]
+    if higher:
+        nxt = wrap_file("jpeg", higher[0], codec.encode(pixels, higher[0]))
+        assert 8 * len(nxt) / (96 * 128) > 1.0
+    assert main(["decompress", str(tmp_path / "nope.bcc"), str(tmp_path / "x.png")]) == 2
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints")
+def test_file_cli_round_trip_learned_folder(tmp_path):
+    from core.codecs.__main__ import main
+
+    name = sorted(available_codecs("learned"))[0]
+    src = tmp_path / "src"
+    gray = _ramp(80, 100, 1, 8)
+    src.mkdir()
+    write_image(src / "g.png", as_bioimage(gray))
+    assert main(["compress", str(src), str(tmp_path / "enc"), "--codec", name, "--setting", "1"]) == 0
+    assert main(["decompress", str(tmp_path / "enc"), str(tmp_path / "dec")]) == 0
+    out = read_image(tmp_path / "dec" / "g.png").pixels
+    direct = get_codec(name).decode(unwrap_file((tmp_path / "enc" / "g.bcc").read_bytes())[3])
+    assert out.shape == gray.shape and np.array_equal(out, direct)
+
+
+# ----------------------------------------------------------------------------- shipped checkpoints
+REQUIRED = ("arch", "channels", "N", "M", "loss", "lmbda", "steps", "training_data", "validation", "codec", "quality")
+
+
+@pytest.mark.parametrize("meta_path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_checkpoint_loads_and_says_what_produced_it(meta_path):
+    meta = json.loads(meta_path.read_text())
+    for key in REQUIRED:
+        assert key in meta, key
+    weights = meta_path.with_suffix(".pt")
+    assert weights.stat().st_size < 10 * 2 ** 20
+    state = torch.load(weights, map_location="cpu", weights_only=True)
+    model = build_model(meta["arch"], meta["channels"], meta["N"], meta["M"])
+    model.load_state_dict(state)
+    assert meta["loss"] in ("mse", "msssim", "mix") and meta["lmbda"] > 0
+    assert meta["steps"]["total"] > 0 and meta["training_data"]
+    assert not set(meta["training_data"]) & set(meta["validation_data"])
+    v = meta["validation"]
+    assert v["bpp"] > 0 and v["psnr"] > 15 and 0.5 < v["ms_ssim"] <= 1
+    if meta["loss"] == "mix":
+        assert meta["alpha"] == 0.84
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints")
+def test_shipped_codecs_are_registered_cheaply_and_ordered_by_rate():
+    names = available_codecs("learned")
+    assert names
+    for name in names:
+        codec = get_codec(name)
+        assert isinstance(codec, LearnedCodec) and len(codec.default_settings) >= 4
+        # settings ordered fewest → most bytes: validation bpp rises with the rate point
+        for ch in codec.channels:
+            bpps = [codec.model_for(ch, q).meta["validation"]["bpp"] for q in codec.default_settings]
+            assert bpps == sorted(bpps), (name, ch, bpps)
+
+
+@pytest.mark.skipif(not (SHIPPED and EPFL.is_dir()), reason="needs shipped checkpoints and the EPFL slices")
+def test_shipped_gray_model_reconstructs_a_held_out_em_slice():
+    codec = get_codec(sorted(n for n in available_codecs("learned") if 1 in get_codec(n).channels)[0])
+    image = read_image(sorted(EPFL.iterdir())[-1])  # held out of training
+    crop = np.ascontiguousarray(image.pixels[:256, :320])
+    top = codec.default_settings[-1]
+    out = codec.decode(codec.encode(crop, top))
+    assert psnr(crop, out, 8) > 24

@@ -1,0 +1,110 @@
+"""Training: losses (incl. the Zhao mix at α = 0.84 against an independent computation), a few steps
+lower the loss, and the CLI writes a loadable checkpoint + metadata and resumes."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import train
+from core.io import as_bioimage, write_image
+from core.models import build_model
+
+
+def _smooth_images(n: int, size: int, channels: int, seed: int) -> list[torch.Tensor]:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    out = []
+    for _ in range(n):
+        planes = [0.5 + 0.4 * np.sin(2 * np.pi * (rng.uniform(0.5, 2) * xx + rng.uniform(0.5, 2) * yy + rng.uniform()))
+                  for _ in range(channels)]
+        out.append(torch.tensor(np.stack(planes), dtype=torch.float32))
+    return out
+
+
+def test_mix_loss_matches_independent_computation():
+    from pytorch_msssim import ms_ssim
+    from scipy.signal.windows import gaussian
+
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(2, 1, 96, 112, generator=g)
+    y = (x + 0.1 * torch.randn(2, 1, 96, 112, generator=g)).clamp(0, 1)
+    # MS-SSIM: 5 scales, the window rule of core.metrics: largest odd w with (w-1)*16 < 96 -> 5
+    msssim = float(ms_ssim(y, x, data_range=1.0, win_size=5, win_sigma=1.5 * 5 / 11))
+    # G·L1: |x-y| filtered by the normalised Gaussian of sigma 8 (largest of 0.5..8), truncated at 4 sigma, valid
+    k1 = gaussian(65, 8.0)
+    k = np.outer(k1, k1) / np.outer(k1, k1).sum()
+    diff = (x - y).abs().numpy().astype(np.float64)
+    windows = np.lib.stride_tricks.sliding_window_view(diff, (65, 65), axis=(2, 3))
+    gl1 = float((windows * k).sum(axis=(-2, -1)).mean())
+    expected = 0.84 * (1 - msssim) + 0.16 * gl1
+    got = float(train.distortion("mix", x, y))  # alpha defaults to 0.84
+    assert got == pytest.approx(expected, rel=1e-5)
+    # and the full loss adds the rate: R + λ·mix
+    assert 0 < gl1 < 0.2 and 0.3 < msssim < 1
+
+
+def test_mix_and_msssim_of_identical_images_are_zero():
+    x = torch.rand(1, 3, 80, 80, generator=torch.Generator().manual_seed(0))
+    assert float(train.distortion("mix", x, x.clone())) == pytest.approx(0.0, abs=1e-6)
+    assert float(train.distortion("msssim", x, x.clone())) == pytest.approx(0.0, abs=1e-6)
+    assert float(train.distortion("mse", x, x + 1 / 255)) == pytest.approx(1.0, rel=1e-4)
+
+
+def test_unknown_loss_is_rejected():
+    x = torch.zeros(1, 1, 64, 64)
+    with pytest.raises(ValueError, match="unknown loss"):
+        train.distortion("l2", x, x)
+
+
+def test_a_few_training_steps_lower_the_loss():
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    model = build_model("factorized", 1, 8, 8)
+    sampler = train.CropSampler(_smooth_images(4, 96, 1, seed=1), crop=64, seed=0)
+    opt, aux = train.make_optimizers(model, lr=1e-3)
+    losses = train.train_steps(model, sampler, opt, aux, 40, kind="mse", lmbda=0.01, batch=2, progress=False)
+    assert len(losses) == 40 and all(np.isfinite(losses))
+    assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
+
+
+def test_crop_sampler_rejects_too_small_images():
+    with pytest.raises(ValueError, match="larger than"):
+        train.CropSampler([torch.zeros(1, 32, 32)], crop=64, seed=0)
+
+
+def test_cli_writes_checkpoint_metadata_and_resumes(tmp_path):
+    rng = np.random.default_rng(0)
+    imgs = _smooth_images(3, 80, 1, seed=2)
+    for i, im in enumerate(imgs):
+        pixels = np.clip(im[0].numpy() * 255 + rng.normal(0, 3, (80, 80)), 0, 255).astype(np.uint8)
+        write_image(tmp_path / f"im{i}.png", as_bioimage(pixels))
+    out = tmp_path / "w" / "tiny"
+    common = ["--arch", "factorized", "--channels", "1", "--N", "8", "--M", "8", "--loss", "mix",
+              "--lmbda", "4", "--batch", "2", "--crop", "80", "--train", str(tmp_path / "im0.png"),
+              str(tmp_path / "im1.png"), "--val", str(tmp_path / "im2.png"), "--out", str(out),
+              "--codec", "tiny", "--quality", "1", "--no-progress", "--save-every", "2"]
+    meta = train.main(common + ["--steps", "2"])
+    assert out.with_suffix(".pt").exists() and out.with_suffix(".resume.pt").exists()
+    on_disk = json.loads(out.with_suffix(".json").read_text())
+    assert on_disk["loss"] == "mix" and on_disk["alpha"] == 0.84 and on_disk["lmbda"] == 4.0
+    assert on_disk["channels"] == 1 and on_disk["steps"]["total"] == 2
+    assert on_disk["training_data"] == [str(tmp_path / "im0.png"), str(tmp_path / "im1.png")]
+    v = on_disk["validation"]
+    assert v["bpp"] > 0 and np.isfinite(v["psnr"]) and 0 < v["ms_ssim"] <= 1
+    assert v["images"][0]["bytes"] * 8 / (80 * 80) == pytest.approx(v["bpp"])
+    state = torch.load(out.with_suffix(".pt"), weights_only=True)
+    assert any(k.startswith("g_a.") for k in state)
+    # resume: continues from step 2 to 4
+    meta = train.main(common + ["--steps", "4", "--resume"])
+    assert meta["steps"]["this_run"] == 4
+    assert torch.load(out.with_suffix(".resume.pt"), weights_only=True)["step"] == 4
+
+
+def test_validation_images_must_not_be_training_images(tmp_path):
+    write_image(tmp_path / "a.png", as_bioimage(np.zeros((80, 80), np.uint8)))
+    with pytest.raises(ValueError, match="also training"):
+        train.main(["--channels", "1", "--lmbda", "1", "--train", str(tmp_path), "--val", str(tmp_path / "a.png"),
+                    "--out", str(tmp_path / "x"), "--steps", "1", "--no-progress"])
