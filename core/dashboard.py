@@ -31,7 +31,6 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = REPO_ROOT / "results.duckdb"
 DB_ENV = "BIOCODEC_DB"
 DATA_ROOT_ENV = "BIOCODEC_DATA_ROOT"
-DEFAULT_DATA_ROOT = REPO_ROOT.parent / "shared" / "data"
 
 #: Live-comparison limits (stated in the page): file size in bytes and image side in pixels.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
@@ -77,8 +76,8 @@ def resolve_db_path(argv: list[str] | None = None, environ: dict | None = None) 
     return DEFAULT_DB
 
 
-def resolve_data_root(argv: list[str] | None = None, environ: dict | None = None) -> Path:
-    """``--data-root DIR``, else ``$BIOCODEC_DATA_ROOT``, else ../shared/data next to the repo."""
+def resolve_data_root(argv: list[str] | None = None, environ: dict | None = None) -> Path | None:
+    """``--data-root DIR``, else ``$BIOCODEC_DATA_ROOT``, else None (core.stages' default, ../shared/data)."""
     argv = list(argv or [])
     environ = os.environ if environ is None else environ
     for i, arg in enumerate(argv):
@@ -86,7 +85,7 @@ def resolve_data_root(argv: list[str] | None = None, environ: dict | None = None
             return Path(argv[i + 1])
     if environ.get(DATA_ROOT_ENV):
         return Path(environ[DATA_ROOT_ENV])
-    return DEFAULT_DATA_ROOT
+    return None
 
 
 def missing_db_message(path: Path) -> str:
@@ -466,12 +465,13 @@ def find_ref(stage: int, dataset: str, image_id: str, data_root: str | Path | No
         try:
             refs = stage_refs(str(stage), data_root)
         except Exception as exc:
-            raise LookupError(f"stage {stage} images not found under data root {data_root}: {exc}") from exc
+            raise LookupError(f"stage {stage} images not found under data root "
+                              f"{data_root or '(default)'}: {exc}") from exc
     for ref in refs:
         if ref.dataset == dataset and ref.image_id == image_id:
             return ref
     raise LookupError(f"image {dataset}/{image_id} (stage {stage}) is not among the {len(refs)} images "
-                      f"of that stage under {data_root}")
+                      f"of that stage under {data_root or 'the default data root'}")
 
 
 def window_to_8bit(pixels: np.ndarray, bit_depth: int, low_pct: float = 0.5, high_pct: float = 99.5,
@@ -528,12 +528,21 @@ def heat_map(diff: np.ndarray, vmax: float | None = None) -> tuple[np.ndarray, f
     return (rgb * 255).round().astype(np.uint8), vmax
 
 
-def overlay_labels(view8: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Draw the object boundaries of a label image in red on an 8-bit view (RGB uint8 out)."""
+def overlay_segmentation(view8: np.ndarray, segmentation: dict) -> np.ndarray:
+    """Draw a segmentation in red on an 8-bit view (RGB uint8 out).
+
+    ``segmentation`` is what ``DownstreamEvaluator.segment`` returns: the boundaries
+    of ``labels`` (instances) are drawn when present, else the ``contours`` mask.
+    """
     from skimage.segmentation import find_boundaries
 
     rgb = np.stack([view8] * 3, axis=-1) if view8.ndim == 2 else view8.copy()
-    edges = find_boundaries(np.asarray(labels), mode="inner")
+    if segmentation.get("labels") is not None:
+        edges = find_boundaries(np.asarray(segmentation["labels"]), mode="inner")
+    elif segmentation.get("contours") is not None:
+        edges = np.asarray(segmentation["contours"], dtype=bool)
+    else:
+        raise ValueError("segmentation has neither labels nor contours")
     rgb[edges] = (255, 40, 40)
     return rgb
 

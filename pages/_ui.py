@@ -17,9 +17,10 @@ def db_path() -> Path:
     return dash.resolve_db_path(sys.argv[1:])
 
 
-def data_root() -> Path:
-    """``-- --data-root DIR``, else $BIOCODEC_DATA_ROOT, else ../shared/data."""
-    return dash.resolve_data_root(sys.argv[1:])
+def data_root() -> str | None:
+    """``-- --data-root DIR``, else $BIOCODEC_DATA_ROOT, else None (core.stages' default ../shared/data)."""
+    root = dash.resolve_data_root(sys.argv[1:])
+    return None if root is None else str(root)
 
 
 def _mtime(path: Path) -> float:
@@ -88,7 +89,7 @@ def only(values: list):
 
 @st.cache_data(show_spinner=False, max_entries=8)
 def evaluate_stored(stage: int, dataset: str, image_id: str, codec_name: str, colour_mode: str, setting: str,
-                    root: str) -> dict:
+                    root: str | None) -> dict:
     """Reload a stored row's original (via its ImageRef) and re-encode it; arrays + metrics."""
     from core.datasets import load_ref
     from core.evaluate import codec_for_mode, evaluate
@@ -116,9 +117,9 @@ def segment_pair(ref, original, bit_depth: int, reconstruction) -> dict:
     image = BioImage(original, bit_depth, ref.image_id)
     state = evaluator.prepare(image, ref)
     out = {"metrics": evaluator.compare(state, reconstruction)}
-    if hasattr(evaluator, "segment"):
-        out["labels_original"] = evaluator.segment(image)
-        out["labels_reconstruction"] = evaluator.segment(BioImage(reconstruction, bit_depth, ref.image_id))
+    if hasattr(evaluator, "segment"):  # label images / contour masks to overlay
+        out["original"] = state.get("original") or evaluator.segment(original)
+        out["reconstruction"] = evaluator.segment(reconstruction)
     return out
 
 

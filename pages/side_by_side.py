@@ -29,7 +29,7 @@ stored = sel[sel["setting"] == setting].iloc[0]
 
 try:
     with st.spinner(f"Loading {image_id} and re-encoding with {codec_name} at {setting}…"):
-        pair = _ui.evaluate_stored(int(stage), dataset, image_id, codec_name, mode, setting, str(_ui.data_root()))
+        pair = _ui.evaluate_stored(int(stage), dataset, image_id, codec_name, mode, setting, _ui.data_root())
 except LookupError as exc:
     st.error(f"Cannot reload the original: {exc}. Start the dashboard with `-- --data-root DIR` or set "
              "BIOCODEC_DATA_ROOT.")
@@ -88,11 +88,14 @@ if st.checkbox("Segment original and reconstruction (may take several seconds)",
         st.info(seg["notice"])
     else:
         st.json({k: (None if v is None else float(v)) for k, v in seg["metrics"].items()})
-        if "labels_original" in seg:
+        if "original" in seg:
             s1, s2 = st.columns(2)
-            s1.image(dash.overlay_labels(view_o, seg["labels_original"]), caption="segmentation of the original",
-                     output_format="PNG")
-            s2.image(dash.overlay_labels(view_r, seg["labels_reconstruction"]),
-                     caption="segmentation of the reconstruction", output_format="PNG")
+            try:
+                s1.image(dash.overlay_segmentation(view_o, seg["original"]), output_format="PNG",
+                         caption="segmentation of the original (red: object boundaries / contours)")
+                s2.image(dash.overlay_segmentation(view_r, seg["reconstruction"]), output_format="PNG",
+                         caption="segmentation of the reconstruction")
+            except ValueError as exc:
+                st.caption(f"No overlay: {exc}")
         else:
             st.caption("This evaluator reports metrics only (no label images to overlay).")

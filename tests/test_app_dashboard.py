@@ -196,3 +196,19 @@ def test_export_bytes_round_trip(snap):
     parquet = pd.read_parquet(io.BytesIO(dash.to_parquet_bytes(rows)))
     assert len(csv) == len(parquet) == 18
     assert parquet["bytes"].sum() == rows["bytes"].sum()
+
+
+def test_overlay_segmentation_draws_boundaries():
+    view = np.full((20, 20), 100, np.uint8)
+    labels = np.zeros((20, 20), np.int32)
+    labels[5:10, 5:10] = 1
+    out = dash.overlay_segmentation(view, {"labels": labels, "contours": None})
+    assert out.shape == (20, 20, 3)
+    red = np.all(out == (255, 40, 40), axis=-1)
+    assert red[5, 5] and red[9, 7] and not red[7, 7] and not red[0, 0]  # boundary only, inside kept
+    contours = np.zeros((20, 20), bool)
+    contours[3, :] = True
+    red2 = np.all(dash.overlay_segmentation(view, {"labels": None, "contours": contours}) == (255, 40, 40), axis=-1)
+    assert red2.sum() == 20 and red2[3].all()
+    with pytest.raises(ValueError):
+        dash.overlay_segmentation(view, {"labels": None, "contours": None})
