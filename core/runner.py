@@ -146,6 +146,9 @@ def run_job(job: Job, run_id: str) -> list[dict]:
                "colour_mode": task.colour_mode}
         try:
             codec = codec_for_mode(_codec(task.codec), task.colour_mode, image.channels)
+            from core.tiling import tile_if_large  # large images: tiles per data/stages.toml [tiling]
+
+            codec = tile_if_large(codec, image.height, image.width)
             result = evaluate(image, codec, task.setting)
             row.update(result.metrics)
             if downstream:
@@ -292,6 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     store.finish_run(con, run_id, datetime.now(timezone.utc).replace(tzinfo=None))
     print(f"wrote {written} rows ({failed} with errors) to {args.db}")
     print_summary(con, refs)
+    from core.bdrate import print_bd_tables  # BD-rate vs JPEG 2000 per dataset (stays quiet without anchor rows)
+
+    print_bd_tables(con, refs)
     con.close()
     return 0
 
