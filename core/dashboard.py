@@ -668,6 +668,28 @@ def search_setting(image, codec, target_bpp: float, rel_tol: float = 0.03, max_e
     return done(None)
 
 
+@dataclass
+class LiveResult:
+    """One codec's live result: the evaluation (metrics, encoded bytes, reconstruction) and a note."""
+
+    evaluation: object  # core.evaluate.Evaluation
+    note: str = ""
+
+
+def live_compress(image, codec, colour_mode: str = "joint", setting=None, target_bpp: float | None = None,
+                  ) -> LiveResult:
+    """Compress an uploaded image with ``codec`` in ``colour_mode`` at ``setting``, or at the setting whose
+    rate is closest to ``target_bpp`` (bits per pixel; :func:`search_setting`) when that is given."""
+    from core.evaluate import codec_for_mode, evaluate
+
+    runner = codec_for_mode(codec, colour_mode, image.channels)
+    if target_bpp is None:
+        return LiveResult(evaluate(image, runner, None if runner.lossless else setting))
+    found = search_setting(image, runner, target_bpp)
+    note = f"searched {len(found.trials)} settings: " + ", ".join(f"{s} → {b:.3f} bpp" for s, b in found.trials)
+    return LiveResult(found.evaluation, note + (f". {found.note}" if found.note else ""))
+
+
 def encoded_suffix(codec_name: str) -> str:
     """File extension for a download of the encoded bytes of ``codec_name``."""
     suffixes = {"jpeg": ".jpg", "jpeg2000": ".jp2", "jpeg2000-lossless": ".jp2", "png": ".png", "jpegxl": ".jxl",

@@ -4,7 +4,6 @@ import hashlib
 import streamlit as st
 
 from core import dashboard as dash
-from core.evaluate import codec_for_mode, evaluate
 from pages import _ui
 
 st.title("Live comparison")
@@ -69,16 +68,9 @@ if st.button("Compress", type="primary", key="live_run", disabled=not chosen):
     for i, name in enumerate(chosen):
         bar.progress(i / len(chosen), text=f"{name} ({i + 1}/{len(chosen)})…")
         try:
-            c = _ui.codec(name)
-            runner = codec_for_mode(c, mode, image.channels)
-            if target == "setting":
-                results[name] = {"evaluation": evaluate(image, runner, settings[name]), "note": ""}
-            else:
-                found = dash.search_setting(image, runner, target_bpp)
-                results[name] = {"evaluation": found.evaluation,
-                                 "note": (f"searched {len(found.trials)} settings: "
-                                          + ", ".join(f"{s} → {b:.3f} bpp" for s, b in found.trials)
-                                          + (f". {found.note}" if found.note else ""))}
+            found = dash.live_compress(image, _ui.codec(name), mode, settings.get(name),
+                                       target_bpp if target == "bpp" else None)
+            results[name] = {"evaluation": found.evaluation, "note": found.note}
         except Exception as exc:
             results[name] = {"error": f"{type(exc).__name__}: {exc}"}
     bar.progress(1.0, text="Done")

@@ -219,6 +219,26 @@ def test_live_comparison_16bit_windowed(monkeypatch, results_db, rgb16_pixels):
     assert any("16-bit data shown 8-bit: linear window 0.5–99.5 percentile" in c for c in _captions(at))
 
 
+def test_live_comparison_rgb_per_channel_override(monkeypatch, results_db):
+    import imagecodecs
+    from skimage import data as skdata
+
+    from core.codecs.per_channel import PerChannelCodec
+
+    rgb = bytes(imagecodecs.png_encode(skdata.astronaut()[:180, :200]))
+    at = _page(monkeypatch, results_db, "pages/live.py")
+    at.file_uploader(key="live_upload").set_value(("astronaut.png", rgb, "image/png")).run()
+    assert at.radio(key="live_mode").value == "joint"  # RGB: 3-channel (joint) by default
+    at.radio(key="live_mode").set_value("per_channel").run()
+    at.multiselect(key="live_codecs").set_value(["jpeg"]).run()
+    at.select_slider(key="live_set_jpeg").set_value(30).run()
+    at.button(key="live_run").click().run()
+    assert not at.exception and not at.error
+    row = at.dataframe[0].value.iloc[0]
+    want = evaluate(read_image_bytes(rgb, "astronaut.png"), PerChannelCodec(get_codec("jpeg")), 30).metrics
+    assert row["colour_mode"] == "per_channel" and row["bytes"] == want["bytes"]
+
+
 def test_live_comparison_rejects_bad_upload(monkeypatch, results_db):
     at = _page(monkeypatch, results_db, "pages/live.py")
     at.file_uploader(key="live_upload").set_value(("broken.png", b"definitely not a PNG", "image/png")).run()

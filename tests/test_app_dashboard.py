@@ -212,3 +212,21 @@ def test_overlay_segmentation_draws_boundaries():
     assert red2.sum() == 20 and red2[3].all()
     with pytest.raises(ValueError):
         dash.overlay_segmentation(view, {"labels": None, "contours": None})
+
+
+def test_live_compress_setting_bpp_and_per_channel(camera_image):
+    from core.codecs.per_channel import PerChannelCodec
+
+    jpeg = get_codec("jpeg")
+    direct = evaluate(camera_image, jpeg, 70).metrics
+    assert dash.live_compress(camera_image, jpeg, setting=70).evaluation.metrics["bytes"] == direct["bytes"]
+    png = dash.live_compress(camera_image, get_codec("png"), setting=70)  # lossless: the setting is ignored
+    assert png.evaluation.metrics["setting"] == "-" and np.array_equal(png.evaluation.reconstruction,
+                                                                      camera_image.pixels)
+    searched = dash.live_compress(camera_image, jpeg, target_bpp=1.0)
+    assert searched.note.startswith("searched ") and abs(searched.evaluation.metrics["bpp"] - 1.0) < 0.15
+    rgb = as_bioimage(np.stack([camera_image.pixels, camera_image.pixels[::-1], camera_image.pixels.T], -1), 8)
+    per = dash.live_compress(rgb, jpeg, "per_channel", setting=50).evaluation.metrics
+    assert per["bytes"] == evaluate(rgb, PerChannelCodec(jpeg), 50).metrics["bytes"]
+    with pytest.raises(ValueError):
+        dash.live_compress(camera_image, jpeg, "per_channel", setting=50)  # gray image: no per-channel mode
