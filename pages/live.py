@@ -21,10 +21,10 @@ if upload is None:
 
 data = upload.getvalue()
 try:
-    image = dash.read_upload(data, upload.name, None if declared == "auto" else int(declared),
-                             int(page) if page else None)
+    image = dash.read_upload(data, upload.name, None if declared == "auto" else int(declared), int(page))
 except dash.UploadError as exc:
-    st.error(f"Cannot use this file: {exc}")
+    st.error(f"Cannot use this file: {exc}" + (" — choose the plane with *Page* above." if "page" in str(exc)
+                                                 else ""))
     st.stop()
 
 st.write(f"**{upload.name}**: {image.width}×{image.height} px, {image.channels} channel(s), "

@@ -239,6 +239,21 @@ def test_live_comparison_rgb_per_channel_override(monkeypatch, results_db):
     assert row["colour_mode"] == "per_channel" and row["bytes"] == want["bytes"]
 
 
+def test_live_comparison_tiff_stack_page(monkeypatch, results_db, tmp_path):
+    import numpy as np
+    import tifffile
+
+    stack = np.stack([np.full((40, 50), 1000 * (i + 1), np.uint16) for i in range(3)])
+    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    at = _page(monkeypatch, results_db, "pages/live.py")
+    at.number_input(key="live_page").set_value(2).run()
+    at.file_uploader(key="live_upload").set_value(("stack.tif", (tmp_path / "stack.tif").read_bytes(),
+                                                    "image/tiff")).run()
+    assert not at.exception and not at.error
+    assert any("**stack.tif**: 50×40 px, 1 channel(s), 16-bit" in m.value for m in at.markdown)
+    assert any("= [3000, 3001]" in c for c in _captions(at))  # plane 2 holds 3000 everywhere
+
+
 def test_live_comparison_rejects_bad_upload(monkeypatch, results_db):
     at = _page(monkeypatch, results_db, "pages/live.py")
     at.file_uploader(key="live_upload").set_value(("broken.png", b"definitely not a PNG", "image/png")).run()
