@@ -162,3 +162,9 @@ def folder_refs(folder: str | Path, stage: int = 0, dataset: str | None = None,
         raise FileNotFoundError(f"{folder} holds no images ({', '.join(SUPPORTED_SUFFIXES)})")
     name = dataset or folder.name
     return [ImageRef(stage, name, p.stem, str(p), bit_depth=bit_depth) for p in files]
+
+
+if __name__ == "__main__":  # python -m core.datasets fetch NAME | list | verify NAME  (see core/fetch.py)
+    from core.fetch import main as _fetch_main
+
+    raise SystemExit(_fetch_main())
