@@ -357,16 +357,21 @@ def _palette(names: list[str]) -> dict[str, str]:
 
 
 def bd_rate(db_path: str | Path, metric: str, anchor: str = "jpeg2000", stage: int | None = None,
-            dataset: str | None = None):
-    """BD-rate table from :func:`core.bdrate.bd_rate_table` (opened read-only, closed after).
+            dataset: str | None = None, codecs: Iterable[str] | None = None):
+    """BD-rate table from :func:`core.bdrate.bd_rate_table` (opened read-only, closed after),
+    restricted to the rows of ``codecs`` when given.
 
     Returns ``(table, notice)``: ``table`` is None with a notice when ``core.bdrate``
     is not available yet or the computation failed.
     """
     try:
-        from core.bdrate import bd_rate_table
+        from core import bdrate
     except ImportError as exc:
         return None, f"BD-rate table unavailable: core.bdrate is not installed yet ({exc})."
+    supported = list(getattr(bdrate, "METRICS", []))
+    if supported and metric not in supported:
+        return None, f"BD-rate is computed for {', '.join(supported)} only; choose one of those metrics."
+    bd_rate_table = bdrate.bd_rate_table
     con = store.open_reader(db_path)
     try:
         table = bd_rate_table(con, metric=metric, anchor=anchor, stage=stage, dataset=dataset)
@@ -374,6 +379,10 @@ def bd_rate(db_path: str | Path, metric: str, anchor: str = "jpeg2000", stage: i
         return None, f"BD-rate table not computed: {type(exc).__name__}: {exc}"
     finally:
         con.close()
+    if table is not None and codecs and "codec" in table:
+        table = table[table["codec"].isin(list(codecs))].reset_index(drop=True)
+    if table is not None and len(table) == 0:
+        return None, f"No BD-rate for this selection (anchor {anchor}; lossless codecs have no curve)."
     return table, None
 
 

@@ -124,14 +124,14 @@ def segment_pair(ref, original, bit_depth: int, reconstruction) -> dict:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _bd_rate(path: str, mtime: float, metric: str, anchor: str, stage, dataset):
-    return dash.bd_rate(path, metric=metric, anchor=anchor, stage=stage, dataset=dataset)
+def _bd_rate(path: str, mtime: float, metric: str, anchor: str, stage, dataset, codecs: tuple):
+    return dash.bd_rate(path, metric=metric, anchor=anchor, stage=stage, dataset=dataset, codecs=codecs)
 
 
-def bd_rate(metric: str, anchor: str, stage=None, dataset=None):
+def bd_rate(metric: str, anchor: str, stage=None, dataset=None, codecs=()):
     """Cached :func:`core.dashboard.bd_rate` for the current database (recomputed after it changes)."""
     path = db_path()
-    return _bd_rate(str(path), _mtime(path), metric, anchor, stage, dataset)
+    return _bd_rate(str(path), _mtime(path), metric, anchor, stage, dataset, tuple(codecs))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -33,7 +33,7 @@ with table_col:
     st.subheader(f"BD-rate vs {anchor}")
     stage, dataset = _ui.only(filters.stages), _ui.only(filters.datasets)
     with st.spinner("Computing BD-rates…"):
-        table, notice = _ui.bd_rate(metric, anchor, stage, dataset)
+        table, notice = _ui.bd_rate(metric, anchor, stage, dataset, filters.codecs)
     if notice:
         st.warning(notice)
     else:

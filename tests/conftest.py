@@ -28,12 +28,13 @@ def _downstream_row(setting: str, nbytes: int, dice: float, iou: float, bf1: flo
 
 @pytest.fixture(scope="session")
 def results_db(tmp_path_factory):
-    """A DuckDB results file: the runner on 2 embedded images (camera, coins) × jpeg + png (14 rows),
+    """A DuckDB results file: the runner on 2 embedded images (camera, coins) × jpeg, jpeg2000 and png at
+    their default settings (2 × (6 + 6 + 1) = 26 rows),
     plus 3 hand-made stage-2 rows with downstream metrics and 1 failed row."""
     from core import runner, store
 
     path = tmp_path_factory.mktemp("db") / "results.duckdb"
-    assert runner.main(["--db", str(path), "--codecs", "jpeg,png", "--limit", "2", "--quiet"]) == 0
+    assert runner.main(["--db", str(path), "--codecs", "jpeg,jpeg2000,png", "--limit", "2", "--quiet"]) == 0
     con = store.open_writer(path)
     try:
         rows = [_downstream_row(*r) for r in DOWNSTREAM_ROWS]

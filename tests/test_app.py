@@ -2,6 +2,7 @@
 numbers it shows equal those in the small test database (tests/conftest.py: results_db)."""
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import textwrap
@@ -53,12 +54,12 @@ def test_overview_numbers_match_database(monkeypatch, results_db):
     rows, errors, codecs = _sql(results_db, "SELECT count(*), count(error), count(DISTINCT codec) FROM results")[0]
     images = _sql(results_db, "SELECT count(*) FROM (SELECT DISTINCT stage, dataset, image_id FROM results)")[0][0]
     stages = _sql(results_db, "SELECT count(DISTINCT stage) FROM results")[0][0]
-    assert shown["Rows"] == str(rows) == "18"
+    assert shown["Rows"] == str(rows) == "30"
     assert shown["Errors"] == str(errors) == "1"
     assert shown["Codecs"] == str(codecs) and shown["Images"] == str(images) and shown["Stages"] == str(stages)
     tables = [d.value for d in at.dataframe]
     by_dataset = tables[0].set_index("dataset")
-    assert by_dataset.loc["embedded", "images"] == 2 and by_dataset.loc["embedded", "rows"] == 14
+    assert by_dataset.loc["embedded", "images"] == 2 and by_dataset.loc["embedded", "rows"] == 26
     errors_table = tables[2]
     assert list(errors_table["error"]) == ["load: ImageReadError: fixture failure"]
     runs = tables[3]
@@ -95,15 +96,15 @@ def test_locked_database_shows_retry(monkeypatch, tmp_path):
 def test_rate_distortion_page(monkeypatch, results_db):
     at = _page(monkeypatch, results_db, "pages/rate_distortion.py")
     at.sidebar.multiselect(key="rd_stage").set_value([0]).run()
-    at.sidebar.multiselect(key="rd_codecs").set_value(["jpeg"]).run()
+    at.sidebar.multiselect(key="rd_codecs").set_value(["jpeg", "jpeg2000"]).run()
     assert not at.exception
     assert at.get("plotly_chart"), "no Plotly chart"
     points = at.dataframe[-1].value
-    want = dict(_sql(results_db, "SELECT setting, avg(psnr) FROM results WHERE stage = 0 AND codec = 'jpeg' "
-                                 "GROUP BY setting"))
-    assert len(points) == 6
-    for setting, y in zip(points["setting"], points["y"]):
-        assert y == pytest.approx(want[setting])
+    want = dict(_sql(results_db, "SELECT codec || ' ' || setting, avg(psnr) FROM results WHERE stage = 0 "
+                                 "AND codec IN ('jpeg', 'jpeg2000') GROUP BY codec, setting"))
+    assert len(points) == 12
+    for codec, setting, y in zip(points["codec"], points["setting"], points["y"]):
+        assert y == pytest.approx(want[f"{codec} {setting}"])
     # BD-rate: the table when core.bdrate exists, otherwise a notice saying it is missing
     try:
         import core.bdrate  # noqa: F401
@@ -111,12 +112,25 @@ def test_rate_distortion_page(monkeypatch, results_db):
     except ImportError:
         has_bdrate = False
     notices = [w.value for w in at.warning]
-    if has_bdrate:
-        assert len(at.dataframe) == 2 or any("BD-rate" in n for n in notices)
+    if has_bdrate:  # the page shows core.bdrate's table for stage 0, anchor jpeg2000, unchanged
+        from core.bdrate import bd_rate_table
+
+        con = duckdb.connect(str(results_db), read_only=True)
+        try:
+            want_bd = bd_rate_table(con, metric="psnr", anchor="jpeg2000", stage=0, dataset=None)
+        finally:
+            con.close()
+        shown_bd = at.dataframe[0].value
+        assert list(shown_bd["codec"]) == list(want_bd["codec"]) == ["jpeg"]
+        assert shown_bd["bd_rate"].tolist() == pytest.approx(want_bd["bd_rate"].tolist(), nan_ok=True)
+        assert math.isfinite(shown_bd["bd_rate"].iloc[0])  # jpeg vs jpeg2000: 6 points each, computable
+        at.selectbox(key="rd_metric").set_value("ssim").run()
+        assert any("BD-rate is computed for" in w.value for w in at.warning)
+        at.selectbox(key="rd_metric").set_value("psnr").run()
     else:
         assert any("core.bdrate is not installed" in n for n in notices)
     at.radio(key="rd_view").set_value("per_image").run()
-    assert not at.exception and len(at.dataframe[-1].value) == 12
+    assert not at.exception and len(at.dataframe[-1].value) == 24
 
 
 def test_side_by_side_reencodes_stored_row(monkeypatch, results_db):
@@ -264,9 +278,9 @@ def test_live_comparison_rejects_bad_upload(monkeypatch, results_db):
 def test_export_page(monkeypatch, results_db):
     at = _page(monkeypatch, results_db, "pages/export.py")
     ok_rows = _sql(results_db, "SELECT count(*) FROM results WHERE error IS NULL")[0][0]
-    assert at.metric[0].value == str(ok_rows) == "17"
+    assert at.metric[0].value == str(ok_rows) == "29"
     at.sidebar.checkbox(key="ex_errors").check().run()
-    assert at.metric[0].value == "18"
+    assert at.metric[0].value == "30"
     at.sidebar.multiselect(key="ex_codecs").set_value(["png"]).run()
     assert at.metric[0].value == "2" and len(at.dataframe[0].value) == 2
     assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download Parquet"}

@@ -43,13 +43,13 @@ def test_overview_counts_match_sql(results_db, snap):
         con.close()
     counts = dash.overview_counts(snap.results)
     assert (counts["rows"], counts["errors"], counts["codecs"], counts["images"]) == (rows, errors, codecs, images)
-    assert counts == {"stages": 2, "datasets": 2, "images": 4, "codecs": 2, "settings": 8, "rows": 18,
-                      "ok_rows": 17, "errors": 1}
+    assert counts == {"stages": 2, "datasets": 2, "images": 4, "codecs": 3, "settings": 14, "rows": 30,
+                      "ok_rows": 29, "errors": 1}
     by_ds = dash.overview_by_dataset(snap.results).set_index("dataset")
-    assert by_ds.loc["embedded", "rows"] == 14 and by_ds.loc["isbi2012_em", "errors"] == 1
+    assert by_ds.loc["embedded", "rows"] == 26 and by_ds.loc["isbi2012_em", "errors"] == 1
     assert list(dash.error_rows(snap.results)["error"]) == ["load: ImageReadError: fixture failure"]
     prov = dash.provenance(snap.runs)
-    assert len(prov) == 1 and "--codecs jpeg,png" in prov.loc[0, "argv"] and "numpy" in prov.loc[0, "versions"]
+    assert len(prov) == 1 and "--codecs jpeg,jpeg2000,png" in prov.loc[0, "argv"] and "numpy" in prov.loc[0, "versions"]
 
 
 def test_derived_columns(snap):
@@ -76,7 +76,7 @@ def test_rd_points_drop_infinite_psnr_and_figure_styles(snap):
     points, dropped = dash.rd_points(rows, "psnr", "mean")
     assert dropped == 2  # the two exact PNG rows (PSNR = +inf)
     fig = dash.rd_figure(points, "psnr")
-    assert [t.line.dash for t in fig.data] == ["dash"]  # jpeg only, classical = dashed
+    assert [t.line.dash for t in fig.data] == ["dash", "dash"]  # jpeg, jpeg2000: classical = dashed
     learned = points.assign(family="learned")
     assert dash.rd_figure(learned, "psnr").data[0].line.dash == "solid"
     assert "setting" in fig.data[0].hovertemplate and "image" in fig.data[0].hovertemplate
@@ -194,7 +194,7 @@ def test_export_bytes_round_trip(snap):
     rows = dash.apply_filters(snap.results, dash.Filters(include_errors=True))
     csv = pd.read_csv(io.BytesIO(dash.to_csv_bytes(rows)))
     parquet = pd.read_parquet(io.BytesIO(dash.to_parquet_bytes(rows)))
-    assert len(csv) == len(parquet) == 18
+    assert len(csv) == len(parquet) == 30
     assert parquet["bytes"].sum() == rows["bytes"].sum()
 
 
@@ -230,3 +230,12 @@ def test_live_compress_setting_bpp_and_per_channel(camera_image):
     assert per["bytes"] == evaluate(rgb, PerChannelCodec(jpeg), 50).metrics["bytes"]
     with pytest.raises(ValueError):
         dash.live_compress(camera_image, jpeg, "per_channel", setting=50)  # gray image: no per-channel mode
+
+
+def test_bd_rate_plumbing(results_db):
+    pytest.importorskip("core.bdrate", reason="core.bdrate (stages helper) not in this tree")
+    table, notice = dash.bd_rate(results_db, "psnr", anchor="jpeg2000", stage=0)
+    assert notice is None and list(table["codec"]) == ["jpeg"] and math.isfinite(table["bd_rate"].iloc[0])
+    assert dash.bd_rate(results_db, "psnr", anchor="jpeg2000", stage=0, codecs=["png"])[0] is None
+    none, why = dash.bd_rate(results_db, "ssim")
+    assert none is None and "psnr" in why
