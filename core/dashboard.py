@@ -386,6 +386,14 @@ def bd_rate(db_path: str | Path, metric: str, anchor: str = "jpeg2000", stage: i
     return table, None
 
 
+def bd_rate_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The BD-rate table arranged for a narrow column: BD-rate (%) first after the codec."""
+    first = [c for c in ("codec", "colour_mode", "bd_rate", "dataset", "stage", "points", "anchor_points",
+                         "images", "reason") if c in table]
+    rest = [c for c in table.columns if c not in first and c != "metric"]
+    return table[first + rest].rename(columns={"bd_rate": "BD-rate %"})
+
+
 # --------------------------------------------------------------------------- downstream
 
 

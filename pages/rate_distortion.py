@@ -37,7 +37,7 @@ with table_col:
     if notice:
         st.warning(notice)
     else:
-        st.dataframe(table, hide_index=True, key="rd_bdrate")
+        st.dataframe(dash.bd_rate_display(table), hide_index=True, key="rd_bdrate")
     st.caption(f"Metric {metric}; stage {stage if stage is not None else 'all'}, dataset "
                f"{dataset if dataset is not None else 'all'} (pick exactly one in the sidebar to narrow). "
                "Negative BD-rate = fewer bits than the anchor at equal quality.")
