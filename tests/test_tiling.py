@@ -121,3 +121,23 @@ def test_tile_if_large_thresholds():
     assert tile_if_large(png, 4096, 100, options) is png
     tiled = tile_if_large(png, 4097, 100, options)
     assert isinstance(tiled, TiledCodec) and tiled.overlap == 0 and tiled.name == "png"
+
+
+def test_runner_tiles_images_above_the_threshold(tmp_path, monkeypatch):
+    """run_job wraps the codec when the image exceeds the [tiling] threshold: stored bytes = tiled container."""
+    from core import runner, stages, store
+    from core.io import write_image
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    image = as_bioimage(_texture(600, seed=5), 8)
+    write_image(folder / "big.png", image)
+    monkeypatch.setattr(stages, "tiling_options", lambda spec=None: {
+        "tile": 256, "learned_overlap": 32, "learned_max_side": 2048, "classical_max_side": 512})
+    db = tmp_path / "r.duckdb"
+    assert runner.main(["--data-root", str(folder), "--codecs", "png", "--db", str(db), "--quiet"]) == 0
+    con = store.open_reader(db)
+    stored, psnr = con.execute("SELECT bytes, psnr FROM results WHERE codec = 'png'").fetchone()
+    con.close()
+    assert stored == len(TiledCodec(get_codec("png"), tile=256).encode(image.pixels))
+    assert stored != len(get_codec("png").encode(image.pixels)) and psnr == float("inf")
