@@ -6,8 +6,6 @@
 """
 import streamlit as st
 
-from pages import _ui
-
 st.set_page_config(page_title="BioCodec Bench", layout="wide")
 
 PAGES = [
@@ -19,7 +17,10 @@ PAGES = [
     st.Page("pages/export.py", title="Export"),
 ]
 
-page = st.navigation(PAGES)
+page = st.navigation(PAGES)  # before any heavy import, so the menu appears at once
+
+from pages import _ui  # noqa: E402
+
 with st.sidebar:
     st.caption(f"Database: `{_ui.db_path()}`")
     if st.button("Reload data", key="reload_data", help="Read the database again (after a runner wrote to it)"):
