@@ -34,15 +34,16 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server(results_db, tmp_path_factory):
-    """`streamlit run app.py` against the test database; yields the base URL."""
+    """`streamlit run app.py ... -- --db TEST_DB` (the CLI way of choosing the database); yields the base URL."""
     port = _free_port()
     log = tmp_path_factory.mktemp("streamlit") / "server.log"
-    env = dict(os.environ, BIOCODEC_DB=str(results_db), OMP_NUM_THREADS="1")
+    env = {k: v for k, v in os.environ.items() if k != "BIOCODEC_DB"}
+    env["OMP_NUM_THREADS"] = "1"
     with open(log, "w") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
              "--server.port", str(port), "--server.address", "127.0.0.1", "--server.fileWatcherType", "none",
-             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+             "--browser.gatherUsageStats", "false", "--", "--db", str(results_db)], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
@@ -111,6 +112,7 @@ def test_every_page_in_chromium(server, browser_page, results_db, gray_png_bytes
     page = browser_page
 
     _open(page, server, "BioCodec Bench — overview", "01_overview", '[data-testid="stDataFrame"]')
+    assert str(results_db) in page.locator('[data-testid="stSidebar"]').inner_text()  # -- --db was used
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()
     for title in ("Overview", "Rate–distortion", "Side by side", "Downstream", "Live comparison", "Export"):
         assert title in nav
