@@ -30,7 +30,7 @@ def test_definition_has_four_stages_with_notes():
 def test_codec_settings_expand_family_rules():
     codecs, sweeps = stage_codec_settings("2")
     assert codecs == available_codecs("classical") + available_codecs("learned")
-    assert sweeps["jpeg2000"] == (160, 80, 40, 20, 10)
+    assert sweeps["jpeg2000"] == (160, 80, 40, 20, 10, 5)
     assert all(4 <= len(v) <= 6 for v in sweeps.values())
     assert stage_codec_settings("all")[0] == codecs
     with pytest.raises(StageError):
