@@ -28,12 +28,12 @@ RECIPES = {
     "monuseg": dict(name="monuseg_he", scale=1.0, n_channel_in=3, n_val=2,
                     config=dict(n_rays=32, grid=(2, 2), unet_n_depth=3, unet_n_filter_base=16,
                                 net_conv_after_unet=64, train_patch_size=(256, 256), train_batch_size=4,
-                                train_n_val_patches=8, train_learning_rate=3e-4)),
+                                train_n_val_patches=8, train_learning_rate=1e-3)),
     # FIB-SEM mitochondria (40–220 px long): trained and run at half resolution.
     "epfl": dict(name="epfl_mito", scale=0.5, n_channel_in=1, n_val=3,
                  config=dict(n_rays=32, grid=(2, 2), unet_n_depth=3, unet_n_filter_base=16,
                              net_conv_after_unet=64, train_patch_size=(192, 192), train_batch_size=4,
-                             train_n_val_patches=8, train_learning_rate=3e-4)),
+                             train_n_val_patches=8, train_learning_rate=1e-3)),
 }
 
 
@@ -145,7 +145,7 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
             "validation_images": [pairs[i][0] for i in val_idx], "train_seconds": round(train_s, 1),
             "threshold_seconds": round(thresh_s, 1), "tf_threads": threads, "seed": seed}
     (folder / "biocodec.json").write_text(json.dumps(meta, indent=2))
-    for junk in ("weights_now.h5",):
+    for junk in ("weights_now.h5", "weights_last.h5"):
         (folder / junk).unlink(missing_ok=True)
     return folder
 
