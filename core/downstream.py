@@ -6,8 +6,11 @@ each stage × dataset × codec × colour mode, finds the largest compression fac
 segmentation still meets the threshold (default: mean ``seg_dice`` ≥ 0.95).
 
 Per setting, factor, bpp and the metric are averaged over the images that have the
-metric (error-free rows only); the operating point is the setting with the largest
-mean factor among those that pass.  Codecs that never pass are listed with NULL
+metric (error-free rows only).  By default (``monotone=True``) the metric must *stay*
+at or above the threshold: the operating point is the largest mean factor F such that
+every setting of that codec with mean factor ≤ F passes (a setting that fails at lower
+compression caps the safe range, even if a stronger setting passes again by chance).
+With ``monotone=False`` it is simply the largest passing factor.  Codecs that never pass are listed with NULL
 setting, factor, bpp and metric (``best_metric`` says how close they came).
 """
 from __future__ import annotations
@@ -25,7 +28,8 @@ COLUMNS = ["stage", "dataset", "codec", "colour_mode", "setting", "factor", "bpp
            "best_metric", "n_settings"]
 
 
-def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_dice") -> pd.DataFrame:
+def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_dice",
+                               monotone: bool = True) -> pd.DataFrame:
     """One row per (stage, dataset, codec, colour_mode) with a stored ``metric``: the Dice-safe point.
 
     Columns: stage, dataset, codec, colour_mode; setting (text), factor (mean
@@ -33,12 +37,17 @@ def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_
     operating point — all NULL when no setting meets ``threshold``; n_images (images
     averaged at that point), best_metric (best mean over settings), n_settings.
     For distances (contour_hd95, contour_msd; px) "meets" means mean ≤ threshold.
+    ``monotone``: see the module docstring.
     """
     if metric not in OPERATING_METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(OPERATING_METRICS)}")
     higher = OPERATING_METRICS[metric]
-    passes = "m >= ?" if higher else "m <= ?"
+    worst = "min" if higher else "max"
     best = "max(m)" if higher else "min(m)"
+    # the metric a setting must meet: its own mean, or (monotone) the worst mean up to its factor
+    gate = (f"{worst}(m) OVER (PARTITION BY stage, dataset, codec, colour_mode ORDER BY f "
+            f"ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)") if monotone else "m"
+    passes = "gate_m >= ?" if higher else "gate_m <= ?"
     sql = f"""
         WITH per_setting AS (
             SELECT stage, dataset, codec, colour_mode, setting,
@@ -52,7 +61,7 @@ def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_
             FROM per_setting GROUP BY ALL
         ),
         safe AS (
-            SELECT * FROM per_setting WHERE {passes}
+            SELECT * FROM (SELECT *, {gate} AS gate_m FROM per_setting) WHERE {passes}
             QUALIFY row_number() OVER (PARTITION BY stage, dataset, codec, colour_mode
                                        ORDER BY f DESC, m {'DESC' if higher else 'ASC'}) = 1
         )

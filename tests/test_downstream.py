@@ -26,6 +26,10 @@ def con():
         # webp never reaches 0.95
         (2, "em", "a", "webp", "80", "joint", 10, 0.8, 0.90, 3.0, None),
         (2, "em", "b", "webp", "80", "joint", 10, 0.8, 0.92, 3.0, None),
+        # avif dips below 0.95 at 10× and recovers at 20× (by chance): the safe range stops at 5×
+        (2, "em2", "a", "avif", "90", "joint", 5, 1.6, 0.97, 1.0, None),
+        (2, "em2", "a", "avif", "60", "joint", 10, 0.8, 0.93, 1.0, None),
+        (2, "em2", "a", "avif", "30", "joint", 20, 0.4, 0.96, 1.0, None),
         # a dataset without downstream metrics does not appear
         (1, "kodak", "k", "jpeg", "90", "joint", 8, 1.0, None, None, None),
     ]
@@ -35,7 +39,7 @@ def con():
 
 def test_largest_factor_whose_mean_dice_passes(con):
     df = dice_safe_operating_points(con, threshold=0.95)
-    assert list(df.codec) == ["jpeg", "webp"]
+    assert list(zip(df.dataset, df.codec)) == [("em", "jpeg"), ("em", "webp"), ("em2", "avif")]
     jpeg = df[df.codec == "jpeg"].iloc[0]
     assert jpeg.setting == "50"
     assert jpeg.factor == pytest.approx(13.0)
@@ -59,3 +63,14 @@ def test_threshold_is_configurable_and_distances_use_less_or_equal(con):
     assert hd[hd.codec == "webp"].iloc[0].factor == pytest.approx(10.0)
     with pytest.raises(ValueError):
         dice_safe_operating_points(con, metric="psnr; DROP TABLE results")
+
+
+def test_metric_must_stay_above_threshold_unless_monotone_is_off(con):
+    safe = dice_safe_operating_points(con, threshold=0.95)
+    avif = safe[safe.codec == "avif"].iloc[0]
+    assert (avif.setting, avif.factor, avif.metric) == ("90", 5.0, pytest.approx(0.97))
+    plain = dice_safe_operating_points(con, threshold=0.95, monotone=False)
+    avif = plain[plain.codec == "avif"].iloc[0]
+    assert (avif.setting, avif.factor, avif.metric) == ("30", 20.0, pytest.approx(0.96))
+    # jpeg is monotone in this table: both readings agree
+    assert plain[plain.codec == "jpeg"].iloc[0].factor == safe[safe.codec == "jpeg"].iloc[0].factor == 13.0
