@@ -222,6 +222,20 @@ def resolve_refs(data_root: str | None, stage: str | None) -> list[ImageRef]:
     return stage_refs("all", data_root)
 
 
+def subsample_per_dataset(refs: list[ImageRef], n: int) -> list[ImageRef]:
+    """At most ``n`` refs of each (stage, dataset), evenly spaced in their listed order."""
+    groups: dict[tuple, list[ImageRef]] = {}
+    for ref in refs:
+        groups.setdefault((ref.stage, ref.dataset), []).append(ref)
+    keep = set()
+    for members in groups.values():
+        if len(members) <= n:
+            keep.update(id(r) for r in members)
+        else:
+            keep.update(id(members[round(i * (len(members) - 1) / max(n - 1, 1))]) for i in range(n))
+    return [r for r in refs if id(r) in keep]
+
+
 def stage_settings(stage: str | None) -> tuple[list[str] | None, dict[str, tuple]]:
     """Codecs and settings a stage definition sweeps (None, {} when there is no stage)."""
     if stage is None:
@@ -247,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "codecs on RGB)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--limit", type=int, help="only the first N images (quick looks)")
+    p.add_argument("--max-images-per-dataset", type=int, metavar="N",
+                   help="at most N images of each dataset, evenly spaced (a lighter benchmark run)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 
@@ -254,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     refs = resolve_refs(args.data_root, args.stage)
+    if args.max_images_per_dataset:
+        refs = subsample_per_dataset(refs, args.max_images_per_dataset)
     if args.limit:
         refs = refs[: args.limit]
     stage_codecs, stage_sweeps = stage_settings(args.stage)

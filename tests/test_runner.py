@@ -108,3 +108,12 @@ def test_worker_processes_store_the_same_rows(tmp_path, image_folder):
     runner.main(argv + ["--db", str(tmp_path / "two.duckdb"), "--workers", "2"])
     strip = lambda rows: [r[:6] + r[7:] for r in rows]  # noqa: E731  (psnr may be inf: compare the rest)
     assert strip(_rows(tmp_path / "one.duckdb")) == strip(_rows(tmp_path / "two.duckdb"))
+
+
+def test_subsample_per_dataset_is_even_and_per_dataset():
+    from core.datasets import ImageRef
+
+    refs = [ImageRef(2, "a", f"a{i}", "x") for i in range(10)] + [ImageRef(3, "b", f"b{i}", "x") for i in range(2)]
+    kept = [r.image_id for r in runner.subsample_per_dataset(refs, 4)]
+    assert kept == ["a0", "a3", "a6", "a9", "b0", "b1"]
+    assert [r.image_id for r in runner.subsample_per_dataset(refs, 1)] == ["a0", "b0"]
