@@ -78,8 +78,17 @@ def test_load_ground_truth_applies_the_crop():
     assert 0.1 < isbi.membranes.mean() < 0.4 and isbi.instances.max() > 20
 
 
-def test_no_downstream_task_for_photographs():
+def test_no_downstream_task_for_photographs_or_when_switched_off(monkeypatch):
     assert downstream_for(ImageRef(1, "kodak", "kodim01", "x.png")) is None
+    monkeypatch.setenv("BIOCODEC_DOWNSTREAM", "off")
+    assert downstream_for(isbi_ref()) is None
+
+
+def test_downstream_columns_are_result_columns():
+    from core.store import COLUMN_NAMES
+
+    assert set(DOWNSTREAM_COLUMNS) <= set(COLUMN_NAMES)
+    assert [c for c in COLUMN_NAMES if c.startswith(("seg_", "contour_"))] == list(DOWNSTREAM_COLUMNS)
 
 
 @needs_data
