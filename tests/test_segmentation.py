@@ -156,3 +156,14 @@ def test_membrane_detector_accuracy_vs_labels(dataset, stem, floor):
 
     (_s, image, gt), = [p for p in membrane_pairs(dataset, "test") if p[0] == stem]
     assert boundary_f1(contours_of(gt), contours_of(detect_membranes(image, PARAMS[dataset]))) >= floor
+
+
+def test_training_image_ids_list_what_each_model_saw():
+    from core.segmentation import training_image_ids
+    from core.segmentation.data import EPFL_TEST_SLICES
+
+    epfl = training_image_ids("epfl_hippocampus_fibsem")
+    assert len(epfl) == 27 - EPFL_TEST_SLICES and EPFL_TILE not in epfl and "training0000" in epfl
+    monuseg = training_image_ids("monuseg")
+    assert len(monuseg) == 13 and MONUSEG_TILE not in monuseg
+    assert training_image_ids("isbi2012_em") == set()

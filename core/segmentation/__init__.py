@@ -224,6 +224,26 @@ def _evaluator(dataset: str) -> DownstreamEvaluator | None:
     return DownstreamEvaluator(dataset, stardist_model=model, membrane_params=membranes)
 
 
+def training_image_ids(dataset: str) -> set[str]:
+    """Image ids (file stems) the dataset's shipped StarDist model saw in training or validation.
+
+    Their ``seg_*_gt_*`` columns are optimistic (the model learned those labels);
+    report accuracy vs ground truth on the other images.  Empty for datasets without
+    a project-trained model (and for pretrained models named by registry).
+    """
+    import json
+
+    from core.segmentation.stardist_models import resolve_model_folder
+
+    model = _models_from_env().get(dataset)
+    folder = resolve_model_folder(model) if model else None
+    meta = folder / "biocodec.json" if folder else None
+    if meta is None or not meta.is_file():
+        return set()
+    info = json.loads(meta.read_text())
+    return set(info.get("train_images", [])) | set(info.get("validation_images", []))
+
+
 def downstream_for(ref) -> DownstreamEvaluator | None:
     """The evaluator for ``ref``'s dataset (cached per process), or None when it has no downstream task."""
     if ref.dataset not in ("monuseg", EPFL, ISBI):
