@@ -111,7 +111,7 @@ def test_partial_root_skips_missing_datasets_and_runner_works(tmp_path, capsys):
     con = store.open_reader(db)
     rows = con.execute("SELECT codec, count(*), count(error) FROM results GROUP BY codec ORDER BY codec").fetchall()
     con.close()
-    assert rows == [("jpeg", 15, 0), ("jpeg2000", 15, 0), ("png", 3, 0)]  # 3 images × 5 / 5 / 1 settings
+    assert rows == [("jpeg", 15, 0), ("jpeg2000", 18, 0), ("png", 3, 0)]  # 3 images × 5 / 6 / 1 settings
     assert "BD-rate" in capsys.readouterr().out
 
 
