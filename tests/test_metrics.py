@@ -81,3 +81,12 @@ def test_16bit_uses_the_16bit_max():
     assert out["psnr_peak"] == pytest.approx(20 * math.log10(float(img.max()) / math.sqrt(out["mse"])))
     assert metrics.ms_ssim_db(0.99) == pytest.approx(20.0)
     assert metrics.ms_ssim_db(1.0) == math.inf
+
+
+def test_exact_reconstruction_shortcut_equals_the_full_computation():
+    img = data.camera()[:200, :240]
+    out = metrics.quality_metrics(img, img.copy(), 8)
+    assert out["mse"] == 0 and out["psnr"] == math.inf
+    assert out["ssim"] == metrics.ssim(img, img, 8) == 1.0
+    assert out["ms_ssim"] == pytest.approx(metrics.ms_ssim(img, img, 8), abs=1e-6)
+    assert math.isnan(metrics.quality_metrics(img[:20, :20], img[:20, :20].copy(), 8)["ms_ssim"])
