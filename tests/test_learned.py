@@ -20,7 +20,7 @@ from core.metrics import psnr
 from core.models import ARCHS, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED = sorted(WEIGHTS_DIR.glob("*.json"))
+SHIPPED = sorted(p for p in WEIGHTS_DIR.glob("*.json") if p.with_suffix(".pt").exists())
 EPFL = ROOT.parent / "shared" / "data" / "epfl_hippocampus_fibsem" / "train" / "slices"
 
 
