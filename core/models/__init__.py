@@ -45,6 +45,13 @@ def _check_channels(channels: int) -> int:
     return channels
 
 
+def _set_io_planes(model, channels: int, N: int) -> None:
+    """The grayscale/colour switch: replace g_a's first conv and g_s's last deconv with ``channels`` planes."""
+    model.channels = _check_channels(channels)
+    model.g_a[0] = conv(channels, N)
+    model.g_s[-1] = deconv(N, channels)
+
+
 class GrayColourFactorizedPrior(FactorizedPrior):
     """Ballé 2018 factorized prior with ``channels`` input/output planes."""
 
@@ -52,9 +59,7 @@ class GrayColourFactorizedPrior(FactorizedPrior):
 
     def __init__(self, N: int = 64, M: int = 96, channels: int = 3, **kwargs):
         super().__init__(N, M, **kwargs)
-        self.channels = _check_channels(channels)
-        self.g_a[0] = conv(channels, N)
-        self.g_s[-1] = deconv(N, channels)
+        _set_io_planes(self, channels, N)
 
 
 class GrayColourScaleHyperprior(ScaleHyperprior):
@@ -64,9 +69,7 @@ class GrayColourScaleHyperprior(ScaleHyperprior):
 
     def __init__(self, N: int = 64, M: int = 96, channels: int = 3, **kwargs):
         super().__init__(N, M, **kwargs)
-        self.channels = _check_channels(channels)
-        self.g_a[0] = conv(channels, N)
-        self.g_s[-1] = deconv(N, channels)
+        _set_io_planes(self, channels, N)
 
 
 class GrayColourMeanScaleHyperprior(MeanScaleHyperprior):
@@ -76,9 +79,7 @@ class GrayColourMeanScaleHyperprior(MeanScaleHyperprior):
 
     def __init__(self, N: int = 64, M: int = 96, channels: int = 3, **kwargs):
         super().__init__(N, M, **kwargs)
-        self.channels = _check_channels(channels)
-        self.g_a[0] = conv(channels, N)
-        self.g_s[-1] = deconv(N, channels)
+        _set_io_planes(self, channels, N)
 
 
 class GrayColourCheckerboard(Cheng2020AnchorCheckerboard):
