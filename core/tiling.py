@@ -22,7 +22,7 @@ import struct
 
 import numpy as np
 
-from core.codecs.base import Codec, CodecError
+from core.codecs.base import Codec, CodecError, WrappingCodec
 
 _MAGIC = b"BCTL"
 _VERSION = 1
@@ -48,7 +48,7 @@ def tile_grid(height: int, width: int, tile: int, overlap: int):
     return grid
 
 
-class TiledCodec(Codec):
+class TiledCodec(WrappingCodec):
     """Code an image as independent tiles of at most ``tile`` px (plus ``overlap`` px of context)."""
 
     def __init__(self, inner: Codec, tile: int = 1024, overlap: int = 0):
@@ -58,15 +58,8 @@ class TiledCodec(Codec):
             raise ValueError(f"overlap must be 0..65535 px, got {overlap}")
         if tile > 65535:
             raise ValueError(f"tile must be <= 65535 px, got {tile}")
-        self.inner, self.tile, self.overlap = inner, int(tile), int(overlap)
-        self.name = inner.name
-        self.label = f"{inner.label} (tiled {tile}px" + (f", overlap {overlap}px)" if overlap else ")")
-        self.lossless = inner.lossless
-        self.knob = inner.knob
-        self.default_settings = inner.default_settings
-        self.bit_depths = inner.bit_depths
-        self.channels = inner.channels
-        self.family = inner.family
+        super().__init__(inner, f"tiled {tile}px" + (f", overlap {overlap}px" if overlap else ""))
+        self.tile, self.overlap = int(tile), int(overlap)
 
     def _encode(self, pixels, setting, bit_depth):
         height, width = pixels.shape[:2]

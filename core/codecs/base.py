@@ -106,6 +106,22 @@ class Codec(ABC):
         return f"<{type(self).__name__} {self.name}>"
 
 
+class WrappingCodec(Codec):
+    """A codec built around another (per-channel, tiled): it keeps the inner codec's name, knob,
+    sweep, bit depths, channels and family, and only changes how the image is split."""
+
+    def __init__(self, inner: Codec, label_suffix: str):
+        self.inner = inner
+        self.name = inner.name
+        self.label = f"{inner.label} ({label_suffix})"
+        self.lossless = inner.lossless
+        self.knob = inner.knob
+        self.default_settings = inner.default_settings
+        self.bit_depths = inner.bit_depths
+        self.channels = inner.channels
+        self.family = inner.family
+
+
 # ------------------------------------------------------------------------ registry
 _REGISTRY: dict[str, Callable[[], Codec]] = {}
 

@@ -14,28 +14,20 @@ import struct
 
 import numpy as np
 
-from core.codecs.base import Codec, CodecError, UnsupportedInput
+from core.codecs.base import Codec, CodecError, UnsupportedInput, WrappingCodec
 
 _MAGIC = b"BCPC"
 _VERSION = 1
 
 
-class PerChannelCodec(Codec):
+class PerChannelCodec(WrappingCodec):
     """Wrap a codec that supports 1 channel so that it codes RGB channel by channel."""
-
-    channels = frozenset({3})
 
     def __init__(self, inner: Codec):
         if 1 not in inner.channels:
             raise UnsupportedInput(f"{inner.name} has no grayscale mode; per-channel coding needs one")
-        self.inner = inner
-        self.name = inner.name
-        self.label = f"{inner.label} (per channel)"
-        self.lossless = inner.lossless
-        self.knob = inner.knob
-        self.default_settings = inner.default_settings
-        self.bit_depths = inner.bit_depths
-        self.family = inner.family
+        super().__init__(inner, "per channel")
+        self.channels = frozenset({3})
 
     def _encode(self, pixels, setting, bit_depth):
         streams = [self.inner.encode(np.ascontiguousarray(pixels[:, :, c]), setting, bit_depth)
