@@ -9,17 +9,17 @@ import streamlit as st
 st.set_page_config(page_title="BioCodec Bench", layout="wide")
 
 PAGES = [
-    st.Page("pages/overview.py", title="Overview", default=True),
-    st.Page("pages/rate_distortion.py", title="Rate–distortion"),
-    st.Page("pages/side_by_side.py", title="Side by side"),
-    st.Page("pages/downstream.py", title="Downstream"),
-    st.Page("pages/live.py", title="Live comparison"),
-    st.Page("pages/export.py", title="Export"),
+    st.Page("views/overview.py", title="Overview", default=True),
+    st.Page("views/rate_distortion.py", title="Rate–distortion"),
+    st.Page("views/side_by_side.py", title="Side by side"),
+    st.Page("views/downstream.py", title="Downstream"),
+    st.Page("views/live.py", title="Live comparison"),
+    st.Page("views/export.py", title="Export"),
 ]
 
 page = st.navigation(PAGES)  # before any heavy import, so the menu appears at once
 
-from pages import _ui  # noqa: E402
+from views import _ui  # noqa: E402
 
 with st.sidebar:
     st.caption(f"Database: `{_ui.db_path()}`")

@@ -1,4 +1,4 @@
-"""Queries and computations behind the Streamlit dashboard (``app.py`` + ``pages/``).
+"""Queries and computations behind the Streamlit dashboard (``app.py`` + ``views/``).
 
 Everything here is plain Python (pandas, numpy, plotly) so it is testable without
 a browser; the pages only lay out widgets and call these functions.

@@ -94,7 +94,7 @@ def test_locked_database_shows_retry(monkeypatch, tmp_path):
 
 
 def test_rate_distortion_page(monkeypatch, results_db):
-    at = _page(monkeypatch, results_db, "pages/rate_distortion.py")
+    at = _page(monkeypatch, results_db, "views/rate_distortion.py")
     at.sidebar.multiselect(key="rd_stage").set_value([0]).run()
     at.sidebar.multiselect(key="rd_codecs").set_value(["jpeg", "jpeg2000"]).run()
     assert not at.exception
@@ -134,7 +134,7 @@ def test_rate_distortion_page(monkeypatch, results_db):
 
 
 def test_side_by_side_reencodes_stored_row(monkeypatch, results_db):
-    at = _page(monkeypatch, results_db, "pages/side_by_side.py")
+    at = _page(monkeypatch, results_db, "views/side_by_side.py")
     at.selectbox(key="sbs_image").set_value("camera").run()
     at.selectbox(key="sbs_codec").set_value("jpeg").run()
     at.selectbox(key="sbs_setting").set_value("50").run()
@@ -152,14 +152,14 @@ def test_side_by_side_reencodes_stored_row(monkeypatch, results_db):
 
 def test_side_by_side_missing_stage_images(monkeypatch, results_db, tmp_path):
     monkeypatch.setenv("BIOCODEC_DATA_ROOT", str(tmp_path / "no_data"))
-    at = _page(monkeypatch, results_db, "pages/side_by_side.py")
+    at = _page(monkeypatch, results_db, "views/side_by_side.py")
     at.selectbox(key="sbs_stage").set_value(2).run()
     assert not at.exception
     assert any("Cannot reload the original" in e.value for e in at.error)
 
 
 def test_downstream_page(monkeypatch, results_db):
-    at = _page(monkeypatch, results_db, "pages/downstream.py")
+    at = _page(monkeypatch, results_db, "views/downstream.py")
     assert at.get("plotly_chart")
     points = at.dataframe[-1].value
     want = dict(_sql(results_db, "SELECT setting, seg_dice FROM results WHERE stage = 2 AND error IS NULL"))
@@ -175,14 +175,14 @@ def test_downstream_page(monkeypatch, results_db):
 
 
 def test_downstream_page_without_downstream_rows(monkeypatch, results_db):
-    at = _page(monkeypatch, results_db, "pages/downstream.py")
+    at = _page(monkeypatch, results_db, "views/downstream.py")
     at.sidebar.multiselect(key="ds_stage").set_value([0]).run()
     assert not at.exception
     assert any("No downstream metrics" in i.value for i in at.info)
 
 
 def test_live_comparison_setting(monkeypatch, results_db, gray_png_bytes):
-    at = _page(monkeypatch, results_db, "pages/live.py")
+    at = _page(monkeypatch, results_db, "views/live.py")
     assert any("≤ 50 MB and ≤ 4096×4096" in c.value for c in at.caption)
     at.file_uploader(key="live_upload").set_value(("crop.png", gray_png_bytes, "image/png")).run()
     at.multiselect(key="live_codecs").set_value(["jpeg", "png"]).run()
@@ -203,7 +203,7 @@ def test_live_comparison_setting(monkeypatch, results_db, gray_png_bytes):
 
 
 def test_live_comparison_target_bpp(monkeypatch, results_db, gray_png_bytes):
-    at = _page(monkeypatch, results_db, "pages/live.py")
+    at = _page(monkeypatch, results_db, "views/live.py")
     at.file_uploader(key="live_upload").set_value(("crop.png", gray_png_bytes, "image/png")).run()
     at.multiselect(key="live_codecs").set_value(["jpeg2000"]).run()
     at.radio(key="live_target").set_value("bpp").run()
@@ -220,7 +220,7 @@ def test_live_comparison_16bit_windowed(monkeypatch, results_db, rgb16_pixels):
     import imagecodecs
 
     data = bytes(imagecodecs.png_encode(rgb16_pixels))
-    at = _page(monkeypatch, results_db, "pages/live.py")
+    at = _page(monkeypatch, results_db, "views/live.py")
     at.file_uploader(key="live_upload").set_value(("rgb16.png", data, "image/png")).run()
     assert "jpeg" not in at.multiselect(key="live_codecs").options  # 8-bit only codec not offered
     at.multiselect(key="live_codecs").set_value(["jpegxl"]).run()
@@ -240,7 +240,7 @@ def test_live_comparison_rgb_per_channel_override(monkeypatch, results_db):
     from core.codecs.per_channel import PerChannelCodec
 
     rgb = bytes(imagecodecs.png_encode(skdata.astronaut()[:180, :200]))
-    at = _page(monkeypatch, results_db, "pages/live.py")
+    at = _page(monkeypatch, results_db, "views/live.py")
     at.file_uploader(key="live_upload").set_value(("astronaut.png", rgb, "image/png")).run()
     assert at.radio(key="live_mode").value == "joint"  # RGB: 3-channel (joint) by default
     at.radio(key="live_mode").set_value("per_channel").run()
@@ -259,7 +259,7 @@ def test_live_comparison_tiff_stack_page(monkeypatch, results_db, tmp_path):
 
     stack = np.stack([np.full((40, 50), 1000 * (i + 1), np.uint16) for i in range(3)])
     tifffile.imwrite(tmp_path / "stack.tif", stack)
-    at = _page(monkeypatch, results_db, "pages/live.py")
+    at = _page(monkeypatch, results_db, "views/live.py")
     at.number_input(key="live_page").set_value(2).run()
     at.file_uploader(key="live_upload").set_value(("stack.tif", (tmp_path / "stack.tif").read_bytes(),
                                                     "image/tiff")).run()
@@ -269,14 +269,14 @@ def test_live_comparison_tiff_stack_page(monkeypatch, results_db, tmp_path):
 
 
 def test_live_comparison_rejects_bad_upload(monkeypatch, results_db):
-    at = _page(monkeypatch, results_db, "pages/live.py")
+    at = _page(monkeypatch, results_db, "views/live.py")
     at.file_uploader(key="live_upload").set_value(("broken.png", b"definitely not a PNG", "image/png")).run()
     assert not at.exception
     assert any(e.value.startswith("Cannot use this file") for e in at.error)
 
 
 def test_export_page(monkeypatch, results_db):
-    at = _page(monkeypatch, results_db, "pages/export.py")
+    at = _page(monkeypatch, results_db, "views/export.py")
     ok_rows = _sql(results_db, "SELECT count(*) FROM results WHERE error IS NULL")[0][0]
     assert at.metric[0].value == str(ok_rows) == "29"
     at.sidebar.checkbox(key="ex_errors").check().run()

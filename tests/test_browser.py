@@ -111,6 +111,12 @@ def _sql(db, query):
 def test_every_page_in_chromium(server, browser_page, results_db, gray_png_bytes, tmp_path):
     page = browser_page
 
+    # a deep link as the very first request to a fresh server must still go through app.py's router
+    # (a folder named pages/ would be served as an unrouted second app: regression check)
+    _open(page, f"{server}/rate_distortion", "Rate–distortion", "00_deep_link", ".js-plotly-plot")
+    first_nav = page.locator('[data-testid="stSidebarNav"]').inner_text().split("\n")
+    assert "Rate–distortion" in first_nav and "ui" not in first_nav and "app" not in first_nav, first_nav
+
     _open(page, server, "BioCodec Bench — overview", "01_overview", '[data-testid="stDataFrame"]')
     assert str(results_db) in page.locator('[data-testid="stSidebar"]').inner_text()  # -- --db was used
     nav = page.locator('[data-testid="stSidebarNav"]').inner_text()

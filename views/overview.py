@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core import dashboard as dash
-from pages import _ui
+from views import _ui
 
 st.title("BioCodec Bench — overview")
 snap = _ui.snapshot()

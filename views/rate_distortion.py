@@ -2,7 +2,7 @@
 import streamlit as st
 
 from core import dashboard as dash
-from pages import _ui
+from views import _ui
 
 st.title("Rate–distortion")
 snap = _ui.snapshot()
@@ -20,12 +20,14 @@ anchor_default = codecs.index("jpeg2000") if "jpeg2000" in codecs else 0
 anchor = c3.selectbox("BD-rate anchor", codecs or ["jpeg2000"], index=anchor_default, key="rd_anchor")
 
 points, dropped = dash.rd_points(rows, metric, view)
-plot_col, table_col = st.columns([3, 2])
+st.caption("Tip: pick one dataset in the sidebar — curves of different image sets are not comparable.")
+plot_col, table_col = st.container(), st.container()  # plot full width, BD-rate table below it
 with plot_col:
     if points.empty:
         st.info(f"No rows with a finite {dash.RD_METRICS[metric]} for this selection.")
     else:
-        st.plotly_chart(dash.rd_figure(points, metric, per_image=view == "per_image"), key="rd_plot")
+        st.plotly_chart(dash.rd_figure(points, metric, per_image=view == "per_image"), key="rd_plot",
+                        use_container_width=True)
     st.caption(f"{len(points)} points from {len(rows)} rows. Learned codecs solid, classical dashed. "
                + (f"{dropped} rows without a finite value (e.g. exact lossless reconstructions, PSNR = ∞, "
                   "or a metric this stage does not compute) are not drawn." if dropped else ""))

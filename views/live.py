@@ -4,7 +4,7 @@ import hashlib
 import streamlit as st
 
 from core import dashboard as dash
-from pages import _ui
+from views import _ui
 
 st.title("Live comparison")
 st.caption(f"PNG, TIFF, JPEG, PGM/PPM; 8- or 16-bit; gray or RGB. Limits for live encoding: ≤ "
