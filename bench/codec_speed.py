@@ -17,6 +17,8 @@ import os
 import statistics
 import time
 
+from core.metrics import bits_per_pixel
+
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
@@ -33,7 +35,7 @@ def time_codec(codec, image, setting, repeat: int) -> dict:
     """Median encode/decode seconds and bits per pixel of ``codec`` on ``image`` (a BioImage)."""
     enc_s, data = _median_time(lambda: codec.encode(image.pixels, setting, image.bit_depth), repeat)
     dec_s, _ = _median_time(lambda: codec.decode(data), repeat)
-    return {"encode_s": enc_s, "decode_s": dec_s, "bpp": 8.0 * len(data) / (image.width * image.height)}
+    return {"encode_s": enc_s, "decode_s": dec_s, "bpp": bits_per_pixel(len(data), image.height, image.width)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,15 +24,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import time
 from pathlib import Path
 
 import numpy as np
 
 from core.codecs import get_codec
 from core.codecs.per_channel import PerChannelCodec
-from core.io import read_image
-from core.metrics import ms_ssim, ms_ssim_db, psnr
+from core.evaluate import evaluate
+from core.io import BioImage, read_image
+from core.metrics import ms_ssim_db
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CLASSICAL = {  # denser sweeps than the runner's defaults, so the curves cover 0.05–2 bpp (gray) / 0.1–4 (RGB)
@@ -61,15 +61,9 @@ def dataset_images(name: str, limit: int | None):
 
 
 def measure(codec, pixels, bit_depth, setting) -> dict:
-    t0 = time.perf_counter()
-    data = codec.encode(pixels, setting, bit_depth)
-    t1 = time.perf_counter()
-    rec = codec.decode(data)
-    t2 = time.perf_counter()
-    h, w = pixels.shape[:2]
-    return {"setting": setting, "bytes": len(data), "bpp": 8 * len(data) / (h * w),
-            "psnr": psnr(pixels, rec, bit_depth), "ms_ssim": ms_ssim(pixels, rec, bit_depth),
-            "encode_s": t1 - t0, "decode_s": t2 - t1}
+    """bytes, bpp, PSNR, MS-SSIM and times of one setting, through the product's own core.evaluate."""
+    m = evaluate(BioImage(pixels, bit_depth), codec, setting).metrics
+    return {"setting": setting, **{k: m[k] for k in ("bytes", "bpp", "psnr", "ms_ssim", "encode_s", "decode_s")}}
 
 
 def interp_at(points: list[dict], bpp: float, key: str) -> float:

@@ -23,6 +23,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from core.metrics import ms_ssim_db
+
 METHOD = "akima"
 MIN_POINTS = 4
 METRICS = {"psnr": "PSNR (dB)", "ms_ssim_db": "MS-SSIM (dB)"}
@@ -44,8 +46,7 @@ def load_points(con, stage: int | None = None, dataset: str | None = None) -> pd
         filters += " AND dataset = ?"
         params.append(dataset)
     frame = con.execute(_ROWS_SQL.format(filters=filters), params).df()
-    with np.errstate(divide="ignore", invalid="ignore"):
-        frame["ms_ssim_db"] = -10.0 * np.log10(1.0 - frame["ms_ssim"].astype(float))
+    frame["ms_ssim_db"] = ms_ssim_db(frame["ms_ssim"].astype(float))
     return frame
 
 

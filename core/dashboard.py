@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,7 +126,7 @@ def load_snapshot(path: str | Path, retries: int = 5, wait_s: float = 1.0) -> Sn
 def add_derived_columns(df: pd.DataFrame) -> pd.DataFrame:
     """Add ``ms_ssim_db`` (dB), ``family`` (classical/learned) and ``colour`` (gray/colour) columns."""
     df = df.copy()
-    df["ms_ssim_db"] = [ms_ssim_db(v) if v is not None and not pd.isna(v) else math.nan for v in df["ms_ssim"]]
+    df["ms_ssim_db"] = ms_ssim_db(df["ms_ssim"].astype(float))
     families = codec_families(df["codec"].unique())
     df["family"] = df["codec"].map(families)
     df["colour"] = df["channels"].map(COLOUR_LABELS)

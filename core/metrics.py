@@ -139,11 +139,15 @@ def ms_ssim(original: np.ndarray, reconstruction: np.ndarray, bit_depth: int) ->
     return float(value)
 
 
-def ms_ssim_db(value: float) -> float:
-    """MS-SSIM on a dB scale, −10 · log10(1 − MS-SSIM) (inf for 1.0)."""
-    if value is None or math.isnan(value):
-        return math.nan
-    return math.inf if value >= 1.0 else -10.0 * math.log10(1.0 - value)
+def ms_ssim_db(value):
+    """MS-SSIM on a dB scale, −10 · log10(1 − MS-SSIM): inf for 1.0, NaN for None/NaN.
+
+    Takes a number (returns a float) or an array/Series (returns an array).
+    """
+    v = np.asarray(np.nan if value is None else value, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.where(v >= 1.0, np.inf, -10.0 * np.log10(1.0 - v))
+    return float(out) if out.ndim == 0 else out
 
 
 def quality_metrics(original: np.ndarray, reconstruction: np.ndarray, bit_depth: int) -> dict:

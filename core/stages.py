@@ -16,7 +16,6 @@ from __future__ import annotations
 import re
 import sys
 import tomllib
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 

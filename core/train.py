@@ -310,7 +310,7 @@ def main(argv=None) -> dict:
                 "lmbda": base_meta.get("lmbda")}
     optimizer, aux_optimizer = make_optimizers(model, args.lr)
     resume_path = out.with_suffix(".resume.pt")
-    start, losses_tail = 0, []
+    start = 0
     if args.resume and resume_path.exists():
         state = torch.load(resume_path, map_location=args.device, weights_only=True)
         model.load_state_dict(state["model"])

@@ -28,6 +28,7 @@ from core.codecs.base import Codec, CodecError, get_codec, available_codecs
 from core.codecs.bitstream import unwrap_file, wrap_file
 from core.codecs.per_channel import PerChannelCodec
 from core.io import as_bioimage, read_image, write_image
+from core.metrics import bits_per_pixel
 
 IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".mrc"}
 SUFFIX = ".bcc"
@@ -56,15 +57,15 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
     if bpp is not None:
         if setting is not None:
             raise ValueError("give --setting or --bpp, not both")
-        chosen, data = None, None
-        for s in codec.default_settings:
-            payload = wrap_file(codec_name, s, codec.encode(image.pixels, s, image.bit_depth), colour_mode)
-            if 8 * len(payload) / (h * w) <= bpp and (data is None or len(payload) >= len(data)):
-                chosen, data = s, payload
-        if data is None:
-            s = codec.default_settings[0]
-            print(f"warning: {src.name}: no setting of {codec_name} reaches {bpp} bpp; using {s}", file=sys.stderr)
-            chosen, data = s, wrap_file(codec_name, s, codec.encode(image.pixels, s, image.bit_depth), colour_mode)
+        files = [(s, wrap_file(codec_name, s, codec.encode(image.pixels, s, image.bit_depth), colour_mode))
+                 for s in codec.default_settings]
+        within = [(s, f) for s, f in files if bits_per_pixel(len(f), h, w) <= bpp]
+        if within:
+            chosen, data = max(within, key=lambda sf: len(sf[1]))
+        else:
+            chosen, data = files[0]
+            print(f"warning: {src.name}: no setting of {codec_name} reaches {bpp} bpp; using {chosen}",
+                  file=sys.stderr)
     else:
         if setting is None and not codec.lossless:
             setting = codec.default_settings[len(codec.default_settings) // 2]
@@ -72,7 +73,7 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
         data = wrap_file(codec_name, setting, codec.encode(image.pixels, setting, image.bit_depth), colour_mode)
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
-    return {"setting": chosen, "bytes": len(data), "bpp": 8 * len(data) / (h * w)}
+    return {"setting": chosen, "bytes": len(data), "bpp": bits_per_pixel(len(data), h, w)}
 
 
 def decompress_file(src: Path, dst: Path | None = None):

@@ -21,7 +21,7 @@ import tempfile
 import imagecodecs
 import numpy as np
 
-from core.codecs.base import Codec, CodecError, Setting, register_codec
+from core.codecs.base import Codec, CodecError, register_codec
 
 _SIXTEEN = frozenset(range(9, 17))
 _ALL_DEPTHS = frozenset({8}) | _SIXTEEN
