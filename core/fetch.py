@@ -4,6 +4,7 @@
     python -m core.datasets fetch imagecompression_info [--root DIR] [--include 'gray*'] [--max-files N]
     python -m core.datasets fetch empiar-12592 --include '*.mrc' --max-files 2
     python -m core.datasets fetch bia-mri --accession S-BIADnnnn
+    python -m core.datasets fetch bia-brightfield --dry-run    # preset S-BIAD440; list, download nothing
     python -m core.datasets verify NAME [--root DIR]
 
 Downloads use only the standard library (``urllib``): a file is written to
@@ -74,15 +75,31 @@ class Source:
     tree_url: str | None = None           # crawl this HTTP index (EMPIAR, TG-GATEs)
     default_include: str | None = None    # glob on relative paths when --include is not given
     default_max_files: int | None = None
-    biostudies: bool = False              # BioImage Archive: needs an accession
-    accession: str | None = None
+    biostudies: bool = False              # BioImage Archive: listed by accession (--accession overrides)
+    accession: str | None = None          # preset accession, if one could be justified
     unzip: bool = False                   # extract .zip files after download (imagecompression.info)
     checksums: str = "recorded on first download (SHA256SUMS); none published"
 
 
 _ICI = "http://imagecompression.info/test_images/"
-BIOSTUDIES_API = "https://www.ebi.ac.uk/biostudies/api/v1/studies/"
+# BioStudies (the BioImage Archive's front end), as implemented by EBI's own UI server "ribs"
+# (github.com/EBIBioStudies/ribs):
+#  * file list: GET/POST {BIOSTUDIES_API}{accession}?start=N&length=M — controller/File.java maps
+#    "/api/v1/files/{accession}" with DataTables parameters start (0-based offset) and length (page
+#    size, server default 5, -1 = all); js/detail/filetable.js is the web UI calling it.  The reply
+#    (service/impl/FilePaginationServiceImpl.java, api/util/Constants.java) is
+#    {"draw", "recordsTotal", "recordsFiltered", "data": [{"path", "type": "file"|"directory",
+#    "Name", "Size", ...}]}, sorted by Name; the newer index service answering it
+#    (github.com/EBIBioStudies/biostudies-index-service, rest/FileSearchController.java) adds a
+#    numeric "size" next to the column "Size".  Sizes are bytes.  There is no
+#    /api/v1/studies/{accession}/files endpoint (controller/Study.java has only /studies/{acc},
+#    /similar and /info).
+#  * download: GET {BIOSTUDIES_FILES}{accession}/{path, percent-encoded} — controller/FileDownload.java
+#    ("/files/**"); the same template is FILE_URI_TEMPLATE in BioImage-Archive/bia-integrator,
+#    bia-ingest/bia_ingest/biostudies/api.py.
+BIOSTUDIES_API = "https://www.ebi.ac.uk/biostudies/api/v1/files/"
 BIOSTUDIES_FILES = "https://www.ebi.ac.uk/biostudies/files/"
+BIOSTUDIES_PAGE = 100  # files per file-list request
 
 SOURCES: dict[str, Source] = {s.name: s for s in [
     Source(
@@ -116,17 +133,30 @@ SOURCES: dict[str, Source] = {s.name: s for s in [
         name="bia-mri",
         title="BioImage Archive study with grayscale MRI (pass --accession S-BIAD...)",
         licence="per study (mostly CC0 / CC BY 4.0): read the study page",
-        why=("stage 4 unseen type, 16-bit gray. No accession is preset: the choice (a study with 2-D or 3-D "
-             "MRI in TIFF/PNG/NIfTI, >= 12 significant bits, open licence) could not be checked offline here"),
+        why=("stage 4 unseen type, >= 12-bit gray. No accession is preset: none could be justified offline. "
+             "The BioImage Archive's development principles exclude medical imaging from its initial scope "
+             "(ebi.ac.uk/bioimage-archive/project-developments), and no MRI study (2-D/3-D MRI in TIFF/PNG, "
+             ">= 12 significant bits, open licence) was found in the public material available here; choose "
+             "one on the archive's site and pass it"),
         biostudies=True,
     ),
     Source(
         name="bia-brightfield",
-        title="BioImage Archive study with RGB brightfield microscopy (pass --accession S-BIAD...)",
-        licence="per study (mostly CC0 / CC BY 4.0): read the study page",
-        why=("stage 4 unseen type, 8-bit RGB brightfield. No accession is preset: the choice (a stained-tissue "
-             "or cell brightfield study in TIFF/PNG, open licence) could not be checked offline here"),
+        title=("BioImage Archive S-BIAD440 (Haemorasis): whole peripheral-blood-smear slides, brightfield RGB, "
+               "WSI .tiff (override with --accession)"),
+        licence="per study (mostly CC0 / CC BY 4.0): read the S-BIAD440 study page (not checked offline)",
+        why=("stage 4 unseen type, 8-bit RGB brightfield: stained blood smears (red/white cells), unlike the "
+             "H&E tissue of stage 3. Chosen because public material documents it: the Haemorasis pipeline "
+             "(github.com/josegcpa/haemorasis; Nat. Commun. 2023, doi:10.1038/s41467-023-39676-y) says S-BIAD440 "
+             "holds all its peripheral-blood slides, and github.com/Wang-Yuanlong/PBSBench (data/README.md, "
+             "docs/PREPROCESSING.md) reads ~240 of them as images/<slide>.tiff (e.g. images/III_1.tiff) with "
+             "OpenSlide, with level-0 coordinates near 96000 px. NOT verified offline: the exact file list, "
+             "sizes, licence and pixel format. Level 0 is then far over core.io's 400-Mpixel limit: crop "
+             "regions before staging. Only one file is fetched by default"),
         biostudies=True,
+        accession="S-BIAD440",
+        default_include="*.tiff",
+        default_max_files=1,
     ),
 ]}
 
@@ -275,26 +305,51 @@ def crawl_index(base_url: str, include: str | None = None, max_files: int | None
     return found
 
 
+def _size_bytes(item: dict) -> int | None:
+    """A file-list entry's size in bytes: numeric ``size`` (index service) or the ``Size`` column (ribs)."""
+    for key in ("size", "Size"):
+        try:
+            return int(item[key])
+        except (KeyError, TypeError, ValueError):
+            continue
+    return None
+
+
 def biostudies_files(accession: str, include: str | None = None, max_files: int | None = None,
-                     api: str = BIOSTUDIES_API, files_url: str = BIOSTUDIES_FILES) -> list[RemoteFile]:
-    """Files of a BioStudies/BioImage Archive study from its file-list API (paths, sizes in bytes)."""
+                     api: str | None = None, files_url: str | None = None,
+                     page_size: int = BIOSTUDIES_PAGE) -> list[RemoteFile]:
+    """Files of a BioStudies/BioImage Archive study, from its paged file-list API (sizes in bytes).
+
+    ``page_size`` is the number of files asked for per request; ``api``/``files_url`` default to
+    ``BIOSTUDIES_API``/``BIOSTUDIES_FILES`` (read at call time).  Pages are requested with
+    ``start``/``length`` (see ``BIOSTUDIES_API``) until the reported total (``recordsFiltered``,
+    else ``recordsTotal``) is reached, a page is empty, or a page adds no file not seen before —
+    so a server that ignores the paging parameters cannot loop forever.
+    ``type: "directory"`` entries are skipped (their contents are not listed individually).
+    """
+    api = api or BIOSTUDIES_API
+    files_url = files_url or BIOSTUDIES_FILES
     out: list[RemoteFile] = []
+    seen: set[str] = set()
     start = 0
     while True:
-        page = json.loads(_get_text(f"{api}{accession}/files?start={start}&pageSize=100"))
-        items = page.get("items") or page.get("files") or []
+        page = json.loads(_get_text(f"{api}{accession}?start={start}&length={page_size}"))
+        items = page.get("data") or []
+        added = 0
         for item in items:
-            path = item.get("path") or item.get("filePath")
-            if not path or item.get("type") == "directory":
+            path = item.get("path")
+            if not path or path in seen:
                 continue
-            if include is None or fnmatch.fnmatch(path, include):
-                url = f"{files_url}{accession}/{urllib.parse.quote(path)}"
-                out.append(RemoteFile(path, url, size=item.get("size")))
-                if max_files is not None and len(out) >= max_files:
-                    return out
-        total = (page.get("pagination") or {}).get("total", page.get("totalHits", 0)) or 0
+            seen.add(path)
+            added += 1
+            if item.get("type") == "directory" or (include is not None and not fnmatch.fnmatch(path, include)):
+                continue
+            out.append(RemoteFile(path, f"{files_url}{accession}/{urllib.parse.quote(path)}", size=_size_bytes(item)))
+            if max_files is not None and len(out) >= max_files:
+                return out
+        total = page.get("recordsFiltered", page.get("recordsTotal"))
         start += len(items)
-        if not items or start >= total:
+        if not added or (total is not None and start >= int(total)):
             return out
 
 

@@ -1,7 +1,9 @@
 """Fetchers against a local threaded HTTP server on 127.0.0.1 with Range support."""
 import hashlib
 import http.server
+import json
 import threading
+import urllib.parse
 from pathlib import Path
 
 import pytest
@@ -15,6 +17,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 
     Paths in ``server.cut_once`` are answered, the first time, with the full Content-Length
     but only half the body before the connection closes (an interrupted transfer).
+    Paths under ``/api/`` are answered with JSON from ``server.api(path, query)`` when it is set.
     """
 
     protocol_version = "HTTP/1.1"
@@ -25,6 +28,10 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         server = self.server
         server.requests.append((self.path, self.headers.get("Range")))
+        url = urllib.parse.urlsplit(self.path)
+        if server.api is not None and url.path.startswith("/api/"):
+            body = json.dumps(server.api(url.path, urllib.parse.parse_qs(url.query))).encode()
+            return self._send(200, body, len(body))
         if self.path.endswith("/"):
             names = sorted({p[len(self.path):].split("/")[0] + ("/" if "/" in p[len(self.path):] else "")
                             for p in server.files if p.startswith(self.path)})
@@ -64,7 +71,7 @@ class RangeHandler(http.server.BaseHTTPRequestHandler):
 @pytest.fixture()
 def server():
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    httpd.files, httpd.cut_once, httpd.requests = {}, set(), []
+    httpd.files, httpd.cut_once, httpd.requests, httpd.api = {}, set(), [], None
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     httpd.base = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -153,3 +160,83 @@ def test_cli_list_and_missing_accession(capsys, tmp_path):
     assert fetch.main(["verify", "root", "--root", str(tmp_path)]) == 0
     (tmp_path / "x.txt").write_bytes(b"abd")
     assert fetch.main(["verify", "root", "--root", str(tmp_path)]) == 1
+
+
+# --------------------------------------------------------------------------- BioStudies file list
+
+
+def _fake_biostudies(entries, honour_paging=True):
+    """A BioStudies ``/api/v1/files/{acc}`` stand-in in the DataTables scheme of EBI's ribs server
+    (``start``/``length`` in; ``recordsTotal``/``recordsFiltered``/``data`` out, see core.fetch).
+    ``honour_paging=False`` answers every request with the first page, like a server that ignores paging."""
+    calls = []
+
+    def api(path, query):
+        start, length = int(query.get("start", ["0"])[0]), int(query.get("length", ["5"])[0])
+        calls.append((path, start, length))
+        if not honour_paging:
+            start = 0
+        return {"draw": 1, "recordsTotal": len(entries), "recordsFiltered": len(entries),
+                "data": entries[start:start + length]}
+
+    return api, calls
+
+
+def _entry(i, n):
+    """Mixed casings as served: legacy ribs rows carry only the string column ``Size``, index-service rows
+    also a numeric ``size``."""
+    path = f"img/plane {i:03d}.tif"
+    if i % 2:
+        return {"path": path, "type": "file", "Name": path.split("/")[-1], "Size": str(n)}
+    return {"path": path, "type": "file", "Name": path.split("/")[-1], "Size": str(n), "size": n}
+
+
+def test_biostudies_listing_pages_through_everything_once(server):
+    entries = [_entry(i, 1000 + i) for i in range(23)]
+    entries.insert(5, {"path": "img/raw_dir", "type": "directory", "Name": "raw_dir", "Size": "0"})
+    server.api, calls = _fake_biostudies(entries)
+    api, files = server.base + "/api/v1/files/", server.base + "/files/"
+    listed = fetch.biostudies_files("S-BIADTEST", api=api, files_url=files, page_size=10)
+    assert [f.path for f in listed] == [f"img/plane {i:03d}.tif" for i in range(23)]  # all, once, no directory
+    assert [f.size for f in listed] == [1000 + i for i in range(23)]
+    assert listed[0].url == server.base + "/files/S-BIADTEST/img/plane%20000.tif"
+    assert calls == [("/api/v1/files/S-BIADTEST", s, 10) for s in (0, 10, 20)]  # 24 records: 3 pages
+    # include / max_files stop early, on the first page that satisfies them
+    calls.clear()
+    subset = fetch.biostudies_files("S-BIADTEST", include="*/plane 00[2-4].tif", max_files=2, api=api,
+                                    files_url=files, page_size=10)
+    assert [f.path for f in subset] == ["img/plane 002.tif", "img/plane 003.tif"] and len(calls) == 1
+
+
+def test_biostudies_listing_terminates_when_the_server_ignores_paging(server):
+    entries = [_entry(i, 10) for i in range(50)]
+    server.api, calls = _fake_biostudies(entries, honour_paging=False)
+    listed = fetch.biostudies_files("S-BIADTEST", api=server.base + "/api/v1/files/",
+                                    files_url=server.base + "/files/", page_size=20)
+    assert [f.path for f in listed] == [e["path"] for e in entries[:20]]  # the one page it serves, once
+    assert len(calls) == 2  # the repeated page added nothing: stop
+
+
+def test_biostudies_fetch_end_to_end_with_preset_and_override(server, tmp_path, monkeypatch):
+    data = {i: _payload(3000 + i, i) for i in range(3)}
+    entries = [_entry(i, len(data[i])) for i in range(3)]
+    for i in range(3):
+        server.files[f"/files/S-BIADTEST/img/plane%20{i:03d}.tif"] = data[i]
+    server.api, calls = _fake_biostudies(entries)
+    monkeypatch.setattr(fetch, "BIOSTUDIES_API", server.base + "/api/v1/files/")
+    monkeypatch.setattr(fetch, "BIOSTUDIES_FILES", server.base + "/files/")
+    source = Source("bia-test", "t", "-", "-", biostudies=True, accession="S-BIADNONE", default_max_files=2)
+    with pytest.raises(FetchError, match="HTTP 404"):  # the preset is listed, its files are not served here
+        fetch.fetch(source, tmp_path, progress=False)
+    assert calls[-1][0] == "/api/v1/files/S-BIADNONE"
+    paths = fetch.fetch(source, tmp_path, accession="S-BIADTEST", progress=False)  # --accession overrides
+    assert calls[-1][0] == "/api/v1/files/S-BIADTEST"
+    assert [p.read_bytes() for p in paths] == [data[0], data[1]]
+    assert fetch.read_manifest(tmp_path / "bia-test") == {
+        f"img/plane {i:03d}.tif": hashlib.sha256(data[i]).hexdigest() for i in range(2)}
+
+
+def test_bia_presets():
+    brightfield, mri = fetch.SOURCES["bia-brightfield"], fetch.SOURCES["bia-mri"]
+    assert brightfield.accession == "S-BIAD440" and brightfield.default_max_files == 1
+    assert mri.accession is None and "--accession" in mri.title
