@@ -21,7 +21,9 @@ minimised by a separate optimizer (as in CompressAI's example).
 Outputs, for ``--out data/weights/NAME``:
 
 * ``NAME.pt``          the model's ``state_dict`` (after ``update(force=True)``), loadable with
-  ``torch.load(..., weights_only=True)``
+  ``torch.load(..., weights_only=True)``; learnable parameters are stored as float16 (half the
+  size; they are rounded to float16 *before* the entropy tables are rebuilt, so the tables match
+  the weights every loader gets), buffers keep their dtype
 * ``NAME.json``        metadata: arch, channels, N, M, bit depth, loss, α, λ, steps (base + this
   run), training data, crop/batch/lr, and validation bpp / PSNR / MS-SSIM measured with the real
   entropy coder (:mod:`core.codecs.bitstream`) on the held-out ``--val`` images
@@ -236,13 +238,29 @@ def validate(weights: Path, meta: dict, files: list[Path]) -> dict:
     return {"coder": "real rANS bitstream (core.codecs.bitstream), header included", **mean, "images": rows}
 
 
-def save_checkpoint(model, out: Path) -> Path:
-    """Write ``out.pt`` (state_dict after update(force=True)); returns its path."""
+def stem_path(out: Path, suffix: str) -> Path:
+    """``out`` + ``suffix``, keeping dots in the stem (``em-l2.4`` → ``em-l2.4.pt``, not ``em-l2.pt``)."""
+    return out.with_name(out.name + suffix)
+
+
+def save_checkpoint(model, out: Path, half: bool = True) -> Path:
+    """Write ``out.pt``: the state_dict after ``update(force=True)``; returns its path.
+
+    With ``half`` the learnable parameters are first rounded to float16 in place and stored as
+    float16 (loading copies them back into the float32 model exactly); the entropy models'
+    CDF tables are rebuilt after the rounding, so encoder and decoder agree with the file.
+    """
     model.eval()
+    params = dict(model.named_parameters())
+    if half:
+        with torch.no_grad():
+            for p in params.values():
+                p.copy_(p.half().float())
     model.update(force=True)
-    path = out.with_suffix(".pt")
+    state = {k: (v.half() if half and k in params else v) for k, v in model.state_dict().items()}
+    path = stem_path(out, ".pt")
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(model.state_dict(), path)
+    torch.save(state, path)
     return path
 
 
@@ -287,10 +305,10 @@ def main(argv=None) -> dict:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     out = args.out
-    meta_path = out.with_suffix(".json")
+    meta_path = stem_path(out, ".json")
     if args.validate_only:
         meta = json.loads(meta_path.read_text())
-        meta["validation"] = validate(out.with_suffix(".pt"), meta, list_images(args.val))
+        meta["validation"] = validate(stem_path(out, ".pt"), meta, list_images(args.val))
         meta_path.write_text(json.dumps(meta, indent=1))
         return meta
 
@@ -303,13 +321,13 @@ def main(argv=None) -> dict:
     base = None
     if args.init:
         load_state(model, args.init)
-        base_meta_path = args.init.with_suffix(".json")
+        base_meta_path = args.init.with_name(args.init.stem + ".json")
         base_meta = json.loads(base_meta_path.read_text()) if base_meta_path.exists() else {}
         base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init),
                 "steps": base_meta.get("steps", {}).get("total"), "loss": base_meta.get("loss"),
                 "lmbda": base_meta.get("lmbda")}
     optimizer, aux_optimizer = make_optimizers(model, args.lr)
-    resume_path = out.with_suffix(".resume.pt")
+    resume_path = stem_path(out, ".resume.pt")
     start = 0
     if args.resume and resume_path.exists():
         state = torch.load(resume_path, map_location=args.device, weights_only=True)

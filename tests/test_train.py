@@ -81,26 +81,52 @@ def test_cli_writes_checkpoint_metadata_and_resumes(tmp_path):
     for i, im in enumerate(imgs):
         pixels = np.clip(im[0].numpy() * 255 + rng.normal(0, 3, (80, 80)), 0, 255).astype(np.uint8)
         write_image(tmp_path / f"im{i}.png", as_bioimage(pixels))
-    out = tmp_path / "w" / "tiny"
+    out = tmp_path / "w" / "tiny-l4.0"  # a dotted stem (λ in the name) must survive: tiny-l4.0.pt, not tiny-l4.pt
+    pt, js, resume = (out.with_name(out.name + s) for s in (".pt", ".json", ".resume.pt"))
     common = ["--arch", "factorized", "--channels", "1", "--N", "8", "--M", "8", "--loss", "mix",
               "--lmbda", "4", "--batch", "2", "--crop", "80", "--train", str(tmp_path / "im0.png"),
               str(tmp_path / "im1.png"), "--val", str(tmp_path / "im2.png"), "--out", str(out),
               "--codec", "tiny", "--quality", "1", "--no-progress", "--save-every", "2"]
     meta = train.main(common + ["--steps", "2"])
-    assert out.with_suffix(".pt").exists() and out.with_suffix(".resume.pt").exists()
-    on_disk = json.loads(out.with_suffix(".json").read_text())
+    assert pt.exists() and resume.exists() and not (tmp_path / "w" / "tiny-l4.pt").exists()
+    on_disk = json.loads(js.read_text())
     assert on_disk["loss"] == "mix" and on_disk["alpha"] == 0.84 and on_disk["lmbda"] == 4.0
     assert on_disk["channels"] == 1 and on_disk["steps"]["total"] == 2
     assert on_disk["training_data"] == [str(tmp_path / "im0.png"), str(tmp_path / "im1.png")]
     v = on_disk["validation"]
     assert v["bpp"] > 0 and np.isfinite(v["psnr"]) and 0 < v["ms_ssim"] <= 1
     assert v["images"][0]["bytes"] * 8 / (80 * 80) == pytest.approx(v["bpp"])
-    state = torch.load(out.with_suffix(".pt"), weights_only=True)
+    state = torch.load(pt, weights_only=True)
     assert any(k.startswith("g_a.") for k in state)
+    # --init reads the base's metadata next to a dotted-stem checkpoint
+    meta = train.main(["--arch", "factorized", "--channels", "1", "--N", "8", "--M", "8", "--lmbda", "4",
+                       "--batch", "2", "--crop", "80", "--train", str(tmp_path / "im0.png"), "--steps", "1",
+                       "--out", str(tmp_path / "w" / "ft"), "--init", str(pt), "--no-progress"])
+    assert meta["base"]["checkpoint"] == "tiny-l4.0.pt" and meta["steps"] == {"base": 2, "this_run": 1, "total": 3}
     # resume: continues from step 2 to 4
     meta = train.main(common + ["--steps", "4", "--resume"])
     assert meta["steps"]["this_run"] == 4
-    assert torch.load(out.with_suffix(".resume.pt"), weights_only=True)["step"] == 4
+    assert torch.load(resume, weights_only=True)["step"] == 4
+
+
+def test_checkpoint_stores_half_precision_parameters_that_reload_exactly(tmp_path):
+    torch.manual_seed(0)
+    model = build_model("mean-scale", 1, 16, 16)
+    path = train.save_checkpoint(model, tmp_path / "m")
+    state = torch.load(path, weights_only=True)
+    params = dict(model.named_parameters())
+    assert params and all(state[k].dtype == torch.float16 for k in params)
+    assert state["gaussian_conditional.scale_table"].dtype == torch.float32  # buffers keep their dtype
+    assert state["entropy_bottleneck._quantized_cdf"].dtype == torch.int32
+    fresh = build_model("mean-scale", 1, 16, 16)
+    fresh.load_state_dict(state)
+    fresh.eval()
+    for k, p in fresh.named_parameters():  # the saved model was rounded in place: reloading is exact
+        assert p.dtype == torch.float32 and torch.equal(p, params[k]), k
+    x = torch.rand(1, 1, 64, 64)
+    with torch.no_grad():
+        a, b = model.compress(x), fresh.compress(x)
+    assert a["strings"] == b["strings"]
 
 
 def test_validation_images_must_not_be_training_images(tmp_path):
