@@ -5,9 +5,10 @@
     python -m core.runner --stage 2 --data-root ../shared/data
     python -m core.runner --settings "jpeg=20,80;jpeg2000=50,10"
 
-Resumable: rows already stored without error are skipped, so a killed run picks up
-where it stopped (rows are written per image, in one transaction) and a re-run adds
-nothing.  A failing (image, codec, setting) is stored with its ``error`` and the
+Resumable: rows already stored without error by the same codec version
+(``Codec.version``: library version or learned checkpoints' hash) are skipped, so a
+killed run picks up where it stopped (rows are written per image, in one transaction),
+a re-run adds nothing, and new weights or a codec upgrade recompute their rows.  A failing (image, codec, setting) is stored with its ``error`` and the
 run carries on.  Combinations a codec does not support (e.g. JPEG on 16-bit) are
 skipped and counted, not stored.  The runner is the store's only writer.
 """
@@ -145,6 +146,7 @@ def run_job(job: Job, run_id: str) -> list[dict]:
         row = {**base, "codec": task.codec, "setting": store.format_setting(task.setting),
                "colour_mode": task.colour_mode}
         try:
+            row["codec_version"] = _codec(task.codec).version
             codec = codec_for_mode(_codec(task.codec), task.colour_mode, image.channels)
             from core.tiling import tile_if_large  # large images: tiles per data/stages.toml [tiling]
 
@@ -280,7 +282,8 @@ def main(argv: list[str] | None = None) -> int:
     colour_modes = tuple(m.strip() for m in args.colour_modes.split(",")) if args.colour_modes else None
 
     con = store.open_writer(args.db)
-    done = store.stored_keys(con)
+    done = store.stored_versions(con)  # a row is done when stored without error by the same codec version
+    versions = {name: get_codec(name).version for name in codecs}
     jobs, unsupported = [], 0
     for ref in refs:
         depth, channels = _peek(ref)
@@ -289,8 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tasks, skipped = plan_tasks(depth, channels, codecs, settings, colour_modes)
             unsupported += skipped
-        pending = [t for t in tasks if (ref.stage, ref.dataset, ref.image_id, t.codec,
-                                        store.format_setting(t.setting), t.colour_mode) not in done]
+        keys = [(ref.stage, ref.dataset, ref.image_id, t.codec, store.format_setting(t.setting), t.colour_mode)
+                for t in tasks]
+        pending = [t for t, k in zip(tasks, keys) if k not in done or done[k] != versions[t.codec]]
         if pending:
             jobs.append(Job(ref, pending))
 

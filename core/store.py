@@ -38,6 +38,7 @@ RESULT_COLUMNS: list[tuple[str, str, str]] = [
     ("setting", "VARCHAR", "codec setting as text ('-' for lossless codecs)"),
     ("colour_mode", "VARCHAR", "'joint' (codec sees all channels) or 'per_channel' (each RGB channel coded as gray)"),
     ("run_id", "VARCHAR", "runs.run_id that wrote the row"),
+    ("codec_version", "VARCHAR", "Codec.version: library version or learned checkpoints' hash; a change recomputes the row"),
     ("width", "INTEGER", "pixels"),
     ("height", "INTEGER", "pixels"),
     ("channels", "INTEGER", "1 = gray, 3 = RGB"),
@@ -185,8 +186,14 @@ def upsert_results(con, rows: Iterable[dict]) -> int:
 
 def stored_keys(con, include_errors: bool = False) -> set[tuple]:
     """Primary keys already stored (by default only successful rows, so failures are retried)."""
+    return set(stored_versions(con, include_errors))
+
+
+def stored_versions(con, include_errors: bool = False) -> dict[tuple, str | None]:
+    """{primary key: codec_version} of the stored rows (by default only successful ones)."""
     where = "" if include_errors else "WHERE error IS NULL"
-    return {tuple(r) for r in con.execute(f"SELECT {', '.join(KEY_COLUMNS)} FROM results {where}").fetchall()}
+    rows = con.execute(f"SELECT {', '.join(KEY_COLUMNS)}, codec_version FROM results {where}").fetchall()
+    return {tuple(r[:-1]): r[-1] for r in rows}
 
 
 def count_results(con) -> int:

@@ -117,3 +117,32 @@ def test_subsample_per_dataset_is_even_and_per_dataset():
     kept = [r.image_id for r in runner.subsample_per_dataset(refs, 4)]
     assert kept == ["a0", "a3", "a6", "a9", "b0", "b1"]
     assert [r.image_id for r in runner.subsample_per_dataset(refs, 1)] == ["a0", "b0"]
+
+
+def test_a_changed_codec_version_recomputes_only_that_codecs_rows(tmp_path, image_folder, monkeypatch):
+    """New weights or a library upgrade must not leave stale rows that a resume would skip."""
+    db = tmp_path / "v.duckdb"
+    argv = ["--data-root", str(image_folder), "--db", str(db), "--codecs", "png,jpegls", "--quiet"]
+    assert runner.main(argv) == 0
+
+    def stamps():
+        con = duckdb.connect(str(db), read_only=True)
+        try:
+            return dict(((c, i), (v, r)) for c, i, v, r in con.execute(
+                "SELECT codec, image_id, codec_version, run_id FROM results WHERE error IS NULL").fetchall())
+        finally:
+            con.close()
+
+    first = stamps()
+    assert first and all(v.startswith("imagecodecs ") for v, _ in first.values())
+    from core.codecs.classical import PNG
+
+    monkeypatch.setattr(PNG, "version", "imagecodecs 9999.1.1")
+    assert runner.main(argv) == 0
+    second = stamps()
+    assert second.keys() == first.keys()  # replaced in place: no duplicates
+    for (codec, image), (version, run) in second.items():
+        if codec == "png":
+            assert version == "imagecodecs 9999.1.1" and run != first[codec, image][1]
+        else:
+            assert (version, run) == first[codec, image]

@@ -27,7 +27,7 @@ with plot_col:
         st.info(f"No rows with a finite {dash.RD_METRICS[metric]} for this selection.")
     else:
         st.plotly_chart(dash.rd_figure(points, metric, per_image=view == "per_image"), key="rd_plot",
-                        use_container_width=True)
+                        width="stretch")
     st.caption(f"{len(points)} points from {len(rows)} rows. Learned codecs solid, classical dashed. "
                + (f"{dropped} rows without a finite value (e.g. exact lossless reconstructions, PSNR = ∞, "
                   "or a metric this stage does not compute) are not drawn." if dropped else ""))

@@ -48,6 +48,10 @@ class Codec(ABC):
     channels: frozenset[int] = frozenset({1, 3})
     #: "classical" or "learned" (the dashboard draws learned solid, classical dashed).
     family: str = "classical"
+    #: What the output depends on besides the setting: the library and its version, or the hashes of the
+    #: learned checkpoints.  Stored per row (``codec_version``); the runner recomputes rows whose stored
+    #: version differs, so new weights or a library upgrade never leave stale results behind.
+    version: str = ""
 
     # ---------------------------------------------------------------- support checks
     def supports(self, bit_depth: int, channels: int) -> bool:
@@ -120,6 +124,7 @@ class WrappingCodec(Codec):
         self.bit_depths = inner.bit_depths
         self.channels = inner.channels
         self.family = inner.family
+        self.version = inner.version
 
 
 # ------------------------------------------------------------------------ registry

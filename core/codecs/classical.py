@@ -23,6 +23,7 @@ import numpy as np
 
 from core.codecs.base import Codec, CodecError, register_codec
 
+IMAGECODECS = f"imagecodecs {imagecodecs.__version__}"
 _SIXTEEN = frozenset(range(9, 17))
 _ALL_DEPTHS = frozenset({8}) | _SIXTEEN
 
@@ -40,6 +41,7 @@ def _worst_case_bytes(pixels: np.ndarray) -> int:
 class JPEG(Codec):
     """Baseline JPEG (libjpeg-turbo via imagecodecs), Huffman tables optimised, 4:2:0 for RGB."""
 
+    version = IMAGECODECS
     name, label = "jpeg", "JPEG"
     knob = "quality 1-100 (higher = more bytes)"
     default_settings = (10, 30, 50, 70, 85, 95)
@@ -56,6 +58,12 @@ class _JPEG2000Base(Codec):
     """JPEG 2000 Part 1 codestream (.j2k) written by glymur through OpenJPEG."""
 
     bit_depths = _ALL_DEPTHS
+
+    @property
+    def version(self) -> str:
+        import glymur
+
+        return f"glymur {glymur.__version__}, OpenJPEG {glymur.version.openjpeg_version}"
 
     def _write(self, pixels: np.ndarray, **kwargs) -> bytes:
         import glymur
@@ -109,6 +117,7 @@ class JPEG2000Lossless(_JPEG2000Base):
 class PNG(Codec):
     """PNG (zlib level 9), lossless, 8 and 16 bit."""
 
+    version = IMAGECODECS
     name, label = "png", "PNG"
     lossless = True
     bit_depths = _ALL_DEPTHS
@@ -124,6 +133,7 @@ class PNG(Codec):
 class JPEGXL(Codec):
     """Lossy JPEG XL (libjxl via imagecodecs, effort 7); the knob is the Butteraugli distance."""
 
+    version = IMAGECODECS
     name, label = "jpegxl", "JPEG XL"
     knob = "Butteraugli distance (lower = more bytes; 1.0 ≈ visually lossless)"
     default_settings = (12.0, 6.0, 3.0, 1.5, 0.75, 0.3)
@@ -151,6 +161,7 @@ class JPEGXLLossless(JPEGXL):
 class AVIF(Codec):
     """AVIF (libavif/AOM via imagecodecs, speed 6); 8, 10 or 12 bit; YUV 4:0:0 for grayscale."""
 
+    version = IMAGECODECS
     name, label = "avif", "AVIF"
     knob = "quality 0-100 (higher = more bytes)"
     default_settings = (20, 40, 55, 70, 85, 95)
@@ -171,6 +182,7 @@ class AVIF(Codec):
 class WebP(Codec):
     """Lossy WebP (libwebp, method 6), 8-bit only."""
 
+    version = IMAGECODECS
     name, label = "webp", "WebP"
     knob = "quality 0-100 (higher = more bytes)"
     default_settings = (10, 30, 50, 70, 85, 95)
@@ -210,6 +222,7 @@ class WebPLossless(WebP):
 class JPEGLS(Codec):
     """Lossless JPEG-LS (CharLS via imagecodecs), 8 and 16 bit."""
 
+    version = IMAGECODECS
     name, label = "jpegls", "JPEG-LS"
     lossless = True
     bit_depths = _ALL_DEPTHS
