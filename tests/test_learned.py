@@ -2,6 +2,7 @@
 fresh-process decode, the file CLI, and the shipped checkpoints."""
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from core.codecs.per_channel import PerChannelCodec
 from core.io import as_bioimage, read_image, write_image
 from core.metrics import psnr
 from core.models import ARCHS, build_model
+from core.train import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in WEIGHTS_DIR.glob("*.json") if p.with_suffix(".pt").exists())
@@ -25,13 +27,12 @@ EPFL = ROOT.parent / "shared" / "data" / "epfl_hippocampus_fibsem" / "train" / "
 
 
 def _tiny_checkpoint(folder: Path, arch: str, channels: int, quality: int = 1, codec: str = "tiny") -> LearnedModel:
-    """An untrained small model saved like core.train does (state_dict after update)."""
+    """An untrained small model saved as core.train saves it (float16 parameters, tables rebuilt)."""
     torch.manual_seed(channels * 10 + quality)
     N, M = (16, None) if arch == "checkerboard" else (16, 16)
-    model = build_model(arch, channels, N, M).eval()
-    model.update(force=True)
+    model = build_model(arch, channels, N, M)
     stem = folder / f"{codec}-{arch}-{channels}-{quality}"
-    torch.save(model.state_dict(), stem.with_suffix(".pt"))
+    save_checkpoint(model, stem)
     meta = {"model_id": stem.name, "codec": codec, "quality": quality, "arch": arch, "channels": channels,
             "N": N, "M": M}
     stem.with_suffix(".json").write_text(json.dumps(meta))
@@ -218,6 +219,8 @@ def test_shipped_checkpoint_loads_and_says_what_produced_it(meta_path):
     assert meta["loss"] in ("mse", "msssim", "mix") and meta["lmbda"] > 0
     assert meta["steps"]["total"] > 0 and meta["training_data"]
     assert not set(meta["training_data"]) & set(meta["validation_data"])
+    # the codec's version (stored per result row) is built from these digests: they must be the file's
+    assert meta["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest()
     v = meta["validation"]
     assert v["bpp"] > 0 and v["psnr"] > 15 and 0.5 < v["ms_ssim"] <= 1
     if meta["loss"] == "mix":
@@ -235,6 +238,25 @@ def test_shipped_codecs_are_registered_cheaply_and_ordered_by_rate():
         for ch in codec.channels:
             bpps = [codec.model_for(ch, q).meta["validation"]["bpp"] for q in codec.default_settings]
             assert bpps == sorted(bpps), (name, ch, bpps)
+
+
+def _families() -> dict:
+    """(codec, channels) → validation bpp of each shipped rate point, in quality order."""
+    fams: dict = {}
+    for p in SHIPPED:
+        meta = json.loads(p.read_text())
+        fams.setdefault((meta["codec"], meta["channels"]), []).append((meta["quality"], meta["validation"]["bpp"]))
+    return {k: [b for _, b in sorted(v)] for k, v in fams.items()}
+
+
+@pytest.mark.skipif(not SHIPPED, reason="no shipped checkpoints")
+def test_every_shipped_family_spans_the_asked_rate_range():
+    """Issue 3: gray and colour rate + MS-SSIM, and the gray Zhao mix, each ≥ 4 points over ≈ 0.1–1.5 bpp."""
+    fams = _families()
+    assert {("learned-msssim", 1), ("learned-msssim", 3), ("learned-mix", 1)} <= set(fams)
+    for key, bpps in fams.items():
+        assert len(bpps) >= 4, key
+        assert bpps[0] <= 0.12 and bpps[-1] >= 1.1, (key, bpps)
 
 
 @pytest.mark.skipif(not (SHIPPED and EPFL.is_dir()), reason="needs shipped checkpoints and the EPFL slices")
