@@ -8,8 +8,8 @@
 Resumable: rows already stored without error by the same codec version
 (``Codec.version``: library version or learned checkpoints' hash) are skipped, so a
 killed run picks up where it stopped (rows are written per image, in one transaction),
-a re-run adds nothing, and new weights or a codec upgrade recompute their rows.  A failing (image, codec, setting) is stored with its ``error`` and the
-run carries on.  Combinations a codec does not support (e.g. JPEG on 16-bit) are
+a re-run adds nothing, and new weights or a codec upgrade recompute their rows.  A
+failing (image, codec, setting) is stored with its ``error`` and the run carries on.  Combinations a codec does not support (e.g. JPEG on 16-bit) are
 skipped and counted, not stored.  The runner is the store's only writer.
 """
 from __future__ import annotations
@@ -35,6 +35,7 @@ from core.evaluate import codec_for_mode, evaluate
 from core.io import SUPPORTED_SUFFIXES
 
 DEFAULT_DB = "results.duckdb"
+_MISSING = object()  # not stored: differs from every codec version
 VERSIONED_PACKAGES = ("numpy", "torch", "compressai", "imagecodecs", "glymur", "pillow", "scikit-image",
                       "pytorch-msssim", "duckdb", "tensorflow-cpu", "stardist")
 
@@ -146,8 +147,9 @@ def run_job(job: Job, run_id: str) -> list[dict]:
         row = {**base, "codec": task.codec, "setting": store.format_setting(task.setting),
                "colour_mode": task.colour_mode}
         try:
-            row["codec_version"] = _codec(task.codec).version
-            codec = codec_for_mode(_codec(task.codec), task.colour_mode, image.channels)
+            codec = _codec(task.codec)
+            row["codec_version"] = codec.version
+            codec = codec_for_mode(codec, task.colour_mode, image.channels)
             from core.tiling import tile_if_large  # large images: tiles per data/stages.toml [tiling]
 
             codec = tile_if_large(codec, image.height, image.width)
@@ -292,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             tasks, skipped = plan_tasks(depth, channels, codecs, settings, colour_modes)
             unsupported += skipped
-        keys = [(ref.stage, ref.dataset, ref.image_id, t.codec, store.format_setting(t.setting), t.colour_mode)
-                for t in tasks]
-        pending = [t for t, k in zip(tasks, keys) if k not in done or done[k] != versions[t.codec]]
+        pending = [t for t in tasks if done.get(
+            (ref.stage, ref.dataset, ref.image_id, t.codec, store.format_setting(t.setting), t.colour_mode),
+            _MISSING) != versions[t.codec]]
         if pending:
             jobs.append(Job(ref, pending))
 

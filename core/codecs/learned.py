@@ -165,7 +165,8 @@ class LearnedCodec(Codec):
         self.channels = frozenset(c for c, _ in self._by_key)
         self.default_settings = tuple(sorted({q for _, q in self._by_key}))
         # the checkpoints' sha256 (from their metadata, so registering reads no weights file)
-        digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')};" for m in sorted(models, key=lambda m: m.model_id))
+        digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')};"
+                          for m in sorted(models, key=lambda m: m.model_id))
         self.version = "weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
         archs = sorted({m.arch for m in models})
         self.label = label or f"{name} ({'/'.join(archs)})"
