@@ -1,9 +1,9 @@
 """Where images come from: the embedded default set, folders of files, and (via
 :mod:`core.stages`) the benchmark datasets under a data root.
 
-Every image the runner touches is described by an :class:`ImageRef` — a small,
-picklable record (worker processes load the pixels themselves) — and loaded by
-:func:`load_ref`.
+Every image the runner touches is described by a :class:`~core.catalog.ImageRef` — a
+small, picklable record (worker processes load the pixels themselves) — and loaded by
+:func:`load_ref`, the one way benchmark and training code reads an image.
 
 Embedded default data (works offline on a fresh install; nothing is fetched):
 
@@ -26,33 +26,14 @@ generated ones.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from core.catalog import ImageRef
 from core.io import SUPPORTED_SUFFIXES, BioImage, as_bioimage, read_image
 
 EMBEDDED_PREFIX = "embedded:"
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """One benchmark image: where it is and how to read it.
-
-    ``crop`` is ``(y0, x0, y1, x1)`` applied after reading (e.g. the 1-px shift
-    that removes the MoNuSeg tiles' earlier JPEG 2000 grid); ``ground_truth``
-    optionally points to a label/mask file used by downstream metrics.
-    """
-
-    stage: int
-    dataset: str
-    image_id: str
-    source: str
-    page: int | None = None
-    bit_depth: int | None = None
-    crop: tuple[int, int, int, int] | None = None
-    ground_truth: str | None = None
 
 
 def load_ref(ref: ImageRef) -> BioImage:

@@ -1,18 +1,16 @@
 """Evaluate one codec at one setting on one image: the row the runner stores and the
-dashboard's live comparison shows.  The only place encode → decode → metrics happens."""
+dashboard's live comparison shows.  The only place encode → decode → metrics happens;
+the codec comes from :func:`core.pipeline.build_encoder` (colour mode → tiling → codec)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from core.codecs import Codec, CodecError, get_codec
-from core.codecs.per_channel import PerChannelCodec
+from core.codecs import Codec, CodecError
 from core.io import BioImage
 from core.metrics import quality_metrics, size_metrics, stopwatch
-from core.store import format_setting
-
-COLOUR_MODES = ("joint", "per_channel")
+from core.setting_text import format_setting
 
 
 @dataclass
@@ -22,18 +20,6 @@ class Evaluation:
     metrics: dict
     encoded: bytes
     reconstruction: np.ndarray
-
-
-def codec_for_mode(codec: Codec | str, colour_mode: str, channels: int) -> Codec:
-    """The codec to run for ``colour_mode`` ('joint' or 'per_channel') on an image of ``channels``."""
-    codec = get_codec(codec) if isinstance(codec, str) else codec
-    if colour_mode not in COLOUR_MODES:
-        raise ValueError(f"colour_mode must be one of {COLOUR_MODES}, got {colour_mode!r}")
-    if colour_mode == "per_channel":
-        if channels != 3:
-            raise ValueError("per_channel colour mode applies to RGB images only")
-        return PerChannelCodec(codec)
-    return codec
 
 
 def evaluate(image: BioImage, codec: Codec, setting) -> Evaluation:

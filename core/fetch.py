@@ -444,9 +444,10 @@ def verify(source: Source | str, root: str | Path) -> list[str]:
 
 
 def default_root() -> Path:
-    from core.stages import default_data_root
+    """The data root of :mod:`core.paths` (``$BIOCODEC_DATA_ROOT`` or ``../shared/data``)."""
+    from core.paths import data_root
 
-    return default_data_root()
+    return data_root()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,10 +5,15 @@
     python -m core.runner --stage 2 --data-root ../shared/data
     python -m core.runner --settings "jpeg=20,80;jpeg2000=50,10"
 
-Resumable: rows already stored without error by the same codec version
-(``Codec.version``: library version or learned checkpoints' hash) are skipped, so a
-killed run picks up where it stopped (rows are written per image, in one transaction),
-a re-run adds nothing, and new weights or a codec upgrade recompute their rows.  A
+Stages run the catalog's ``test`` split by default (``--split all`` adds train/val images);
+every row records its ``split`` and whether the codec's checkpoints (``in_codec_training``)
+or the segmenter behind its downstream columns (``in_segmenter_training``) saw the image.
+
+Resumable: rows already stored without error by the same codec version (``Codec.version``:
+library, version and parameters, or learned checkpoints' hash) and the same metric code
+(``metrics_version``) are skipped, so a killed run picks up where it stopped (rows are
+written per image, in one transaction), a re-run adds nothing, and new weights, a codec
+upgrade or a metric change recompute their rows.  A
 failing (image, codec, setting) is stored with its ``error`` and the run carries on.  Combinations a codec does not support (e.g. JPEG on 16-bit) are
 skipped and counted, not stored.  The runner is the store's only writer.
 """
@@ -29,13 +34,17 @@ from functools import lru_cache
 from pathlib import Path
 
 from core import store
+from core.catalog import ImageRef
 from core.codecs import available_codecs, get_codec, parse_codec_list
-from core.datasets import ImageRef, embedded_refs, folder_refs, load_ref
-from core.evaluate import codec_for_mode, evaluate
+from core.datasets import embedded_refs, folder_refs, load_ref
+from core.evaluate import evaluate
 from core.io import SUPPORTED_SUFFIXES
+from core.paths import default_db
+from core.pipeline import build_encoder
+from core.provenance import metrics_version, row_flags
+from core.setting_text import format_setting, parse_sweep_spec
 
-DEFAULT_DB = "results.duckdb"
-_MISSING = object()  # not stored: differs from every codec version
+_MISSING = object()  # not stored: differs from every version
 VERSIONED_PACKAGES = ("numpy", "torch", "compressai", "imagecodecs", "glymur", "pillow", "scikit-image",
                       "pytorch-msssim", "duckdb", "tensorflow-cpu", "stardist")
 
@@ -62,28 +71,9 @@ class Job:
 
 def parse_settings(text: str | None, codecs: list[str]) -> dict[str, tuple]:
     """``"jpeg=10,90;jpeg2000=50"`` or ``"10,50,90"`` (for every listed codec) → {codec: settings}."""
-    if not text:
-        return {}
-
-    def values(part: str) -> tuple:
-        out = []
-        for v in part.split(","):
-            v = v.strip()
-            if v in ("", "-", "none", "None"):
-                out.append(None)
-            else:
-                number = float(v)
-                out.append(int(number) if number.is_integer() else number)
-        return tuple(out)
-
-    if "=" not in text:
-        return {name: values(text) for name in codecs}
-    result = {}
-    for part in text.split(";"):
-        if part.strip():
-            name, _, vals = part.partition("=")
-            get_codec(name.strip())
-            result[name.strip()] = values(vals)
+    result = parse_sweep_spec(text, codecs)
+    for name in result:
+        get_codec(name)  # raises with the list of known names
     return result
 
 
@@ -138,21 +128,19 @@ def run_job(job: Job, run_id: str) -> list[dict]:
         prepared = downstream.prepare(image, job.ref) if downstream else None
     except Exception as exc:
         message = f"load: {type(exc).__name__}: {exc}"
-        return [{**key, "codec": t.codec, "setting": store.format_setting(t.setting), "colour_mode": t.colour_mode,
-                 "run_id": run_id, "error": message, "created_at": now} for t in job.tasks]
-    base = {**key, "run_id": run_id, "width": image.width, "height": image.height,
-            "channels": image.channels, "bit_depth": image.bit_depth, "created_at": now}
+        return [{**key, "codec": t.codec, "setting": format_setting(t.setting), "colour_mode": t.colour_mode,
+                 "split": job.ref.split, "run_id": run_id, "error": message, "created_at": now} for t in job.tasks]
+    base = {**key, "run_id": run_id, "width": image.width, "height": image.height, "split": job.ref.split,
+            "channels": image.channels, "bit_depth": image.bit_depth, "created_at": now,
+            "metrics_version": metrics_version()}
     rows = []
     for task in job.tasks:
-        row = {**base, "codec": task.codec, "setting": store.format_setting(task.setting),
-               "colour_mode": task.colour_mode}
+        row = {**base, "codec": task.codec, "setting": format_setting(task.setting),
+               "colour_mode": task.colour_mode,
+               **row_flags(task.codec, job.ref.dataset, job.ref.image_id, downstream is not None)}
         try:
-            codec = _codec(task.codec)
+            codec = build_encoder(_codec(task.codec), task.colour_mode, image.channels, image.height, image.width)
             row["codec_version"] = codec.version
-            codec = codec_for_mode(codec, task.colour_mode, image.channels)
-            from core.tiling import tile_if_large  # large images: tiles per data/stages.toml [tiling]
-
-            codec = tile_if_large(codec, image.height, image.width)
             result = evaluate(image, codec, task.setting)
             row.update(result.metrics)
             if downstream:
@@ -210,20 +198,18 @@ def machine_description() -> str:
 # --------------------------------------------------------------------------- image selection
 
 
-def resolve_refs(data_root: str | None, stage: str | None) -> list[ImageRef]:
-    """Images to run: a stage's datasets, a folder of images, or the embedded default set."""
-    if stage is not None:
-        from core.stages import stage_refs
+def resolve_refs(data_root: str | None, stage: str | None, splits: tuple[str, ...] = ("test",)) -> list[ImageRef]:
+    """Images to run: a stage's datasets (in ``splits``), a folder of images, or the embedded default set."""
+    from core.stages import stage_refs
 
-        return stage_refs(stage, data_root)
+    if stage is not None:
+        return stage_refs(stage, data_root, splits)
     if data_root is None:
         return embedded_refs()
     root = Path(data_root)
     if root.is_dir() and any(p.suffix.lower() in SUPPORTED_SUFFIXES for p in root.iterdir() if p.is_file()):
         return folder_refs(root)
-    from core.stages import stage_refs
-
-    return stage_refs("all", data_root)
+    return stage_refs("all", data_root, splits)
 
 
 def subsample_per_dataset(refs: list[ImageRef], n: int) -> list[ImageRef]:
@@ -256,11 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m core.runner", description=__doc__.split("\n\n")[0])
     p.add_argument("--data-root", help="a folder of images, or the data root of the stages "
                    "(default: the embedded sample images)")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"DuckDB file (default {DEFAULT_DB})")
+    p.add_argument("--db", type=Path, default=None,
+                   help=f"DuckDB file (default {default_db()}; $BIOCODEC_DB overrides)")
     p.add_argument("--codecs", help=f"comma-separated codec names (default: all). Known: "
                    f"{', '.join(available_codecs())}")
     p.add_argument("--settings", help='override sweeps: "jpeg=10,90;jpeg2000=50" or "10,50" for all codecs')
     p.add_argument("--stage", help="benchmark stage: 1, 2, 3, 4 or all (see core/stages.py)")
+    p.add_argument("--split", default="test", help="catalog split(s) of the stage images: test (default), all, "
+                   "or a list such as train,val; rows of images a model saw say so (in_codec_training, "
+                   "in_segmenter_training)")
     p.add_argument("--colour-modes", help="joint,per_channel (default: joint; plus per_channel for learned "
                    "codecs on RGB)")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
@@ -273,7 +263,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    refs = resolve_refs(args.data_root, args.stage)
+    from core.stages import StageError, parse_splits
+
+    try:
+        splits = parse_splits(args.split)
+        refs = resolve_refs(args.data_root, args.stage, splits)
+    except (StageError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    db_path = args.db or default_db()
     if args.max_images_per_dataset:
         refs = subsample_per_dataset(refs, args.max_images_per_dataset)
     if args.limit:
@@ -283,20 +281,31 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**stage_sweeps, **parse_settings(args.settings, codecs)}
     colour_modes = tuple(m.strip() for m in args.colour_modes.split(",")) if args.colour_modes else None
 
-    con = store.open_writer(args.db)
-    done = store.stored_versions(con)  # a row is done when stored without error by the same codec version
-    versions = {name: get_codec(name).version for name in codecs}
+    try:
+        con = store.open_writer(db_path)
+    except store.StoreLockedError as exc:
+        print(f"error: {exc}; wait for it to finish or pass --db OTHER.duckdb", file=sys.stderr)
+        return 3
+    # a row is done when stored without error by the same codec version and the same metric code
+    done = store.stored_versions(con)
+    metrics = metrics_version()
     jobs, unsupported = [], 0
     for ref in refs:
-        depth, channels = _peek(ref)
+        depth, channels, height, width = _peek(ref)
         if depth is None:  # unreadable: one error row per codec so the failure is visible
             tasks, _ = plan_tasks(8, 1, codecs, settings, colour_modes)
         else:
             tasks, skipped = plan_tasks(depth, channels, codecs, settings, colour_modes)
             unsupported += skipped
+
+        def current(task: Task) -> tuple:
+            if depth is None:
+                return (None, metrics)
+            return (build_encoder(_codec(task.codec), task.colour_mode, channels, height, width).version, metrics)
+
         pending = [t for t in tasks if done.get(
-            (ref.stage, ref.dataset, ref.image_id, t.codec, store.format_setting(t.setting), t.colour_mode),
-            _MISSING) != versions[t.codec]]
+            (ref.stage, ref.dataset, ref.image_id, t.codec, format_setting(t.setting), t.colour_mode),
+            _MISSING) != current(t)]
         if pending:
             jobs.append(Job(ref, pending))
 
@@ -317,21 +326,22 @@ def main(argv: list[str] | None = None) -> int:
             bar.update(len(rows))
             bar.set_postfix(image=rows[0]["image_id"][:20], errors=failed)
     store.finish_run(con, run_id, datetime.now(timezone.utc).replace(tzinfo=None))
-    print(f"wrote {written} rows ({failed} with errors) to {args.db}")
+    print(f"wrote {written} rows ({failed} with errors) to {db_path}")
     print_summary(con, refs)
     from core.bdrate import print_bd_tables  # BD-rate vs JPEG 2000 per dataset (stays quiet without anchor rows)
 
-    print_bd_tables(con, refs)
+    print_bd_tables(con, refs, held_out_only=True)
     con.close()
     return 0
 
 
-def _peek(ref: ImageRef) -> tuple[int | None, int | None]:
+def _peek(ref: ImageRef) -> tuple[int | None, int | None, int | None, int | None]:
+    """(bit depth, channels, height, width) of an image, or Nones when it cannot be read."""
     try:
         image = load_ref(ref)
     except Exception:
-        return None, None
-    return image.bit_depth, image.channels
+        return None, None, None, None
+    return image.bit_depth, image.channels, image.height, image.width
 
 
 def _execute(jobs: list[Job], run_id: str, workers: int):
@@ -348,9 +358,14 @@ def _execute(jobs: list[Job], run_id: str, workers: int):
             yield future.result()
 
 
-def summary_rows(con, refs: list[ImageRef] | None = None) -> list[tuple]:
-    """Per codec and colour mode: rows, mean bpp, mean finite PSNR (dB), mean SSIM, mean MS-SSIM, mean s."""
-    where = "error IS NULL"
+def summary_rows(con, refs: list[ImageRef] | None = None, held_out_only: bool = True) -> list[tuple]:
+    """Per codec and colour mode: rows, mean bpp, mean finite PSNR (dB), mean SSIM, mean MS-SSIM, mean s.
+
+    ``held_out_only`` keeps the rows no model involved has seen (:data:`core.provenance.HELD_OUT_SQL`).
+    """
+    from core.provenance import HELD_OUT_SQL
+
+    where = "error IS NULL" + (f" AND {HELD_OUT_SQL}" if held_out_only else "")
     params: list = []
     if refs:
         keys = sorted({(r.stage, r.dataset) for r in refs})
@@ -367,7 +382,8 @@ def print_summary(con, refs: list[ImageRef] | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title="Summary (means over stored rows; PSNR over lossy rows)")
+    table = Table(title="Summary, held-out images only (means over stored rows no model trained on; "
+                        "PSNR over lossy rows)")
     for col in ("codec", "mode", "rows", "bpp", "PSNR dB", "SSIM", "MS-SSIM", "enc s", "dec s", "exact"):
         table.add_column(col, justify="left" if col in ("codec", "mode") else "right")
 

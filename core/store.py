@@ -25,7 +25,9 @@ from typing import Iterable, Iterator
 
 import duckdb
 
-SCHEMA_VERSION = 1
+from core.setting_text import format_setting  # noqa: F401  (the one formatter; re-exported for store users)
+
+SCHEMA_VERSION = 2
 
 KEY_COLUMNS = ("stage", "dataset", "image_id", "codec", "setting", "colour_mode")
 
@@ -38,7 +40,12 @@ RESULT_COLUMNS: list[tuple[str, str, str]] = [
     ("setting", "VARCHAR", "codec setting as text ('-' for lossless codecs)"),
     ("colour_mode", "VARCHAR", "'joint' (codec sees all channels) or 'per_channel' (each RGB channel coded as gray)"),
     ("run_id", "VARCHAR", "runs.run_id that wrote the row"),
-    ("codec_version", "VARCHAR", "Codec.version: library version or learned checkpoints' hash; a change recomputes the row"),
+    ("codec_version", "VARCHAR", "Codec.version: library, version and fixed parameters, or the learned "
+     "checkpoints' hash (and tiling); a change recomputes the row"),
+    ("metrics_version", "VARCHAR", "core.provenance.metrics_version(): hash of the metric code; a change recomputes the row"),
+    ("split", "VARCHAR", "catalog split of the image: train, val or test (core/catalog.py)"),
+    ("in_codec_training", "BOOLEAN", "the codec's checkpoints trained or validated on this image (always false for classical codecs)"),
+    ("in_segmenter_training", "BOOLEAN", "the segmenter behind the seg_*/contour_* columns trained, validated or was tuned on this image"),
     ("width", "INTEGER", "pixels"),
     ("height", "INTEGER", "pixels"),
     ("channels", "INTEGER", "1 = gray, 3 = RGB"),
@@ -77,15 +84,6 @@ class StoreLockedError(RuntimeError):
     """The database is held by a writer (the runner) and could not be opened."""
 
 
-def format_setting(setting) -> str:
-    """Canonical text of a codec setting: '-' for None, '20' for 20.0, '0.75' for 0.75."""
-    if setting is None:
-        return "-"
-    if isinstance(setting, float) and setting.is_integer():
-        return str(int(setting))
-    return str(setting)
-
-
 def _create_statements() -> list[str]:
     cols = ",\n  ".join(f"{name} {kind}" for name, kind, _ in RESULT_COLUMNS)
     return [
@@ -105,19 +103,26 @@ def open_writer(path: str | Path) -> duckdb.DuckDBPyConnection:
     try:
         con = duckdb.connect(str(path))
     except duckdb.IOException as exc:
-        raise StoreLockedError(f"{path} is in use by another process: {exc}") from exc
-    for statement in _create_statements():
-        con.execute(statement)
-    existing = {row[0] for row in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'").fetchall()}
-    for name, kind, _ in RESULT_COLUMNS:  # forward migration: add columns new code knows
-        if name not in existing:
-            con.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
-    row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    if row and int(row[0]) > SCHEMA_VERSION:
+        raise StoreLockedError(f"{path} is in use by another process (another run holds it)") from exc
+    # one transaction: a kill during schema creation leaves either the old schema or the whole new one
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for statement in _create_statements():
+            con.execute(statement)
+        existing = {row[0] for row in con.execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'").fetchall()}
+        for name, kind, _ in RESULT_COLUMNS:  # forward migration: add columns new code knows
+            if name not in existing:
+                con.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        if row and int(row[0]) > SCHEMA_VERSION:
+            raise RuntimeError(f"{path} has schema version {row[0]}, newer than this code's {SCHEMA_VERSION}")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
         con.close()
-        raise RuntimeError(f"{path} has schema version {row[0]}, newer than this code's {SCHEMA_VERSION}")
-    con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+        raise
     return con
 
 
@@ -189,11 +194,11 @@ def stored_keys(con, include_errors: bool = False) -> set[tuple]:
     return set(stored_versions(con, include_errors))
 
 
-def stored_versions(con, include_errors: bool = False) -> dict[tuple, str | None]:
-    """{primary key: codec_version} of the stored rows (by default only successful ones)."""
+def stored_versions(con, include_errors: bool = False) -> dict[tuple, tuple[str | None, str | None]]:
+    """{primary key: (codec_version, metrics_version)} of the stored rows (by default only successful ones)."""
     where = "" if include_errors else "WHERE error IS NULL"
-    rows = con.execute(f"SELECT {', '.join(KEY_COLUMNS)}, codec_version FROM results {where}").fetchall()
-    return {tuple(r[:-1]): r[-1] for r in rows}
+    rows = con.execute(f"SELECT {', '.join(KEY_COLUMNS)}, codec_version, metrics_version FROM results {where}").fetchall()
+    return {tuple(r[:-2]): (r[-2], r[-1]) for r in rows}
 
 
 def count_results(con) -> int:

@@ -24,7 +24,7 @@ import numpy as np
 
 from core.codecs.base import Codec, CodecError, WrappingCodec
 
-_MAGIC = b"BCTL"
+TILED_MAGIC = b"BCTL"
 _VERSION = 1
 _HEADER = struct.Struct(">4sBIIHHI")
 
@@ -61,16 +61,21 @@ class TiledCodec(WrappingCodec):
         super().__init__(inner, f"tiled {tile}px" + (f", overlap {overlap}px" if overlap else ""))
         self.tile, self.overlap = int(tile), int(overlap)
 
+    @property
+    def version(self) -> str:
+        """The inner codec's version plus the tiling (tile size and overlap change the bytes)."""
+        return f"{self.inner.version}; tiled {self.tile}px overlap {self.overlap}px"
+
     def _encode(self, pixels, setting, bit_depth):
         height, width = pixels.shape[:2]
         grid = tile_grid(height, width, self.tile, self.overlap)
         streams = [self.inner.encode(np.ascontiguousarray(pixels[y0:y1, x0:x1]), setting, bit_depth)
                    for _, (y0, x0, y1, x1) in grid]
-        header = _HEADER.pack(_MAGIC, _VERSION, height, width, self.tile, self.overlap, len(streams))
+        header = _HEADER.pack(TILED_MAGIC, _VERSION, height, width, self.tile, self.overlap, len(streams))
         return header + struct.pack(f">{len(streams)}I", *map(len, streams)) + b"".join(streams)
 
     def _decode(self, data):
-        if len(data) < _HEADER.size or data[:4] != _MAGIC:
+        if len(data) < _HEADER.size or data[:4] != TILED_MAGIC:
             raise CodecError("not a tiled stream (bad magic)")
         magic, version, height, width, tile, overlap, count = _HEADER.unpack_from(data)
         if version != _VERSION:
@@ -105,7 +110,7 @@ def tile_if_large(codec: Codec, height: int, width: int, options: dict | None = 
     disables tiling for that family.
     """
     if options is None:
-        from core.stages import tiling_options
+        from core.catalog import tiling_options
 
         options = tiling_options()
     learned = codec.family == "learned"

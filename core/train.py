@@ -48,15 +48,15 @@ import torch
 import torch.nn.functional as F
 
 from core._compat import import_compressai
-from core.io import read_image
+from core.io import SUPPORTED_SUFFIXES, read_image
 from core.metrics import ms_ssim_window
 
 import_compressai()
 from pytorch_msssim import ms_ssim as _torch_ms_ssim  # noqa: E402
 
-from core.models import ARCHS, build_model  # noqa: E402
+from core.models import ARCHS, build_model, is_variable_rate  # noqa: E402
+from core.models.variable_rate import lambda_ladder  # noqa: E402
 
-IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".mrc"}
 ZHAO_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 WARMUP_MSE_LMBDA = 0.0130  # CompressAI's MSE λ of quality 4, for --warmup steps
 
@@ -71,32 +71,38 @@ def gaussian_kernel(sigma: float) -> torch.Tensor:
     return (g2 / g2.sum()).float()
 
 
-def gaussian_l1(x: torch.Tensor, y: torch.Tensor, sigma: float = max(ZHAO_SIGMAS)) -> torch.Tensor:
-    """Mean of |x − y| filtered by the Gaussian of ``sigma`` (valid convolution, per channel)."""
+def gaussian_l1(x: torch.Tensor, y: torch.Tensor, sigma: float = max(ZHAO_SIGMAS), per_image: bool = False) -> torch.Tensor:
+    """Mean of |x − y| filtered by the Gaussian of ``sigma`` (valid convolution, per channel); (B,) if ``per_image``."""
     diff = (x - y).abs()
     c = diff.shape[1]
     k = gaussian_kernel(sigma).to(diff)[None, None].repeat(c, 1, 1, 1)
     if diff.shape[-1] < k.shape[-1] or diff.shape[-2] < k.shape[-2]:
         raise ValueError(f"G·L1 needs sides ≥ {k.shape[-1]} px, got {tuple(diff.shape[-2:])}")
-    return F.conv2d(diff, k, groups=c).mean()
+    filtered = F.conv2d(diff, k, groups=c)
+    return filtered.flatten(1).mean(1) if per_image else filtered.mean()
 
 
-def ms_ssim_torch(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """5-scale MS-SSIM of images in [0, 1] (window shrunk for short sides ≤ 160 px)."""
+def ms_ssim_torch(x: torch.Tensor, y: torch.Tensor, per_image: bool = False) -> torch.Tensor:
+    """5-scale MS-SSIM of images in [0, 1] (window shrunk for short sides ≤ 160 px); (B,) if ``per_image``."""
     win = ms_ssim_window(min(x.shape[-2:]))
     if win is None:
         raise ValueError(f"MS-SSIM needs a short side ≥ 33 px, got {tuple(x.shape[-2:])}")
-    return _torch_ms_ssim(x, y, data_range=1.0, size_average=True, win_size=win, win_sigma=1.5 * win / 11)
+    return _torch_ms_ssim(x, y, data_range=1.0, size_average=not per_image, win_size=win,
+                          win_sigma=1.5 * win / 11)
 
 
-def distortion(kind: str, x: torch.Tensor, x_hat: torch.Tensor, alpha: float = 0.84) -> torch.Tensor:
-    """The λ-weighted distortion term of loss ``kind`` (see the module docstring)."""
+def distortion(kind: str, x: torch.Tensor, x_hat: torch.Tensor, alpha: float = 0.84,
+               per_image: bool = False) -> torch.Tensor:
+    """The λ-weighted distortion term of loss ``kind`` (see the module docstring): a scalar, or (B,)."""
+    def mean(t):
+        return t.flatten(1).mean(1) if per_image else t.mean()
+
     if kind == "mse":
-        return 255.0 ** 2 * F.mse_loss(x_hat, x)
+        return 255.0 ** 2 * mean((x_hat - x) ** 2)
     if kind == "msssim":
-        return 1.0 - ms_ssim_torch(x_hat, x)
+        return 1.0 - ms_ssim_torch(x_hat, x, per_image)
     if kind == "mix":
-        return alpha * (1.0 - ms_ssim_torch(x_hat, x)) + (1.0 - alpha) * gaussian_l1(x_hat, x)
+        return alpha * (1.0 - ms_ssim_torch(x_hat, x, per_image)) + (1.0 - alpha) * gaussian_l1(x_hat, x, per_image=per_image)
     raise ValueError(f"unknown loss {kind!r} (mse, msssim, mix)")
 
 
@@ -105,11 +111,33 @@ def rate_bpp(likelihoods: dict, num_pixels: int) -> torch.Tensor:
     return sum(torch.log(l).sum() for l in likelihoods.values()) / (-math.log(2) * num_pixels)
 
 
-def rd_loss(model, x: torch.Tensor, kind: str, lmbda: float, alpha: float = 0.84) -> dict:
-    """Forward pass; returns ``loss`` = bpp + λ · distortion, ``bpp`` and ``dist`` (tensors)."""
+def rate_bpp_per_image(likelihoods: dict, pixels_per_image: int) -> torch.Tensor:
+    """Estimated rate of each image of the batch, bits per pixel, shape (B,)."""
+    return sum(torch.log(l).flatten(1).sum(1) for l in likelihoods.values()) / (-math.log(2) * pixels_per_image)
+
+
+def rd_loss(model, x: torch.Tensor, kind: str, lmbda, alpha: float = 0.84) -> dict:
+    """Forward pass; returns ``loss`` = bpp + λ · distortion, ``bpp`` and ``dist`` (tensors).
+
+    For a variable-rate model ``lmbda`` is its λ ladder: every image of the batch gets a random
+    gain level i and the loss Σ_b w_i·(bpp_b + λ_i·D_b) / B with w_i = sqrt(λ_0 / λ_i), which keeps
+    the high-λ images from swamping the shared transforms' gradients (each level's optimum is
+    unchanged by its constant weight).
+    """
+    n, _, h, w = x.shape
+    if getattr(model, "levels", None):
+        lambdas = torch.as_tensor(lmbda, dtype=torch.float32)
+        if lambdas.ndim == 0:  # one λ for every level (the MSE warm-up)
+            lambdas = lambdas.repeat(model.levels)
+        level = torch.randint(0, model.levels, (n,))
+        out = model(x, level.float())
+        bpp = rate_bpp_per_image(out["likelihoods"], h * w)
+        dist = distortion(kind, x, out["x_hat"], alpha, per_image=True)
+        lam = lambdas[level]
+        weight = torch.sqrt(lambdas[0] / lam)
+        return {"loss": (weight * (bpp + lam * dist)).mean(), "bpp": bpp.mean(), "dist": dist.mean()}
     out = model(x)
     x_hat = out["x_hat"]  # not clamped: a clamp would zero the gradient of out-of-range pixels
-    n, _, h, w = x.shape
     bpp = rate_bpp(out["likelihoods"], n * h * w)
     dist = distortion(kind, x, x_hat, alpha)
     return {"loss": bpp + lmbda * dist, "bpp": bpp, "dist": dist}
@@ -121,7 +149,7 @@ def list_images(paths: list[str]) -> list[Path]:
     files: list[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files += sorted(f for f in p.iterdir() if f.suffix.lower() in SUPPORTED_SUFFIXES)
         elif p.is_file():
             files.append(p)
         else:
@@ -131,11 +159,29 @@ def list_images(paths: list[str]) -> list[Path]:
     return files
 
 
-def load_planes(files: list[Path], channels: int) -> list[torch.Tensor]:
-    """Read images as float32 tensors (channels, H, W) in [0, 1] (divided by 2**bit_depth − 1)."""
+def read_source(source):
+    """A :class:`~core.io.BioImage` from a file path or a catalog :class:`~core.catalog.ImageRef`."""
+    if hasattr(source, "image_id"):
+        from core.datasets import load_ref
+
+        return load_ref(source)
+    return read_image(source)
+
+
+def source_name(source) -> str:
+    """The catalog id of an ImageRef (``dataset/image_id``), or the path of a file."""
+    if hasattr(source, "image_id"):
+        from core.catalog import catalog_id
+
+        return catalog_id(source)
+    return str(source)
+
+
+def load_planes(files: list, channels: int) -> list[torch.Tensor]:
+    """Read images (paths or ImageRefs) as float32 tensors (channels, H, W) in [0, 1] (÷ 2**bit_depth − 1)."""
     out = []
     for f in files:
-        img = read_image(f)
+        img = read_source(f)
         arr = img.pixels.astype(np.float32) / img.max_value
         arr = arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
         if arr.shape[0] != channels:
@@ -179,8 +225,9 @@ def make_optimizers(model, lr: float, aux_lr: float = 1e-3):
 
 def train_steps(model, sampler: CropSampler, optimizer, aux_optimizer, steps: int, *, kind: str, lmbda: float,
                 alpha: float = 0.84, batch: int = 8, device: str = "cpu", clip: float = 1.0,
-                progress: bool = True, start: int = 0, on_step=None, warmup: int = 0) -> list[float]:
-    """Run ``steps`` optimisation steps; returns the loss of every step.
+                progress: bool = True, start: int = 0, on_step=None, warmup: int = 0,
+                should_stop=None) -> list[float]:
+    """Run ``steps`` optimisation steps (fewer when ``should_stop()`` turns true); returns each step's loss.
 
     The first ``warmup`` steps (counted from step 0, so a resumed run skips them) use the
     ``mse`` loss with λ = :data:`WARMUP_MSE_LMBDA`: from a random start MS-SSIM can be exactly 0
@@ -209,6 +256,8 @@ def train_steps(model, sampler: CropSampler, optimizer, aux_optimizer, steps: in
                         dist=f"{out['dist'].item():.4f}", aux=f"{aux.item():.1f}")
         if on_step is not None:
             on_step(step + 1)
+        if should_stop is not None and should_stop():
+            break
     return losses
 
 
@@ -216,26 +265,36 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def validate(weights: Path, meta: dict, files: list[Path]) -> dict:
-    """bpp / PSNR (dB) / MS-SSIM with the real entropy coder on ``files``: means and per image."""
-    from core.codecs.learned import LearnedModel
-    from core.io import read_image as _read
+def validate(weights: Path, meta: dict, sources: list) -> dict:
+    """bpp / PSNR (dB) / MS-SSIM with the real entropy coder on ``sources`` (paths or ImageRefs).
+
+    A fixed-rate checkpoint is measured once; a variable-rate one at every integer rate point of
+    its codec setting (:data:`core.codecs.learned.VR_SETTINGS`), so the JSON holds its whole curve.
+    """
+    from core.codecs.learned import LearnedModel, vr_settings
     from core.metrics import bits_per_pixel, ms_ssim, psnr
 
     lm = LearnedModel(weights, meta)
-    rows = []
-    for f in files:
-        img = _read(f)
-        t0 = time.perf_counter()
-        data = lm.encode(img.pixels, img.bit_depth)
-        t1 = time.perf_counter()
-        rec = lm.decode(data)
-        t2 = time.perf_counter()
-        rows.append({"image": f.name, "bytes": len(data), "bpp": bits_per_pixel(len(data), *img.pixels.shape[:2]),
-                     "psnr": psnr(img.pixels, rec, img.bit_depth), "ms_ssim": ms_ssim(img.pixels, rec, img.bit_depth),
-                     "encode_s": t1 - t0, "decode_s": t2 - t1})
-    mean = {k: float(np.mean([r[k] for r in rows])) for k in ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")}
-    return {"coder": "real rANS bitstream (core.codecs.bitstream), header included", **mean, "images": rows}
+    images = [(source_name(f), read_source(f)) for f in sources]
+
+    def measure(setting) -> dict:
+        rows = []
+        for name, img in images:
+            t0 = time.perf_counter()
+            data = lm.encode(img.pixels, img.bit_depth, setting)
+            t1 = time.perf_counter()
+            rec = lm.decode(data)
+            t2 = time.perf_counter()
+            rows.append({"image": name, "bytes": len(data), "bpp": bits_per_pixel(len(data), *img.pixels.shape[:2]),
+                         "psnr": psnr(img.pixels, rec, img.bit_depth),
+                         "ms_ssim": ms_ssim(img.pixels, rec, img.bit_depth), "encode_s": t1 - t0, "decode_s": t2 - t1})
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in ("bpp", "psnr", "ms_ssim", "encode_s", "decode_s")}
+        return {**mean, "images": rows}
+
+    coder = "real rANS bitstream (core.codecs.bitstream), header included"
+    if lm.variable_rate:
+        return {"coder": coder, "settings": [{"setting": q, **measure(q)} for q in vr_settings(lm.levels)]}
+    return {"coder": coder, **measure(None)}
 
 
 def stem_path(out: Path, suffix: str) -> Path:
@@ -277,10 +336,16 @@ def parse_args(argv=None):
     p.add_argument("--N", type=int, default=64)
     p.add_argument("--M", type=int, default=96)
     p.add_argument("--loss", choices=("mse", "msssim", "mix"), default="msssim")
-    p.add_argument("--lmbda", type=float, required=True, help="λ of the rate-distortion loss")
+    p.add_argument("--lmbda", type=float, help="λ of the rate-distortion loss (fixed-rate architectures)")
+    p.add_argument("--lmbda-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
+                   help="variable-rate architectures: λ of the lowest and highest gain level (geometric ladder)")
+    p.add_argument("--levels", type=int, default=8, help="variable-rate architectures: number of gain levels")
     p.add_argument("--alpha", type=float, default=0.84, help="α of the mix loss (Zhao et al.: 0.84)")
-    p.add_argument("--train", nargs="+", required=True, help="training images or folders")
-    p.add_argument("--val", nargs="*", default=[], help="held-out validation images or folders")
+    p.add_argument("--datasets", help="catalog datasets (comma-separated): train on their 'train' split, "
+                   "validate on their 'val' split (data/stages.toml); the way shipped checkpoints are trained")
+    p.add_argument("--data-root", help="data root of the catalog datasets (default: core.paths.data_root())")
+    p.add_argument("--train", nargs="+", help="training images or folders of your own (instead of --datasets)")
+    p.add_argument("--val", nargs="*", default=[], help="held-out validation images or folders (with --train)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
@@ -288,16 +353,46 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--bf16", action="store_true", help="run the transforms under bfloat16 autocast while "
+                   "training (variable-rate architecture; entropy models stay float32)")
     p.add_argument("--warmup", type=int, default=0, help="first steps trained with the mse loss (see train_steps)")
     p.add_argument("--init", type=Path, help="start from this checkpoint .pt (fine-tuning)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt")
     p.add_argument("--save-every", type=int, default=250, help="steps between resume snapshots")
+    p.add_argument("--save-minutes", type=float, default=5.0, help="also snapshot after this many minutes")
     p.add_argument("--out", type=Path, required=True, help="output stem (writes .pt, .json, .resume.pt)")
     p.add_argument("--codec", default=None, help="codec name the checkpoint belongs to (registry)")
     p.add_argument("--quality", type=int, default=None, help="rate point index within the codec (1 = fewest bytes)")
     p.add_argument("--validate-only", action="store_true", help="only (re)measure validation for OUT")
     p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if is_variable_rate(args.arch):
+        if not args.lmbda_range:
+            p.error(f"--arch {args.arch} needs --lmbda-range LOW HIGH")
+    elif args.lmbda is None:
+        p.error("--lmbda is required")
+    if bool(args.datasets) == bool(args.train):
+        p.error("give either --datasets (catalog splits) or --train (your own images)")
+    return args
+
+
+def training_sources(args) -> tuple[list, list]:
+    """(training, validation) sources: catalog ImageRefs of the datasets' train / val splits, or files."""
+    if args.datasets:
+        from core.catalog import split_refs
+
+        names = [d.strip() for d in args.datasets.split(",") if d.strip()]
+        train = [r for d in names for r in split_refs(d, ("train",), args.data_root)]
+        val = [r for d in names for r in split_refs(d, ("val",), args.data_root)]
+        if not train:
+            raise FileNotFoundError(f"no training images in the catalog's train split of {names}")
+        return train, val
+    train_files = list_images(args.train)
+    val_files = list_images(args.val) if args.val else []
+    overlap = {f.resolve() for f in train_files} & {f.resolve() for f in val_files}
+    if overlap:
+        raise ValueError(f"validation images are also training images: {sorted(map(str, overlap))[:3]}")
+    return train_files, val_files
 
 
 def main(argv=None) -> dict:
@@ -306,18 +401,19 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)
     out = args.out
     meta_path = stem_path(out, ".json")
+    train_sources, val_sources = training_sources(args)
     if args.validate_only:
         meta = json.loads(meta_path.read_text())
-        meta["validation"] = validate(stem_path(out, ".pt"), meta, list_images(args.val))
+        meta["validation"] = validate(stem_path(out, ".pt"), meta, val_sources)
         meta_path.write_text(json.dumps(meta, indent=1))
         return meta
 
-    train_files = list_images(args.train)
-    val_files = list_images(args.val) if args.val else []
-    overlap = {f.resolve() for f in train_files} & {f.resolve() for f in val_files}
-    if overlap:
-        raise ValueError(f"validation images are also training images: {sorted(map(str, overlap))[:3]}")
-    model = build_model(args.arch, args.channels, args.N, args.M).to(args.device)
+    variable = is_variable_rate(args.arch)
+    lmbda = lambda_ladder(*args.lmbda_range, args.levels) if variable else args.lmbda
+    model = build_model(args.arch, args.channels, args.N, args.M, levels=args.levels if variable else None)
+    model = model.to(args.device)
+    if variable:
+        model.train_bf16 = args.bf16
     base = None
     if args.init:
         load_state(model, args.init)
@@ -325,61 +421,96 @@ def main(argv=None) -> dict:
         base_meta = json.loads(base_meta_path.read_text()) if base_meta_path.exists() else {}
         base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init),
                 "steps": base_meta.get("steps", {}).get("total"), "loss": base_meta.get("loss"),
-                "lmbda": base_meta.get("lmbda")}
+                "lmbda": base_meta.get("lmbda"), "training_images": base_meta.get("training_images")}
     optimizer, aux_optimizer = make_optimizers(model, args.lr)
     resume_path = stem_path(out, ".resume.pt")
-    start = 0
+    start, seconds_before = 0, 0.0
     if args.resume and resume_path.exists():
         state = torch.load(resume_path, map_location=args.device, weights_only=True)
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         start = int(state["step"])
+        seconds_before = float(state.get("seconds", 0.0))
+        torch.manual_seed(args.seed + start)
         print(f"resumed {resume_path} at step {start}", file=sys.stderr)
-    sampler = CropSampler(load_planes(train_files, args.channels), args.crop, args.seed + start)
+    sampler = CropSampler(load_planes(train_sources, args.channels), args.crop, args.seed + start)
 
-    def snapshot(step: int) -> None:
-        if step % args.save_every == 0 or step == args.steps:
-            resume_path.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "aux_optimizer": aux_optimizer.state_dict(), "step": step}, resume_path)
+    import signal
 
+    stop = {"requested": False}
+
+    def request_stop(signum, frame):  # SIGTERM / SIGINT: finish the step, snapshot, write the checkpoint
+        stop["requested"] = True
+        print(f"signal {signum}: stopping after this step", file=sys.stderr)
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
     t0 = time.time()
+    last_save = {"t": time.time(), "step": start}
+
+    def snapshot(step: int, force: bool = False) -> None:
+        due = step % args.save_every == 0 or time.time() - last_save["t"] > 60 * args.save_minutes
+        if force or due or step == args.steps:
+            resume_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = resume_path.with_name(resume_path.name + ".tmp")
+            torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                        "aux_optimizer": aux_optimizer.state_dict(), "step": step,
+                        "seconds": seconds_before + time.time() - t0}, tmp)
+            tmp.replace(resume_path)  # atomic: a kill during the save keeps the previous snapshot
+            last_save.update(t=time.time(), step=step)
+            print(f"step {step}: snapshot {resume_path.name}", file=sys.stderr, flush=True)
+
     losses = train_steps(model, sampler, optimizer, aux_optimizer, max(0, args.steps - start), kind=args.loss,
-                         lmbda=args.lmbda, alpha=args.alpha, batch=args.batch, device=args.device,
+                         lmbda=lmbda, alpha=args.alpha, batch=args.batch, device=args.device,
                          progress=not args.no_progress, start=start, on_step=snapshot,
-                         warmup=args.warmup)
-    seconds = time.time() - t0
+                         warmup=args.warmup, should_stop=lambda: stop["requested"])
+    done = start + len(losses)
+    if last_save["step"] != done:
+        snapshot(done, force=True)
+    seconds = seconds_before + time.time() - t0
     model = model.cpu()
     weights = save_checkpoint(model, out)
     base_steps = (base or {}).get("steps") or 0
+    training_images = [source_name(f) for f in train_sources] + [source_name(f) for f in val_sources]
+    formula = {"mse": "bpp + lmbda*255^2*MSE", "msssim": "bpp + lmbda*(1-MS-SSIM)",
+               "mix": "bpp + lmbda*(alpha*(1-MS-SSIM) + (1-alpha)*G_sigma8*L1)"}[args.loss]
     meta = {
         "model_id": out.name,
         "codec": args.codec,
         "quality": args.quality,
         "arch": args.arch, "channels": args.channels, "N": args.N, "M": args.M,
         "bit_depth": "any (trained on the listed images, each divided by 2**bit_depth - 1)",
-        "train_bit_depths": sorted({read_image(f).bit_depth for f in train_files[:50]}),
-        "loss": args.loss, "alpha": args.alpha if args.loss == "mix" else None, "lmbda": args.lmbda,
-        "loss_formula": {"mse": "bpp + lmbda*255^2*MSE", "msssim": "bpp + lmbda*(1-MS-SSIM)",
-                         "mix": "bpp + lmbda*(alpha*(1-MS-SSIM) + (1-alpha)*G_sigma8*L1)"}[args.loss],
-        "steps": {"base": base_steps, "this_run": args.steps, "total": base_steps + args.steps},
+        "train_bit_depths": sorted({read_source(f).bit_depth for f in train_sources[:50]}),
+        "loss": args.loss, "alpha": args.alpha if args.loss == "mix" else None,
+        "lmbda": lmbda,
+        "loss_formula": formula + (" per gain level i with lmbda_i (geometric ladder), image loss weighted by "
+                                   "sqrt(lmbda_0/lmbda_i)" if variable else ""),
+        "steps": {"base": base_steps, "this_run": done, "total": base_steps + done},
         "base": base,
         "warmup_mse_steps": args.warmup, "warmup_mse_lmbda": WARMUP_MSE_LMBDA if args.warmup else None,
         "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "device": args.device,
-        "threads": args.threads, "train_seconds_this_session": round(seconds, 1),
+        "threads": args.threads, "bf16_autocast": bool(variable and args.bf16),
+        "train_seconds": round(seconds, 1),
         "final_train_loss_mean_last50": float(np.mean(losses[-50:])) if losses else None,
-        "training_data": [str(f) for f in train_files],
-        "validation_data": [str(f) for f in val_files],
+        "training_datasets": args.datasets.split(",") if args.datasets else None,
+        "training_images": training_images,
+        "training_data": [source_name(f) for f in train_sources],
+        "validation_data": [source_name(f) for f in val_sources],
         "weights_sha256": file_sha256(weights),
         "torch": torch.__version__,
     }
+    if variable:
+        meta["levels"] = args.levels
     meta_path.write_text(json.dumps(meta, indent=1))
-    if val_files:
-        meta["validation"] = validate(weights, meta, val_files)
+    if val_sources:
+        meta["validation"] = validate(weights, meta, val_sources)
         meta_path.write_text(json.dumps(meta, indent=1))
         v = meta["validation"]
-        print(f"validation: {v['bpp']:.3f} bpp, {v['psnr']:.2f} dB, MS-SSIM {v['ms_ssim']:.4f}", file=sys.stderr)
+        points = v.get("settings") or [v]
+        for pt in points:
+            print(f"validation{' q=' + str(pt['setting']) if 'setting' in pt else ''}: {pt['bpp']:.3f} bpp, "
+                  f"{pt['psnr']:.2f} dB, MS-SSIM {pt['ms_ssim']:.4f}", file=sys.stderr)
     return meta
 
 

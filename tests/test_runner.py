@@ -111,7 +111,7 @@ def test_worker_processes_store_the_same_rows(tmp_path, image_folder):
 
 
 def test_subsample_per_dataset_is_even_and_per_dataset():
-    from core.datasets import ImageRef
+    from core.catalog import ImageRef
 
     refs = [ImageRef(2, "a", f"a{i}", "x") for i in range(10)] + [ImageRef(3, "b", f"b{i}", "x") for i in range(2)]
     kept = [r.image_id for r in runner.subsample_per_dataset(refs, 4)]
@@ -146,3 +146,68 @@ def test_a_changed_codec_version_recomputes_only_that_codecs_rows(tmp_path, imag
             assert version == "imagecodecs 9999.1.1" and run != first[codec, image][1]
         else:
             assert (version, run) == first[codec, image]
+
+
+def test_rows_say_whether_a_model_saw_the_image_and_summaries_use_held_out_rows(tmp_path, image_folder,
+                                                                                  monkeypatch, capsys):
+    """Issue 10: every row carries split / in_codec_training / in_segmenter_training / metrics_version."""
+    from core import provenance
+
+    db = tmp_path / "p.duckdb"
+    seen = frozenset({"images/a_gray8"})  # folder_refs name the dataset after the folder
+    monkeypatch.setattr(provenance, "codec_training_images", lambda name: seen if name == "png" else frozenset())
+    argv = ["--data-root", str(image_folder), "--db", str(db), "--codecs", "png,jpegls", "--quiet"]
+    assert runner.main(argv) == 0
+    con = duckdb.connect(str(db), read_only=True)
+    rows = con.execute("SELECT image_id, codec, split, in_codec_training, in_segmenter_training, metrics_version "
+                       "FROM results WHERE error IS NULL ORDER BY image_id, codec").fetchall()
+    held_out = con.execute(f"SELECT count(*) FROM results WHERE error IS NULL AND {provenance.HELD_OUT_SQL}").fetchone()
+    summary = runner.summary_rows(con)
+    con.close()
+    assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
+        ("a_gray8", "jpegls", "test", False, False), ("a_gray8", "png", "test", True, False),
+        ("b_rgb16", "jpegls", "test", False, False), ("b_rgb16", "png", "test", False, False)]
+    assert {r[5] for r in rows} == {provenance.metrics_version()}
+    assert held_out == (3,)
+    assert {(codec, n) for codec, _mode, n, *_ in summary} == {("jpegls", 2), ("png", 1)}  # the seen row is left out
+
+
+def test_a_changed_metric_code_recomputes_every_row(tmp_path, image_folder, monkeypatch):
+    db = tmp_path / "m.duckdb"
+    argv = ["--data-root", str(image_folder), "--db", str(db), "--codecs", "png", "--quiet"]
+    assert runner.main(argv) == 0
+    first = dict(duckdb.connect(str(db), read_only=True).execute(
+        "SELECT image_id, run_id FROM results WHERE error IS NULL").fetchall())
+    monkeypatch.setattr(runner, "metrics_version", lambda: "metrics sha256 changed")
+    assert runner.main(argv) == 0
+    con = duckdb.connect(str(db), read_only=True)
+    second = dict(con.execute("SELECT image_id, run_id FROM results WHERE error IS NULL").fetchall())
+    versions = {v for (v,) in con.execute("SELECT metrics_version FROM results WHERE error IS NULL").fetchall()}
+    con.close()
+    assert second.keys() == first.keys() and all(second[k] != first[k] for k in first)
+    assert versions == {"metrics sha256 changed"}
+
+
+def test_codec_version_includes_its_parameters():
+    from core.codecs import get_codec
+
+    assert get_codec("avif").version.endswith("; speed=6")
+    assert get_codec("jpegxl").version.endswith("; effort=7")
+    assert get_codec("jpegxl").version != get_codec("jpegxl-lossless").version.replace("effort=7", "effort=9")
+
+
+def test_second_runner_on_a_held_database_says_so_in_one_line(tmp_path, image_folder, capsys):
+    db = tmp_path / "l.duckdb"
+    holder = store.open_writer(db)
+    try:
+        import subprocess
+        import sys
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parents[1]
+        proc = subprocess.run([sys.executable, "-m", "core.runner", "--data-root", str(image_folder), "--db", str(db),
+                               "--codecs", "png", "--quiet"], cwd=root, capture_output=True, text=True, timeout=300)
+    finally:
+        holder.close()
+    assert proc.returncode == 3
+    assert "Traceback" not in proc.stderr and "in use by another process" in proc.stderr

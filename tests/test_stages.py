@@ -1,19 +1,24 @@
-"""Stage definitions (data/stages.toml → core.stages): counts, bit depths, ground truth, crops, sweeps."""
+"""Stage definitions and the catalog (data/stages.toml → core.catalog, core.stages): splits, counts,
+bit depths, ground truth, crops, sweeps."""
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from core import stages
+from core import catalog, stages
 from core.codecs import available_codecs
 from core.datasets import load_ref
-from core.stages import StageError, _evenly_spaced, stage_codec_settings, stage_refs
+from core.stages import StageError, parse_splits, stage_codec_settings, stage_refs
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_shared = pytest.mark.skipif(not SHARED.is_dir(), reason=f"shared benchmark data not present at {SHARED}")
 
-EXPECTED_COUNTS = {"imagecompression_info": 13, "kodak": 8, "epfl_hippocampus_fibsem": 27, "isbi2012_em": 10,
-                   "monuseg": 10, "mri_grayscale": 18, "brightfield_rgb": 3}
+# images a stage run holds by default: the test split (Kodak: 8 of 24 by max_images)
+EXPECTED_COUNTS = {"imagecompression_info": 13, "kodak": 8, "epfl_hippocampus_fibsem": 10, "isbi2012_em": 10,
+                   "monuseg": 7, "mri_grayscale": 18, "brightfield_rgb": 3}
+EXPECTED_SPLITS = {"imagecompression_info": (0, 0, 13), "kodak": (0, 0, 24), "epfl_hippocampus_fibsem": (15, 2, 10),
+                   "isbi2012_em": (18, 2, 10), "monuseg": (11, 2, 7), "mri_grayscale": (0, 0, 18),
+                   "brightfield_rgb": (0, 0, 3)}
 EXPECTED_STAGE = {"imagecompression_info": 1, "kodak": 1, "epfl_hippocampus_fibsem": 2, "isbi2012_em": 2,
                   "monuseg": 3, "mri_grayscale": 4, "brightfield_rgb": 4}
 
@@ -38,9 +43,49 @@ def test_codec_settings_expand_family_rules():
 
 
 def test_evenly_spaced():
-    assert _evenly_spaced(list(range(24)), 8) == [0, 3, 7, 10, 13, 16, 20, 23]
-    assert _evenly_spaced([1, 2], 5) == [1, 2]
-    assert _evenly_spaced([1, 2, 3], None) == [1, 2, 3]
+    assert catalog.evenly_spaced(list(range(24)), 8) == [0, 3, 7, 10, 13, 16, 20, 23]
+    assert catalog.evenly_spaced([1, 2], 5) == [1, 2]
+    assert catalog.evenly_spaced([1, 2, 3], None) == [1, 2, 3]
+
+
+def test_parse_splits():
+    assert parse_splits(None) == ("test",)
+    assert parse_splits("all") == ("train", "val", "test")
+    assert parse_splits("train, val") == ("train", "val")
+    with pytest.raises(StageError):
+        parse_splits("holdout")
+
+
+@needs_shared
+def test_every_image_has_exactly_one_split():
+    table = {name: tuple(counts[s] for s in catalog.SPLITS) for _, name, counts, status in catalog.split_table(SHARED)}
+    assert table == EXPECTED_SPLITS
+    for name in EXPECTED_SPLITS:
+        refs = catalog.split_refs(name, catalog.SPLITS, SHARED)
+        parts = [catalog.split_refs(name, (s,), SHARED) for s in catalog.SPLITS]
+        assert sorted(r.image_id for r in refs) == sorted(r.image_id for p in parts for r in p)
+
+
+@needs_shared
+def test_epfl_test_slices_are_spread_and_away_from_training_slices():
+    def z(ref):
+        return int(ref.image_id.removeprefix("training"))
+
+    test = [z(r) for r in catalog.split_refs("epfl_hippocampus_fibsem", ("test",), SHARED)]
+    seen = [z(r) for r in catalog.split_refs("epfl_hippocampus_fibsem", ("train", "val"), SHARED)]
+    assert len(test) >= 8 and max(test) - min(test) >= 100  # spread over the 165-slice volume
+    assert min(abs(t - s) for t in test for s in seen) >= 7  # >= 35 nm from anything a model trained on
+    isbi = [r.image_id for r in catalog.split_refs("isbi2012_em", ("test",), SHARED)]
+    assert isbi == [str(i) for i in range(20, 30)]
+    monuseg_test = catalog.split_refs("monuseg", ("test",), SHARED)
+    assert {Path(r.source).parts[-3] for r in monuseg_test} == {"test"}
+
+
+def test_unknown_dataset_or_split_is_a_clear_error():
+    with pytest.raises(catalog.CatalogError, match="unknown dataset"):
+        catalog.split_refs("nope", ("train",))
+    with pytest.raises(catalog.CatalogError, match="unknown split"):
+        catalog.split_refs("kodak", ("holdout",))
 
 
 @needs_shared
@@ -52,21 +97,28 @@ def test_all_stages_resolve_on_shared_data():
         assert ref.stage == EXPECTED_STAGE[ref.dataset]
         assert Path(ref.source).is_file()
     assert counts == EXPECTED_COUNTS
+    assert all(r.split == "test" for r in refs)
     assert len({(r.dataset, r.image_id) for r in refs}) == len(refs)
-    assert [r.dataset for r in stage_refs("2", SHARED)].count("epfl_hippocampus_fibsem") == 27
+    every = stage_refs("2", SHARED, splits=catalog.SPLITS)
+    assert [r.dataset for r in every].count("epfl_hippocampus_fibsem") == 27
+    assert {r.split for r in every} == {"train", "val", "test"}
 
 
 @needs_shared
 def test_ground_truth_crops_and_bit_depths():
-    by_id = {(r.dataset, r.image_id): r for r in stage_refs("all", SHARED)}
+    by_id = {(r.dataset, r.image_id): r for r in stage_refs("all", SHARED, splits=catalog.SPLITS)}
     epfl = by_id[("epfl_hippocampus_fibsem", "training0164")]
     assert epfl.ground_truth.endswith("epfl_hippocampus_fibsem/train/mitochondrion/training0164.png")
+    assert epfl.membranes.endswith("epfl_hippocampus_fibsem/train/membranes/training0164.png")
+    assert epfl.label_kind == "binary_mask" and epfl.split == "test"
     isbi = [r for r in by_id.values() if r.dataset == "isbi2012_em"]
     assert all(Path(r.ground_truth).parent.name == "label" and Path(r.ground_truth).stem == r.image_id for r in isbi)
-    assert [r.image_id for r in isbi][:3] == ["0", "3", "6"]  # natural order, evenly spaced
+    assert [r.image_id for r in isbi][:3] == ["0", "1", "2"]  # natural order
+    assert {r.label_kind for r in isbi} == {"membrane_label"}
     monuseg = [r for r in by_id.values() if r.dataset == "monuseg"]
     assert all(r.crop == (1, 1, 1000, 1000) and "instance_masks" in r.ground_truth for r in monuseg)
     assert {Path(r.source).parts[-3] for r in monuseg} == {"train", "test"}
+    assert by_id[("monuseg", "TCGA-E2-A1B5-01Z-00-DX1")].split == "val"
     image = load_ref(monuseg[0])
     assert image.pixels.shape == (999, 999, 3) and image.bit_depth == 8
 
@@ -118,7 +170,7 @@ def test_partial_root_skips_missing_datasets_and_runner_works(tmp_path, capsys):
 def test_missing_roots(tmp_path, monkeypatch, capsys):
     with pytest.raises(StageError):
         stage_refs("1", tmp_path / "absent")
-    monkeypatch.setattr(stages, "default_data_root", lambda spec=None: tmp_path / "absent")
+    monkeypatch.setenv("BIOCODEC_DATA_ROOT", str(tmp_path / "absent"))
     refs = stage_refs("all", None)
     assert refs and all(r.stage == 0 and r.dataset == "embedded" for r in refs)
     assert "embedded" in capsys.readouterr().err

@@ -125,14 +125,14 @@ def test_tile_if_large_thresholds():
 
 def test_runner_tiles_images_above_the_threshold(tmp_path, monkeypatch):
     """run_job wraps the codec when the image exceeds the [tiling] threshold: stored bytes = tiled container."""
-    from core import runner, stages, store
+    from core import catalog, runner, store
     from core.io import write_image
 
     folder = tmp_path / "imgs"
     folder.mkdir()
     image = as_bioimage(_texture(600, seed=5), 8)
     write_image(folder / "big.png", image)
-    monkeypatch.setattr(stages, "tiling_options", lambda spec=None: {
+    monkeypatch.setattr(catalog, "tiling_options", lambda: {
         "tile": 256, "learned_overlap": 32, "learned_max_side": 2048, "classical_max_side": 512})
     db = tmp_path / "r.duckdb"
     assert runner.main(["--data-root", str(folder), "--codecs", "png", "--db", str(db), "--quiet"]) == 0

@@ -24,36 +24,24 @@ import argparse
 import sys
 from pathlib import Path
 
-from core.codecs.base import Codec, CodecError, get_codec, available_codecs
+from core.codecs.base import CodecError
 from core.codecs.bitstream import unwrap_file, wrap_file
-from core.codecs.per_channel import PerChannelCodec
-from core.io import as_bioimage, read_image, write_image
+from core.codecs.registry import available_codecs, get_codec
+from core.io import SUPPORTED_SUFFIXES, as_bioimage, read_image, write_image
 from core.metrics import bits_per_pixel
+from core.pipeline import build_decoder, build_encoder, effective_colour_mode
+from core.setting_text import parse_setting
 
-IMAGE_SUFFIXES = {".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm", ".mrc"}
 SUFFIX = ".bcc"
-
-
-def _codec(name: str, colour_mode: str, channels: int) -> Codec:
-    codec = get_codec(name)
-    if colour_mode == "per_channel" and channels == 3:
-        return PerChannelCodec(codec)
-    return codec
-
-
-def _parse_setting(text: str | None):
-    if text is None:
-        return None
-    value = float(text)
-    return int(value) if value.is_integer() else value
 
 
 def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: float | None = None,
                   colour_mode: str = "joint", bit_depth: int | None = None) -> dict:
     """Compress one image file; returns ``{"setting", "bytes", "bpp"}`` (bpp of the whole file)."""
     image = read_image(src, bit_depth=bit_depth)
-    codec = _codec(codec_name, colour_mode, image.channels)
     h, w = image.pixels.shape[:2]
+    colour_mode = effective_colour_mode(colour_mode, image.channels)  # what the stream records
+    codec = build_encoder(codec_name, colour_mode, image.channels, h, w)
     if bpp is not None:
         if setting is not None:
             raise ValueError("give --setting or --bpp, not both")
@@ -79,10 +67,7 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
 def decompress_file(src: Path, dst: Path | None = None):
     """Decompress one ``.bcc`` file; writes ``dst`` when given and returns the pixel array."""
     name, _setting, mode, payload = unwrap_file(src.read_bytes())
-    codec = get_codec(name)
-    if mode == "per_channel":
-        codec = PerChannelCodec(codec)
-    pixels = codec.decode(payload)
+    pixels = build_decoder(name, mode, payload).decode(payload)
     if dst is not None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_image(dst, as_bioimage(pixels))
@@ -123,11 +108,11 @@ def main(argv=None) -> int:
                 print(f"{name:22s} {codec.family:9s} {codec.knob or 'lossless'}  settings={list(codec.default_settings)}")
             return 0
         if args.cmd == "compress":
-            files = _inputs(args.input, IMAGE_SUFFIXES)
+            files = _inputs(args.input, SUPPORTED_SUFFIXES)
             many = args.input.is_dir()
             for f in tqdm(files, disable=not many, desc="compress"):
                 dst = args.output / (f.stem + SUFFIX) if many else args.output
-                info = compress_file(f, dst, args.codec, _parse_setting(args.setting), args.bpp,
+                info = compress_file(f, dst, args.codec, parse_setting(args.setting), args.bpp,
                                      args.colour_mode, args.bit_depth)
                 if not many:
                     print(f"{dst}: {info['bytes']} bytes, {info['bpp']:.4f} bpp, setting {info['setting']}")

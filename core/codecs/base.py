@@ -4,7 +4,8 @@ A :class:`Codec` turns a ``uint8``/``uint16`` array of shape ``(H, W)`` or
 ``(H, W, 3)`` into one complete, self-contained byte string and back.  Its
 *rate knob* (``knob``) is a single number whose meaning the codec states
 (JPEG quality, JPEG 2000 compression ratio, JPEG XL distance, learned-model
-quality index, ...); ``default_settings`` is the sweep the runner uses.
+rate, ...); ``default_settings`` is the sweep the runner uses (set by the
+registry, :mod:`core.codecs.registry`, from the catalog's ``[sweeps]``).
 Lossless codecs have no knob and one setting, ``None``.
 
 Codecs never convert silently: an unsupported bit depth or channel count
@@ -13,7 +14,6 @@ raises :class:`UnsupportedInput`, and the runner skips that combination.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -48,10 +48,19 @@ class Codec(ABC):
     channels: frozenset[int] = frozenset({1, 3})
     #: "classical" or "learned" (the dashboard draws learned solid, classical dashed).
     family: str = "classical"
-    #: What the output depends on besides the setting: the library and its version, or the hashes of the
-    #: learned checkpoints.  Stored per row (``codec_version``); the runner recomputes rows whose stored
-    #: version differs, so new weights or a library upgrade never leave stale results behind.
-    version: str = ""
+    #: The library (and its version) that does the coding, e.g. ``"imagecodecs 2026.1.14"``.
+    library: str = ""
+    #: Fixed encoder parameters besides the setting (effort, speed, ...): part of :attr:`version`.
+    params: dict = {}
+
+    @property
+    def version(self) -> str:
+        """What the output depends on besides the setting: library, version and fixed parameters
+        (learned codecs: the checkpoints' hash).  Stored per row (``codec_version``); the runner
+        recomputes rows whose stored version differs, so an upgrade, a parameter change or new
+        weights never leave stale results behind."""
+        params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
+        return f"{self.library}; {params}" if params else self.library
 
     # ---------------------------------------------------------------- support checks
     def supports(self, bit_depth: int, channels: int) -> bool:
@@ -124,64 +133,7 @@ class WrappingCodec(Codec):
         self.bit_depths = inner.bit_depths
         self.channels = inner.channels
         self.family = inner.family
-        self.version = inner.version
 
-
-# ------------------------------------------------------------------------ registry
-_REGISTRY: dict[str, Callable[[], Codec]] = {}
-
-
-def register_codec(name: str, factory: Callable[[], Codec] | None = None):
-    """Register a codec factory under ``name``; usable as a class decorator."""
-
-    def _register(obj):
-        if name in _REGISTRY:
-            raise ValueError(f"codec {name!r} registered twice")
-        _REGISTRY[name] = obj
-        return obj
-
-    return _register(factory) if factory is not None else _register
-
-
-def get_codec(name: str) -> Codec:
-    """Build the codec registered as ``name``."""
-    _load_builtin_codecs()
-    try:
-        factory = _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown codec {name!r}; available: {', '.join(available_codecs())}") from None
-    return factory()
-
-
-def available_codecs(family: str | None = None) -> list[str]:
-    """Names of every registered codec (optionally only ``classical`` or ``learned``)."""
-    _load_builtin_codecs()
-    names = sorted(_REGISTRY)
-    if family is None:
-        return names
-    return [n for n in names if _REGISTRY[n]().family == family]  # construction is cheap (models load lazily)
-
-
-def parse_codec_list(text: str | Iterable[str]) -> list[str]:
-    names = [n.strip() for n in (text.split(",") if isinstance(text, str) else text) if n.strip()]
-    for name in names:
-        get_codec(name)  # raises with the list of valid names
-    return names
-
-
-_LOADED = False
-
-
-def _load_builtin_codecs() -> None:
-    global _LOADED
-    if _LOADED:
-        return
-    _LOADED = True
-    from core.codecs import classical  # noqa: F401  (registers on import)
-
-    try:
-        from core.codecs import learned  # noqa: F401
-    except ImportError as exc:  # learned codecs need torch + compressai
-        import warnings
-
-        warnings.warn(f"learned codecs unavailable: {exc}")
+    @property
+    def version(self) -> str:
+        return self.inner.version

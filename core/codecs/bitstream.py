@@ -4,7 +4,7 @@ Learned-codec stream (``BCLC``), all integers big-endian::
 
     offset  size  field
     0       4     magic  b"BCLC"
-    4       1     format version (1)
+    4       1     format version (2)
     5       1     L = length of the model id
     6       L     model id, ASCII (the checkpoint's stem in data/weights/, e.g. "em-msssim-q3")
     6+L     8     checkpoint hash: first 8 bytes of sha256 of the weights file (.pt)
@@ -12,6 +12,8 @@ Learned-codec stream (``BCLC``), all integers big-endian::
     +4      4     W (pixels)      uint32
     +1      1     channels (1 or 3)
     +1      1     bit depth (8..16)
+    +2      2     rate setting × 1000, uint16 (variable-rate models: the codec setting 1.000..16.000;
+                  0 for fixed-rate checkpoints, whose model id names the rate point)
     +1      1     S = number of entropy-coded strings (1 factorized, 2 hyperpriors, 3 checkerboard)
     +4·S    4·S   length of each string in bytes, uint32
     ...           the S strings (CompressAI rANS output, in the model's order)
@@ -41,9 +43,10 @@ import zlib
 from dataclasses import dataclass
 
 from core.codecs.base import CodecError
+from core.setting_text import format_setting, parse_setting
 
 MAGIC = b"BCLC"
-VERSION = 1
+VERSION = 2
 FILE_MAGIC = b"BCF1"
 FILE_VERSION = 1
 HASH_BYTES = 8
@@ -60,6 +63,7 @@ class Header:
     width: int
     channels: int
     bit_depth: int
+    setting_milli: int = 0  # variable-rate models: the rate setting × 1000 (0 = fixed-rate checkpoint)
 
 
 def pack(header: Header, strings: list[bytes]) -> bytes:
@@ -73,7 +77,8 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
         raise ValueError(f"1..{MAX_STRINGS} strings expected, got {len(strings)}")
     body = b"".join([
         MAGIC, bytes([VERSION, len(mid)]), mid, header.checkpoint_hash,
-        struct.pack(">IIBBB", header.height, header.width, header.channels, header.bit_depth, len(strings)),
+        struct.pack(">IIBBHB", header.height, header.width, header.channels, header.bit_depth,
+                    header.setting_milli, len(strings)),
         struct.pack(f">{len(strings)}I", *map(len, strings)),
         *strings,
     ])
@@ -95,7 +100,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
         raise CodecError(f"learned-codec stream version {body[4]} is not supported (this build reads {VERSION})")
     n = body[5]
     pos = 6
-    fixed = n + HASH_BYTES + 11
+    fixed = n + HASH_BYTES + 13
     if len(body) < pos + fixed:
         raise CodecError("learned-codec stream truncated in its header")
     try:
@@ -105,8 +110,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     pos += n
     chash = body[pos:pos + HASH_BYTES]
     pos += HASH_BYTES
-    h, w, c, bd, count = struct.unpack(">IIBBB", body[pos:pos + 11])
-    pos += 11
+    h, w, c, bd, milli, count = struct.unpack(">IIBBHB", body[pos:pos + 13])
+    pos += 13
     if c not in (1, 3) or not 8 <= bd <= 16 or h == 0 or w == 0 or not 0 < count <= MAX_STRINGS:
         raise CodecError(f"learned-codec stream header is invalid (H={h}, W={w}, channels={c}, "
                          f"bit depth={bd}, strings={count})")
@@ -120,7 +125,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     for length in lengths:
         strings.append(body[pos:pos + length])
         pos += length
-    return Header(model_id, chash, h, w, c, bd), strings
+    return Header(model_id, chash, h, w, c, bd, milli), strings
 
 
 # ----------------------------------------------------------------------------- file wrapper
@@ -130,7 +135,7 @@ COLOUR_MODES = ("joint", "per_channel")
 def wrap_file(codec: str, setting, payload: bytes, colour_mode: str = "joint") -> bytes:
     """Prefix ``payload`` with the ``BCF1`` file header naming codec, setting and colour mode."""
     name = codec.encode("ascii")
-    text = b"" if setting is None else repr(setting).encode("ascii")
+    text = b"" if setting is None else format_setting(setting).encode("ascii")
     if not 0 < len(name) < 256 or len(text) > 255:
         raise ValueError("codec name / setting too long for the file header")
     return b"".join([FILE_MAGIC, bytes([FILE_VERSION, len(name)]), name, bytes([len(text)]), text,
@@ -154,13 +159,8 @@ def unwrap_file(data: bytes) -> tuple[str, object, str, bytes]:
     if len(data) < pos + 1 or data[pos] >= len(COLOUR_MODES):
         raise CodecError("BioCodec file header is invalid (colour mode)")
     mode = COLOUR_MODES[data[pos]]
-    setting = None if text == "" else _parse_setting(text)
-    return name, setting, mode, data[pos + 1:]
-
-
-def _parse_setting(text: str):
     try:
-        value = float(text)
-    except ValueError:
-        raise CodecError(f"BioCodec file: setting {text!r} is not a number") from None
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+        setting = None if text == "" else parse_setting(text)
+    except ValueError as exc:
+        raise CodecError(f"BioCodec file: {exc}") from None
+    return name, setting, mode, data[pos + 1:]

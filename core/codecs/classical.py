@@ -1,7 +1,8 @@
 """Classical codecs: JPEG, JPEG 2000 (glymur/OpenJPEG), PNG, JPEG XL, AVIF, WebP, JPEG-LS.
 
-Each class states its rate knob, default sweep (fewest → most bytes) and the
-bit depths / channel counts it takes; :class:`~core.codecs.base.Codec` refuses
+Each class states its rate knob, its fixed encoder parameters (``params``: part of the
+codec version stored with every result row) and the bit depths / channel counts it
+takes (sweeps live in the catalog, ``data/stages.toml`` ``[sweeps]``); :class:`~core.codecs.base.Codec` refuses
 anything else with :class:`~core.codecs.base.UnsupportedInput` rather than
 converting.  Library traps handled here (measured, see
 ``../shared/docs/stack-notes.md``):
@@ -21,7 +22,7 @@ import tempfile
 import imagecodecs
 import numpy as np
 
-from core.codecs.base import Codec, CodecError, register_codec
+from core.codecs.base import Codec, CodecError
 
 IMAGECODECS = f"imagecodecs {imagecodecs.__version__}"
 _SIXTEEN = frozenset(range(9, 17))
@@ -37,18 +38,17 @@ def _worst_case_bytes(pixels: np.ndarray) -> int:
     return 2 * pixels.nbytes + 4096
 
 
-@register_codec("jpeg")
 class JPEG(Codec):
     """Baseline JPEG (libjpeg-turbo via imagecodecs), Huffman tables optimised, 4:2:0 for RGB."""
 
-    version = IMAGECODECS
+    library = IMAGECODECS
     name, label = "jpeg", "JPEG"
+    params = {"optimize": True}
     knob = "quality 1-100 (higher = more bytes)"
-    default_settings = (10, 30, 50, 70, 85, 95)
     bit_depths = frozenset({8})
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.jpeg8_encode(pixels, level=int(setting), optimize=True)
+        return imagecodecs.jpeg8_encode(pixels, level=int(setting), **self.params)
 
     def _decode(self, data):
         return imagecodecs.jpeg8_decode(data)
@@ -60,7 +60,7 @@ class _JPEG2000Base(Codec):
     bit_depths = _ALL_DEPTHS
 
     @property
-    def version(self) -> str:
+    def library(self) -> str:
         import glymur
 
         return f"glymur {glymur.__version__}, OpenJPEG {glymur.version.openjpeg_version}"
@@ -84,7 +84,6 @@ class _JPEG2000Base(Codec):
             return np.ascontiguousarray(glymur.Jp2k(path)[:])
 
 
-@register_codec("jpeg2000")
 class JPEG2000(_JPEG2000Base):
     """Lossy JPEG 2000 (9/7 irreversible wavelet) at an explicit compression ratio.
 
@@ -93,82 +92,79 @@ class JPEG2000(_JPEG2000Base):
     """
 
     name, label = "jpeg2000", "JPEG 2000"
+    params = {"irreversible": True, "format": "j2k"}
     knob = "compression ratio N:1 (higher = fewer bytes)"
-    default_settings = (200, 100, 50, 25, 12, 6)
 
     def _encode(self, pixels, setting, bit_depth):
         if setting <= 1:
             raise ValueError("jpeg2000 ratio must be > 1 (use jpeg2000-lossless for exact coding)")
-        return self._write(pixels, cratios=[float(setting)], irreversible=True)
+        return self._write(pixels, cratios=[float(setting)], irreversible=self.params["irreversible"])
 
 
-@register_codec("jpeg2000-lossless")
 class JPEG2000Lossless(_JPEG2000Base):
     """Lossless JPEG 2000 (5/3 reversible wavelet)."""
 
     name, label = "jpeg2000-lossless", "JPEG 2000 lossless"
+    params = {"irreversible": False, "format": "j2k"}
     lossless = True
 
     def _encode(self, pixels, setting, bit_depth):
-        return self._write(pixels, irreversible=False)
+        return self._write(pixels, irreversible=self.params["irreversible"])
 
 
-@register_codec("png")
 class PNG(Codec):
     """PNG (zlib level 9), lossless, 8 and 16 bit."""
 
-    version = IMAGECODECS
+    library = IMAGECODECS
     name, label = "png", "PNG"
+    params = {"level": 9}
     lossless = True
     bit_depths = _ALL_DEPTHS
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.png_encode(pixels, level=9)
+        return imagecodecs.png_encode(pixels, **self.params)
 
     def _decode(self, data):
         return imagecodecs.png_decode(data)
 
 
-@register_codec("jpegxl")
 class JPEGXL(Codec):
     """Lossy JPEG XL (libjxl via imagecodecs, effort 7); the knob is the Butteraugli distance."""
 
-    version = IMAGECODECS
+    library = IMAGECODECS
     name, label = "jpegxl", "JPEG XL"
+    params = {"effort": 7}
     knob = "Butteraugli distance (lower = more bytes; 1.0 ≈ visually lossless)"
-    default_settings = (12.0, 6.0, 3.0, 1.5, 0.75, 0.3)
     bit_depths = _ALL_DEPTHS
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.jpegxl_encode(pixels, distance=float(setting), effort=7, bitspersample=bit_depth)
+        return imagecodecs.jpegxl_encode(pixels, distance=float(setting), bitspersample=bit_depth, **self.params)
 
     def _decode(self, data):
         return imagecodecs.jpegxl_decode(data)
 
 
-@register_codec("jpegxl-lossless")
 class JPEGXLLossless(JPEGXL):
     """Lossless JPEG XL (modular mode, effort 7)."""
 
     name, label = "jpegxl-lossless", "JPEG XL lossless"
-    lossless, knob, default_settings = True, None, (None,)
+    lossless, knob = True, None
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.jpegxl_encode(pixels, lossless=True, effort=7, bitspersample=bit_depth)
+        return imagecodecs.jpegxl_encode(pixels, lossless=True, bitspersample=bit_depth, **self.params)
 
 
-@register_codec("avif")
 class AVIF(Codec):
     """AVIF (libavif/AOM via imagecodecs, speed 6); 8, 10 or 12 bit; YUV 4:0:0 for grayscale."""
 
-    version = IMAGECODECS
+    library = IMAGECODECS
     name, label = "avif", "AVIF"
+    params = {"speed": 6}
     knob = "quality 0-100 (higher = more bytes)"
-    default_settings = (20, 40, 55, 70, 85, 95)
     bit_depths = frozenset({8, 10, 12})
 
     def _encode(self, pixels, setting, bit_depth):
-        kwargs = dict(level=int(setting), speed=6, bitspersample=bit_depth)
+        kwargs = dict(level=int(setting), bitspersample=bit_depth, **self.params)
         if pixels.ndim == 2:  # 2-D input ignores `level` (encodes lossless): see module docstring
             pixels = _as_rgb(pixels)
             kwargs["pixelformat"] = imagecodecs.AVIF.PIXEL_FORMAT.YUV400
@@ -178,18 +174,17 @@ class AVIF(Codec):
         return imagecodecs.avif_decode(data)
 
 
-@register_codec("webp")
 class WebP(Codec):
     """Lossy WebP (libwebp, method 6), 8-bit only."""
 
-    version = IMAGECODECS
+    library = IMAGECODECS
     name, label = "webp", "WebP"
+    params = {"method": 6}
     knob = "quality 0-100 (higher = more bytes)"
-    default_settings = (10, 30, 50, 70, 85, 95)
     bit_depths = frozenset({8})
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.webp_encode(_as_rgb(pixels), level=float(setting), lossless=False, method=6)
+        return imagecodecs.webp_encode(_as_rgb(pixels), level=float(setting), lossless=False, **self.params)
 
     def _decode(self, data):
         return imagecodecs.webp_decode(data)
@@ -207,22 +202,21 @@ class WebP(Codec):
         return out[:, :, 0].copy() if data[:1] == b"G" and out.ndim == 3 else out
 
 
-@register_codec("webp-lossless")
 class WebPLossless(WebP):
     """Lossless WebP, 8-bit only."""
 
     name, label = "webp-lossless", "WebP lossless"
-    lossless, knob, default_settings = True, None, (None,)
+    params = {"level": 75, "method": 4}
+    lossless, knob = True, None
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.webp_encode(_as_rgb(pixels), lossless=True, level=75, method=4)
+        return imagecodecs.webp_encode(_as_rgb(pixels), lossless=True, **self.params)
 
 
-@register_codec("jpegls")
 class JPEGLS(Codec):
     """Lossless JPEG-LS (CharLS via imagecodecs), 8 and 16 bit."""
 
-    version = IMAGECODECS
+    library = IMAGECODECS
     name, label = "jpegls", "JPEG-LS"
     lossless = True
     bit_depths = _ALL_DEPTHS
@@ -235,14 +229,17 @@ class JPEGLS(Codec):
         return imagecodecs.jpegls_decode(data)
 
 
-@register_codec("jpegls-near")
 class JPEGLSNearLossless(JPEGLS):
     """Near-lossless JPEG-LS: every sample within ±NEAR of the original."""
 
     name, label = "jpegls-near", "JPEG-LS near-lossless"
     lossless = False
     knob = "NEAR, the maximum absolute error per sample (higher = fewer bytes)"
-    default_settings = (16, 8, 4, 2, 1)
 
     def _encode(self, pixels, setting, bit_depth):
         return imagecodecs.jpegls_encode(pixels, level=int(setting), out=_worst_case_bytes(pixels))
+
+
+#: Every classical codec, in the order ``python -m core.codecs list`` shows them (core.codecs.registry).
+CODECS = (JPEG, JPEG2000, JPEG2000Lossless, PNG, JPEGXL, JPEGXLLossless, AVIF, WebP, WebPLossless, JPEGLS,
+          JPEGLSNearLossless)

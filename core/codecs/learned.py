@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.codecs.base import Codec, CodecError, UnsupportedInput, register_codec
+from core.codecs.base import Codec, CodecError, UnsupportedInput
 from core.codecs.bitstream import HASH_BYTES, Header, pack, unpack
 
 try:  # fail at import (the registry then skips learned codecs with a warning) when torch is absent
@@ -36,7 +36,28 @@ try:  # fail at import (the registry then skips learned codecs with a warning) w
 except ImportError as exc:  # pragma: no cover
     raise ImportError(f"learned codecs need torch: {exc}") from exc
 
-WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "data" / "weights"
+from core.paths import WEIGHTS_DIR
+
+#: Variable-rate checkpoints: the codec setting is a rate knob q in [1, VR_POINTS] (any value, stored to
+#: 1/1000); q = 1 is the lowest trained gain level, q = VR_POINTS the highest, linear in the level index.
+VR_POINTS = 16
+
+
+def vr_settings(levels: int | None = None) -> tuple[int, ...]:
+    """The default sweep of a variable-rate codec: the integer settings 1..VR_POINTS."""
+    return tuple(range(1, VR_POINTS + 1))
+
+
+def vr_rate(setting, levels: int) -> tuple[float, int]:
+    """(gain-level position in [0, levels − 1], setting × 1000 as stored) for a variable-rate setting."""
+    try:
+        q = float(setting)
+    except (TypeError, ValueError):
+        raise ValueError(f"variable-rate setting must be a number in [1, {VR_POINTS}], got {setting!r}") from None
+    if not 1.0 <= q <= VR_POINTS:
+        raise ValueError(f"variable-rate setting must lie in [1, {VR_POINTS}], got {setting!r}")
+    milli = int(round(q * 1000))
+    return (milli / 1000 - 1) / (VR_POINTS - 1) * (levels - 1), milli
 
 
 class LearnedModel:
@@ -48,9 +69,15 @@ class LearnedModel:
         self.model_id = str(meta.get("model_id") or self.weights.stem)
         self.arch = meta["arch"]
         self.channels = int(meta["channels"])
+        self.levels = int(meta["levels"]) if meta.get("levels") else None
         self._model = None
         self._hash: bytes | None = None
         self._lock = threading.Lock()
+
+    @property
+    def variable_rate(self) -> bool:
+        """True when one checkpoint covers every rate (gain units; the setting travels in the stream)."""
+        return self.levels is not None
 
     @classmethod
     def from_json(cls, path: str | Path) -> "LearnedModel":
@@ -73,7 +100,8 @@ class LearnedModel:
 
                 from core.models import build_model
 
-                model = build_model(self.arch, self.channels, int(self.meta["N"]), self.meta.get("M"))
+                model = build_model(self.arch, self.channels, int(self.meta["N"]), self.meta.get("M"),
+                                    levels=self.levels)
                 state = torch.load(self.weights, map_location="cpu", weights_only=True)
                 model.load_state_dict(state)
                 model.eval()
@@ -82,8 +110,12 @@ class LearnedModel:
             return self._model
 
     # ------------------------------------------------------------------ coding
-    def encode(self, pixels: np.ndarray, bit_depth: int) -> bytes:
-        """Code ``pixels`` ((H, W) for 1 channel, (H, W, 3) for 3) into one ``BCLC`` byte string."""
+    def encode(self, pixels: np.ndarray, bit_depth: int, setting=None) -> bytes:
+        """Code ``pixels`` ((H, W) for 1 channel, (H, W, 3) for 3) into one ``BCLC`` byte string.
+
+        ``setting`` is the rate knob of a variable-rate checkpoint (1..:data:`VR_POINTS`); fixed-rate
+        checkpoints take None.
+        """
         import torch
         import torch.nn.functional as F
 
@@ -99,10 +131,17 @@ class LearnedModel:
         ph, pw = -h % s, -w % s
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        with torch.no_grad():
-            out = self.model.compress(x)
+        milli = 0
+        with torch.inference_mode():
+            if self.variable_rate:
+                rate, milli = vr_rate(setting, self.levels)
+                out = self.model.compress(x, rate)
+            else:
+                if setting is not None:
+                    raise ValueError(f"{self.model_id} is a fixed-rate checkpoint: it takes no setting")
+                out = self.model.compress(x)
         strings = [s[0] for s in out["strings"]]
-        return pack(Header(self.model_id, self.checkpoint_hash, h, w, channels, bit_depth), strings)
+        return pack(Header(self.model_id, self.checkpoint_hash, h, w, channels, bit_depth, milli), strings)
 
     def latent_shape(self, hp: int, wp: int):
         """The ``shape`` argument of the model's ``decompress`` for a padded hp×wp input."""
@@ -136,9 +175,18 @@ class LearnedModel:
             raise CodecError(f"{self.arch} stream needs {expected} strings, got {len(strings)}")
         s = stride(self.arch)
         hp, wp = header.height + (-header.height % s), header.width + (-header.width % s)
-        with torch.no_grad():
-            out = self.model.decompress([[b] for b in strings], self.latent_shape(hp, wp))
-        x = out["x_hat"][0, :, :header.height, :header.width].clamp_(0, 1).numpy()
+        with torch.inference_mode():
+            if self.variable_rate:
+                if not header.setting_milli:
+                    raise CodecError(f"stream for variable-rate model {self.model_id!r} carries no rate setting")
+                try:
+                    rate, _ = vr_rate(header.setting_milli / 1000, self.levels)
+                except ValueError as exc:
+                    raise CodecError(f"stream header: {exc}") from None
+                out = self.model.decompress([[b] for b in strings], self.latent_shape(hp, wp), rate)
+            else:
+                out = self.model.decompress([[b] for b in strings], self.latent_shape(hp, wp))
+        x = out["x_hat"][0, :, :header.height, :header.width].clamp(0, 1).numpy()
         peak = (1 << header.bit_depth) - 1
         arr = np.rint(x * peak).astype(np.uint8 if header.bit_depth <= 8 else np.uint16)
         return arr[0] if header.channels == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))
@@ -155,25 +203,48 @@ class LearnedCodec(Codec):
         if not models:
             raise ValueError(f"learned codec {name!r} has no checkpoints")
         self.name = name
-        self._by_key: dict[tuple[int, int], LearnedModel] = {}
+        self._by_key: dict[tuple[int, int | None], LearnedModel] = {}
+        self.variable_rate = all(m.variable_rate for m in models)
+        if not self.variable_rate and any(m.variable_rate for m in models):
+            raise ValueError(f"{name}: mixes variable-rate and fixed-rate checkpoints")
         for m in models:
-            key = (m.channels, int(m.meta["quality"]))
+            key = (m.channels, None if m.variable_rate else int(m.meta["quality"]))
             if key in self._by_key:
                 raise ValueError(f"{name}: two checkpoints for channels={key[0]}, quality={key[1]}")
             self._by_key[key] = m
         self._by_id = {m.model_id: m for m in models}
         self.channels = frozenset(c for c, _ in self._by_key)
-        self.default_settings = tuple(sorted({q for _, q in self._by_key}))
+        if self.variable_rate:
+            self.default_settings = vr_settings()
+        else:
+            self.default_settings = tuple(sorted({q for _, q in self._by_key}))
         # the checkpoints' sha256 (from their metadata, so registering reads no weights file)
         digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')};"
                           for m in sorted(models, key=lambda m: m.model_id))
-        self.version = "weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
+        self._version = "weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
         archs = sorted({m.arch for m in models})
         self.label = label or f"{name} ({'/'.join(archs)})"
-        self.knob = f"rate point 1..{max(self.default_settings)} (higher = more bytes)"
+        self.knob = (f"rate knob 1..{VR_POINTS}, any value in between (higher = more bytes)" if self.variable_rate
+                     else f"rate point 1..{max(self.default_settings)} (higher = more bytes)")
+
+    @property
+    def version(self) -> str:
+        """The hash of the checkpoints' sha256 (new weights recompute the rows)."""
+        return self._version
+
+    def models(self) -> list[LearnedModel]:
+        """Every checkpoint of this codec (gray and colour, every rate point)."""
+        return list(self._by_id.values())
 
     def model_for(self, channels: int, setting) -> LearnedModel:
         """The checkpoint used for ``channels`` at rate point ``setting``."""
+        if self.variable_rate:
+            vr_rate(setting, 2)  # range check only
+            model = self._by_key.get((channels, None))
+            if model is None:
+                raise UnsupportedInput(f"{self.name}: no {channels}-channel checkpoint "
+                                       f"(have {sorted(c for c, _ in self._by_key)})")
+            return model
         try:
             q = int(setting)
         except (TypeError, ValueError):
@@ -188,7 +259,8 @@ class LearnedCodec(Codec):
 
     def _encode(self, pixels, setting, bit_depth):
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
-        return self.model_for(channels, setting).encode(pixels, bit_depth)
+        model = self.model_for(channels, setting)
+        return model.encode(pixels, bit_depth, setting if model.variable_rate else None)
 
     def _decode(self, data):
         header, strings = unpack(data)
@@ -203,12 +275,13 @@ def load_codecs(folder: str | Path = WEIGHTS_DIR) -> dict[str, LearnedCodec]:
     groups: dict[str, list[LearnedModel]] = {}
     for meta_path in sorted(Path(folder).glob("*.json")):
         meta = json.loads(meta_path.read_text())
-        if not meta.get("codec") or meta.get("quality") is None or not meta_path.with_suffix(".pt").exists():
+        fixed_or_variable = meta.get("quality") is not None or meta.get("levels")
+        if not meta.get("codec") or not fixed_or_variable or not meta_path.with_suffix(".pt").exists():
             continue
         groups.setdefault(meta["codec"], []).append(LearnedModel(meta_path.with_suffix(".pt"), meta))
     return {name: LearnedCodec(name, models) for name, models in groups.items()}
 
 
-_SHIPPED = load_codecs() if WEIGHTS_DIR.is_dir() else {}
-for _name, _codec in _SHIPPED.items():
-    register_codec(_name, (lambda c=_codec: c))
+def shipped_codecs() -> dict[str, "LearnedCodec"]:
+    """The learned codecs of the shipped checkpoints in ``data/weights`` (what the registry lists)."""
+    return load_codecs() if WEIGHTS_DIR.is_dir() else {}

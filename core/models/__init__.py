@@ -35,7 +35,7 @@ from compressai.models import (  # noqa: E402
 )
 from compressai.models.utils import conv, deconv  # noqa: E402
 
-ARCHS = ("factorized", "hyperprior", "mean-scale", "checkerboard")
+ARCHS = ("factorized", "hyperprior", "mean-scale", "checkerboard", "gained-mean-scale")
 CHANNELS = (1, 3)
 
 
@@ -101,22 +101,35 @@ class GrayColourCheckerboard(Cheng2020AnchorCheckerboard):
         self.g_s[-1] = subpel_conv3x3(N, channels, 2)
 
 
+from core.models.variable_rate import GainedMeanScaleHyperprior  # noqa: E402  (subclasses the above)
+
 _CLASSES = {
     "factorized": GrayColourFactorizedPrior,
     "hyperprior": GrayColourScaleHyperprior,
     "mean-scale": GrayColourMeanScaleHyperprior,
     "checkerboard": GrayColourCheckerboard,
+    "gained-mean-scale": GainedMeanScaleHyperprior,
 }
 
 
-def build_model(arch: str, channels: int, N: int, M: int | None = None):
-    """Build an untrained model: ``arch`` in :data:`ARCHS`, ``channels`` 1 or 3, widths N, M."""
+def is_variable_rate(arch: str) -> bool:
+    """True for architectures with a continuous rate knob (gain units)."""
+    return arch == "gained-mean-scale"
+
+
+def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: int | None = None):
+    """Build an untrained model: ``arch`` in :data:`ARCHS`, ``channels`` 1 or 3, widths N, M.
+
+    ``levels`` (variable-rate architectures only) is the number of trained gain levels.
+    """
     try:
         cls = _CLASSES[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}") from None
     if arch == "checkerboard":
         return cls(N=N, M=M, channels=channels)
+    if is_variable_rate(arch):
+        return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8)
     return cls(N=N, M=M if M is not None else N, channels=channels)
 
 

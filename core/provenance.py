@@ -1,0 +1,69 @@
+"""What each model saw, and what each result row therefore means.
+
+* :func:`codec_training_images` — the catalog ids (``dataset/image_id``) a learned codec's
+  checkpoints were trained or validated on (their JSON's ``training_images``); empty for classical
+  codecs, which have seen nothing.
+* :func:`segmenter_training_images` — the same for the segmenter a dataset's downstream columns use
+  (StarDist models: ``biocodec.json``; the classical membrane detector: the images its parameters were
+  tuned on).
+* :func:`row_flags` — ``in_codec_training`` / ``in_segmenter_training`` for one image, stored with every
+  result row; headline numbers use rows where both are false (:data:`HELD_OUT_SQL`).
+* :func:`metrics_version` — a hash of the metric code; rows measured by other metric code are recomputed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from core.paths import REPO_ROOT
+
+#: SQL condition of the rows no model involved has seen (the default of every headline view).
+HELD_OUT_SQL = "(NOT coalesce(in_codec_training, FALSE) AND NOT coalesce(in_segmenter_training, FALSE))"
+
+#: The code that defines the stored metrics; any change to these files changes metrics_version.
+METRIC_SOURCES = ("core/metrics.py", "core/evaluate.py", "core/segmentation/metrics.py",
+                  "core/segmentation/__init__.py", "core/segmentation/contours.py")
+
+
+@lru_cache(maxsize=1)
+def metrics_version() -> str:
+    """sha256 (16 hex digits) over the metric code files (:data:`METRIC_SOURCES`)."""
+    digest = hashlib.sha256()
+    for rel in METRIC_SOURCES:
+        path = REPO_ROOT / rel
+        digest.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    return "metrics sha256 " + digest.hexdigest()[:16]
+
+
+@lru_cache(maxsize=None)
+def codec_training_images(codec_name: str) -> frozenset[str]:
+    """Catalog ids every checkpoint of ``codec_name`` trained or validated on (empty for classical codecs)."""
+    from core.codecs import get_codec
+
+    codec = get_codec(codec_name)
+    seen: set[str] = set()
+    for model in getattr(codec, "models", lambda: [])():
+        seen.update(model.meta.get("training_images") or [])
+    return frozenset(seen)
+
+
+@lru_cache(maxsize=None)
+def segmenter_training_images(dataset: str) -> frozenset[str]:
+    """Catalog ids the downstream segmenter(s) of ``dataset`` trained, validated or were tuned on."""
+    from core.segmentation import segmenter_training_images as seen
+
+    return frozenset(seen(dataset))
+
+
+def row_flags(codec_name: str, dataset: str, image_id: str, has_downstream: bool) -> dict[str, bool]:
+    """``in_codec_training`` / ``in_segmenter_training`` of one image (catalog id ``dataset/image_id``)."""
+    cid = f"{dataset}/{image_id}"
+    return {"in_codec_training": cid in codec_training_images(codec_name),
+            "in_segmenter_training": bool(has_downstream) and cid in segmenter_training_images(dataset)}
+
+
+def checkpoint_training_images(meta_path: str | Path) -> list[str]:
+    """``training_images`` of a checkpoint's JSON metadata (empty list when absent)."""
+    return list(json.loads(Path(meta_path).read_text()).get("training_images") or [])
