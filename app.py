@@ -3,6 +3,9 @@
     streamlit run app.py                       # results.duckdb in the repo root
     streamlit run app.py -- --db other.duckdb  # or BIOCODEC_DB=other.duckdb
     streamlit run app.py -- --data-root ../shared/data   # where stage images live (side by side)
+
+Every page uses held-out rows (images no model involved has seen) unless its checkbox "include images
+seen in training" is ticked; computations live in the core.dashboard package.
 """
 import streamlit as st
 

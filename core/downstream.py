@@ -12,10 +12,17 @@ every setting of that codec with mean factor ≤ F passes (a setting that fails 
 compression caps the safe range, even if a stronger setting passes again by chance).
 With ``monotone=False`` it is simply the largest passing factor.  Codecs that never pass are listed with NULL
 setting, factor, bpp and metric (``best_metric`` says how close they came).
+
+Only rows of images no model involved has seen are used (``core.provenance.HELD_OUT_SQL``; a table without
+the ``in_codec_training`` / ``in_segmenter_training`` columns has no flagged row) unless
+``held_out_only=False``.  The dashboard runs the same query on its filtered rows
+(:func:`core.dashboard.rd.dice_safe_points`).
 """
 from __future__ import annotations
 
 import pandas as pd
+
+from core.bdrate import held_out_clause
 
 #: metrics that can define an operating point: name → True if higher is better.
 OPERATING_METRICS = {
@@ -29,7 +36,7 @@ COLUMNS = ["stage", "dataset", "codec", "colour_mode", "setting", "factor", "bpp
 
 
 def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_dice",
-                               monotone: bool = True) -> pd.DataFrame:
+                               monotone: bool = True, held_out_only: bool = True) -> pd.DataFrame:
     """One row per (stage, dataset, codec, colour_mode) with a stored ``metric``: the Dice-safe point.
 
     Columns: stage, dataset, codec, colour_mode; setting (text), factor (mean
@@ -37,7 +44,7 @@ def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_
     operating point — all NULL when no setting meets ``threshold``; n_images (images
     averaged at that point), best_metric (best mean over settings), n_settings.
     For distances (contour_hd95, contour_msd; px) "meets" means mean ≤ threshold.
-    ``monotone``: see the module docstring.
+    ``monotone``, ``held_out_only``: see the module docstring.
     """
     if metric not in OPERATING_METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {', '.join(OPERATING_METRICS)}")
@@ -53,7 +60,8 @@ def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_
             SELECT stage, dataset, codec, colour_mode, setting,
                    avg(factor) AS f, avg(bpp) AS b, avg({metric}) AS m, count(*) AS n
             FROM results
-            WHERE error IS NULL AND {metric} IS NOT NULL AND isfinite({metric}) AND factor IS NOT NULL
+            WHERE error IS NULL AND {held_out_clause(con, held_out_only)}
+              AND {metric} IS NOT NULL AND isfinite({metric}) AND factor IS NOT NULL
             GROUP BY ALL
         ),
         groups AS (

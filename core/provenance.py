@@ -27,14 +27,28 @@ METRIC_SOURCES = ("core/metrics.py", "core/evaluate.py", "core/segmentation/metr
                   "core/segmentation/__init__.py", "core/segmentation/contours.py")
 
 
-@lru_cache(maxsize=1)
-def metrics_version() -> str:
-    """sha256 (16 hex digits) over the metric code files (:data:`METRIC_SOURCES`)."""
+@lru_cache(maxsize=None)
+def metrics_version(dataset: str | None = None) -> str:
+    """sha256 (16 hex digits) over the metric code files (:data:`METRIC_SOURCES`) and, for a dataset
+    with downstream columns, the files of the segmenter model it uses (a retrained segmenter changes
+    the seg_* columns, so those rows are recomputed)."""
     digest = hashlib.sha256()
     for rel in METRIC_SOURCES:
         path = REPO_ROOT / rel
         digest.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
+    for path in segmenter_files(dataset) if dataset else []:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "metrics sha256 " + digest.hexdigest()[:16]
+
+
+def segmenter_files(dataset: str) -> list[Path]:
+    """The files of the project StarDist model ``dataset``'s downstream columns use (empty if none)."""
+    from core.segmentation import _models_from_env
+    from core.segmentation.stardist_models import resolve_model_folder
+
+    name = _models_from_env().get(dataset)
+    folder = resolve_model_folder(name) if name else None
+    return sorted(p for p in folder.iterdir() if p.is_file()) if folder else []
 
 
 @lru_cache(maxsize=None)

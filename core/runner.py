@@ -132,7 +132,7 @@ def run_job(job: Job, run_id: str) -> list[dict]:
                  "split": job.ref.split, "run_id": run_id, "error": message, "created_at": now} for t in job.tasks]
     base = {**key, "run_id": run_id, "width": image.width, "height": image.height, "split": job.ref.split,
             "channels": image.channels, "bit_depth": image.bit_depth, "created_at": now,
-            "metrics_version": metrics_version()}
+            "metrics_version": metrics_version(job.ref.dataset)}
     rows = []
     for task in job.tasks:
         row = {**base, "codec": task.codec, "setting": format_setting(task.setting),
@@ -288,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     # a row is done when stored without error by the same codec version and the same metric code
     done = store.stored_versions(con)
-    metrics = metrics_version()
     jobs, unsupported = [], 0
     for ref in refs:
+        metrics = metrics_version(ref.dataset)
         depth, channels, height, width = _peek(ref)
         if depth is None:  # unreadable: one error row per codec so the failure is visible
             tasks, _ = plan_tasks(8, 1, codecs, settings, colour_modes)

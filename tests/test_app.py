@@ -3,6 +3,7 @@ numbers it shows equal those in the small test database (tests/conftest.py: resu
 from __future__ import annotations
 
 import math
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -13,7 +14,8 @@ import duckdb
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core import dashboard as dash
+from core import store
+from core.dashboard import live
 from core.codecs import get_codec
 from core.evaluate import evaluate
 from core.io import read_image_bytes
@@ -54,17 +56,73 @@ def test_overview_numbers_match_database(monkeypatch, results_db):
     rows, errors, codecs = _sql(results_db, "SELECT count(*), count(error), count(DISTINCT codec) FROM results")[0]
     images = _sql(results_db, "SELECT count(*) FROM (SELECT DISTINCT stage, dataset, image_id FROM results)")[0][0]
     stages = _sql(results_db, "SELECT count(DISTINCT stage) FROM results")[0][0]
-    assert shown["Rows"] == str(rows) == "30"
+    embedded = _sql(results_db, "SELECT count(*) FROM results WHERE dataset = 'embedded'")[0][0]
+    assert embedded == 2 * (len(get_codec("jpeg").default_settings) + len(get_codec("jpeg2000").default_settings) + 1)
+    assert shown["Rows"] == str(rows) == str(embedded + 4)
     assert shown["Errors"] == str(errors) == "1"
     assert shown["Codecs"] == str(codecs) and shown["Images"] == str(images) and shown["Stages"] == str(stages)
+    assert at.checkbox(key="ov_training").label == "include images seen in training"
+    assert not at.checkbox(key="ov_training").value
+    assert any(c.value == f"{rows} rows (held-out only)" for c in at.caption)
     tables = [d.value for d in at.dataframe]
     by_dataset = tables[0].set_index("dataset")
-    assert by_dataset.loc["embedded", "images"] == 2 and by_dataset.loc["embedded", "rows"] == 26
+    assert by_dataset.loc["embedded", "images"] == 2 and by_dataset.loc["embedded", "rows"] == embedded
     errors_table = tables[2]
     assert list(errors_table["error"]) == ["load: ImageReadError: fixture failure"]
     runs = tables[3]
     commit, machine = _sql(results_db, "SELECT git_commit, machine FROM runs")[0]
     assert list(runs["machine"]) == [machine] and list(runs["commit"]) == [commit]
+
+
+@pytest.fixture(scope="module")
+def flagged_db(results_db, tmp_path_factory):
+    """The test database with the jpeg rows of image 'coins' flagged in_codec_training and the stage-2 row at
+    setting 90 (the only Dice-safe one) flagged in_segmenter_training."""
+    path = tmp_path_factory.mktemp("flagged") / "results.duckdb"
+    shutil.copy(results_db, path)
+    con = store.open_writer(path)
+    try:
+        con.execute("UPDATE results SET in_codec_training = TRUE WHERE image_id = 'coins' AND codec = 'jpeg'")
+        con.execute("UPDATE results SET in_segmenter_training = TRUE WHERE stage = 2 AND setting = '90'")
+    finally:
+        con.close()
+    return path
+
+
+def test_views_use_held_out_rows_unless_the_checkbox_is_ticked(monkeypatch, flagged_db):
+    total, flagged = _sql(flagged_db, "SELECT count(*), count(*) FILTER (in_codec_training OR "
+                                      "in_segmenter_training) FROM results")[0]
+    jpeg = len(get_codec("jpeg").default_settings)
+    assert flagged == jpeg + 1
+    at = _app(monkeypatch, flagged_db)
+    assert {m.label: m.value for m in at.metric}["Rows"] == str(total - flagged)
+    assert any(c.value == f"{total - flagged} rows (held-out only); {flagged} rows of images seen in training "
+               "left out" for c in at.caption)
+    at.checkbox(key="ov_training").check().run()
+    assert {m.label: m.value for m in at.metric}["Rows"] == str(total)
+    assert any(c.value == f"{total} rows (including images seen in training)" for c in at.caption)
+
+    at.switch_page("views/rate_distortion.py").run()
+    assert not at.exception
+    at.sidebar.multiselect(key="rd_stage").set_value([0]).run()
+    assert at.sidebar.checkbox(key="rd_training").label == "include images seen in training"
+    points = at.dataframe[-1].value
+    assert set(points.loc[points["codec"] == "jpeg", "images"]) == {1}  # camera only
+    assert set(points.loc[points["codec"] == "jpeg2000", "images"]) == {2}
+    ok0 = _sql(flagged_db, "SELECT count(*) FROM results WHERE stage = 0 AND error IS NULL")[0][0]
+    assert any(f"from {ok0 - jpeg} rows (held-out only); {jpeg} rows of images seen in training left out" in c.value
+               for c in at.caption)
+    at.sidebar.checkbox(key="rd_training").check().run()
+    points = at.dataframe[-1].value
+    assert set(points.loc[points["codec"] == "jpeg", "images"]) == {2}
+    assert any(f"from {ok0} rows (including images seen in training)" in c.value for c in at.caption)
+
+    at.switch_page("views/downstream.py").run()
+    assert not at.exception
+    safe = at.dataframe[0].value  # setting 90 is flagged: no held-out setting reaches Dice 0.95
+    assert safe["setting"].isna().all() and safe["best_metric"].iloc[0] == pytest.approx(0.93)
+    at.sidebar.checkbox(key="ds_training").check().run()
+    assert [str(s) for s in at.dataframe[0].value["setting"]] == ["90"]
 
 
 def test_missing_database_says_how_to_make_it(monkeypatch, tmp_path):
@@ -102,35 +160,29 @@ def test_rate_distortion_page(monkeypatch, results_db):
     points = at.dataframe[-1].value
     want = dict(_sql(results_db, "SELECT codec || ' ' || setting, avg(psnr) FROM results WHERE stage = 0 "
                                  "AND codec IN ('jpeg', 'jpeg2000') GROUP BY codec, setting"))
-    assert len(points) == 12
+    sweeps = len(get_codec("jpeg").default_settings) + len(get_codec("jpeg2000").default_settings)
+    assert len(points) == len(want) == sweeps
     for codec, setting, y in zip(points["codec"], points["setting"], points["y"]):
         assert y == pytest.approx(want[f"{codec} {setting}"])
-    # BD-rate: the table when core.bdrate exists, otherwise a notice saying it is missing
-    try:
-        import core.bdrate  # noqa: F401
-        has_bdrate = True
-    except ImportError:
-        has_bdrate = False
-    notices = [w.value for w in at.warning]
-    if has_bdrate:  # the page shows core.bdrate's table for stage 0, anchor jpeg2000, unchanged
-        from core.bdrate import bd_rate_table
+    # the page shows core.bdrate's table for stage 0, anchor jpeg2000, unchanged
+    from core.bdrate import bd_rate_table
 
-        con = duckdb.connect(str(results_db), read_only=True)
-        try:
-            want_bd = bd_rate_table(con, metric="psnr", anchor="jpeg2000", stage=0, dataset=None)
-        finally:
-            con.close()
-        shown_bd = at.dataframe[0].value
-        assert list(shown_bd["codec"]) == list(want_bd["codec"]) == ["jpeg"]
-        assert shown_bd["BD-rate %"].tolist() == pytest.approx(want_bd["bd_rate"].tolist(), nan_ok=True)
-        assert math.isfinite(shown_bd["BD-rate %"].iloc[0])  # jpeg vs jpeg2000: 6 points each, computable
-        at.selectbox(key="rd_metric").set_value("ssim").run()
-        assert any("BD-rate is computed for" in w.value for w in at.warning)
-        at.selectbox(key="rd_metric").set_value("psnr").run()
-    else:
-        assert any("core.bdrate is not installed" in n for n in notices)
+    con = duckdb.connect(str(results_db), read_only=True)
+    try:
+        want_bd = bd_rate_table(con, metric="psnr", anchor="jpeg2000", stage=0, dataset=None)
+    finally:
+        con.close()
+    shown_bd = at.dataframe[0].value
+    assert list(shown_bd["codec"]) == list(want_bd["codec"]) == ["jpeg"]
+    assert shown_bd["BD-rate %"].tolist() == pytest.approx(want_bd["bd_rate"].tolist(), nan_ok=True)
+    assert math.isfinite(shown_bd["BD-rate %"].iloc[0])  # jpeg vs jpeg2000: >= 4 points each, computable
+    assert any("held-out only" in c.value for c in at.caption)
+    at.selectbox(key="rd_metric").set_value("ssim").run()
+    assert any("BD-rate is computed for" in w.value for w in at.warning)
+    at.selectbox(key="rd_metric").set_value("psnr").run()
     at.radio(key="rd_view").set_value("per_image").run()
-    assert not at.exception and len(at.dataframe[-1].value) == 24
+    rows = _sql(results_db, "SELECT count(*) FROM results WHERE stage = 0 AND codec IN ('jpeg', 'jpeg2000')")[0][0]
+    assert not at.exception and len(at.dataframe[-1].value) == rows
 
 
 def test_side_by_side_reencodes_stored_row(monkeypatch, results_db):
@@ -164,14 +216,11 @@ def test_downstream_page(monkeypatch, results_db):
     points = at.dataframe[-1].value
     want = dict(_sql(results_db, "SELECT setting, seg_dice FROM results WHERE stage = 2 AND error IS NULL"))
     assert dict(zip(points["setting"], points["y"])) == pytest.approx(want)
-    try:
-        import core.downstream  # noqa: F401
-    except ImportError:
-        assert any("core.downstream is not installed" in w.value for w in at.warning)
-    else:  # threshold 0.95: only setting 90 (Dice 0.98, factor 8) of the fixture rows is Dice-safe
-        safe = at.dataframe[0].value
-        assert [str(s) for s in safe["setting"]] == ["90"] and list(safe["codec"]) == ["jpeg"]
-        assert "Dice-safe point" in at.get("plotly_chart")[0].proto.spec
+    # threshold 0.95: only setting 90 (Dice 0.98, factor 8) of the fixture rows is Dice-safe
+    safe = at.dataframe[0].value
+    assert [str(s) for s in safe["setting"]] == ["90"] and list(safe["codec"]) == ["jpeg"]
+    assert "Dice-safe point" in at.get("plotly_chart")[0].proto.spec
+    assert any("3 rows (held-out only) with seg_dice" in c.value for c in at.caption)
 
 
 def test_downstream_page_without_downstream_rows(monkeypatch, results_db):
@@ -211,7 +260,7 @@ def test_live_comparison_target_bpp(monkeypatch, results_db, gray_png_bytes):
     at.button(key="live_run").click().run()
     assert not at.exception and not at.error
     row = at.dataframe[0].value.iloc[0]
-    found = dash.search_setting(read_image_bytes(gray_png_bytes, "crop.png"), get_codec("jpeg2000"), 0.5)
+    found = live.search_setting(read_image_bytes(gray_png_bytes, "crop.png"), get_codec("jpeg2000"), 0.5)
     assert row["bytes"] == found.evaluation.metrics["bytes"] and row["setting"] == str(found.setting)
     assert abs(row["bpp"] - 0.5) < 0.05
 
@@ -224,11 +273,12 @@ def test_live_comparison_16bit_windowed(monkeypatch, results_db, rgb16_pixels):
     at.file_uploader(key="live_upload").set_value(("rgb16.png", data, "image/png")).run()
     assert "jpeg" not in at.multiselect(key="live_codecs").options  # 8-bit only codec not offered
     at.multiselect(key="live_codecs").set_value(["jpegxl"]).run()
-    at.select_slider(key="live_set_jpegxl").set_value(3.0).run()
+    distance = get_codec("jpegxl").default_settings[1]  # a setting of the slider (the catalog sweep)
+    at.select_slider(key="live_set_jpegxl").set_value(distance).run()
     at.button(key="live_run").click().run()
     assert not at.exception and not at.error
     row = at.dataframe[0].value.iloc[0]
-    want = evaluate(read_image_bytes(data, "rgb16.png"), get_codec("jpegxl"), 3.0).metrics
+    want = evaluate(read_image_bytes(data, "rgb16.png"), get_codec("jpegxl"), distance).metrics
     assert row["bytes"] == want["bytes"] and row["PSNR dB"] == pytest.approx(want["psnr"])
     assert any("16-bit data shown 8-bit: linear window 0.5–99.5 percentile" in c for c in _captions(at))
 
@@ -278,9 +328,10 @@ def test_live_comparison_rejects_bad_upload(monkeypatch, results_db):
 def test_export_page(monkeypatch, results_db):
     at = _page(monkeypatch, results_db, "views/export.py")
     ok_rows = _sql(results_db, "SELECT count(*) FROM results WHERE error IS NULL")[0][0]
-    assert at.metric[0].value == str(ok_rows) == "29"
+    total = _sql(results_db, "SELECT count(*) FROM results")[0][0]
+    assert at.metric[0].value == str(ok_rows) == str(total - 1)
     at.sidebar.checkbox(key="ex_errors").check().run()
-    assert at.metric[0].value == "30"
+    assert at.metric[0].value == str(total)
     at.sidebar.multiselect(key="ex_codecs").set_value(["png"]).run()
     assert at.metric[0].value == "2" and len(at.dataframe[0].value) == 2
     assert {b.label for b in at.get("download_button")} == {"Download CSV", "Download Parquet"}

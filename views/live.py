@@ -3,14 +3,14 @@ import hashlib
 
 import streamlit as st
 
-from core import dashboard as dash
+from core.dashboard import imaging, live
 from views import _ui
 
 st.title("Live comparison")
 st.caption(f"PNG, TIFF, JPEG, PGM/PPM; 8- or 16-bit; gray or RGB. Limits for live encoding: ≤ "
-           f"{dash.MAX_UPLOAD_BYTES // 2**20} MB and ≤ {dash.MAX_UPLOAD_SIDE}×{dash.MAX_UPLOAD_SIDE} pixels.")
+           f"{live.MAX_UPLOAD_BYTES // 2**20} MB and ≤ {live.MAX_UPLOAD_SIDE}×{live.MAX_UPLOAD_SIDE} pixels.")
 
-upload = st.file_uploader("Image", type=list(dash.UPLOAD_TYPES), key="live_upload")
+upload = st.file_uploader("Image", type=list(live.UPLOAD_TYPES), key="live_upload")
 o1, o2 = st.columns(2)
 declared = o1.selectbox("Significant bits (16-bit files)", ["auto"] + list(range(16, 8, -1)), key="live_bits",
                         help="e.g. 12 for 12-bit camera data stored in 16 bits; auto = the container depth")
@@ -21,15 +21,15 @@ if upload is None:
 
 data = upload.getvalue()
 try:
-    image = dash.read_upload(data, upload.name, None if declared == "auto" else int(declared), int(page))
-except dash.UploadError as exc:
+    image = live.read_upload(data, upload.name, None if declared == "auto" else int(declared), int(page))
+except live.UploadError as exc:
     st.error(f"Cannot use this file: {exc}" + (" — choose the plane with *Page* above." if "page" in str(exc)
                                                  else ""))
     st.stop()
 
 st.write(f"**{upload.name}**: {image.width}×{image.height} px, {image.channels} channel(s), "
          f"{image.bit_depth}-bit, {len(data):,} bytes on disk.")
-view_o, note = dash.window_to_8bit(image.pixels, image.bit_depth)
+view_o, note = imaging.window_to_8bit(image.pixels, image.bit_depth)
 
 mode = "joint"
 if image.channels == 3:
@@ -38,7 +38,7 @@ if image.channels == 3:
                                  "per_channel": "per channel (each channel coded as gray, 1-channel models)"}.get)
 else:
     st.caption("Grayscale upload: learned codecs use their 1-channel models.")
-supported = dash.codecs_for_image(image.bit_depth, image.channels, mode)
+supported = live.codecs_for_image(image.bit_depth, image.channels, mode)
 defaults = [c for c in ("jpeg2000", "jpegxl", "jpeg") if c in supported][:2] or supported[:1]
 chosen = st.multiselect("Codecs", supported, default=defaults, key="live_codecs",
                         help=f"Codecs that support {image.bit_depth}-bit, "
@@ -68,7 +68,7 @@ if st.button("Compress", type="primary", key="live_run", disabled=not chosen):
     for i, name in enumerate(chosen):
         bar.progress(i / len(chosen), text=f"{name} ({i + 1}/{len(chosen)})…")
         try:
-            found = dash.live_compress(image, _ui.codec(name), mode, settings.get(name),
+            found = live.live_compress(image, _ui.codec(name), mode, settings.get(name),
                                        target_bpp if target == "bpp" else None)
             results[name] = {"evaluation": found.evaluation, "note": found.note}
         except Exception as exc:
@@ -87,7 +87,7 @@ for name, r in results.items():
         st.error(f"{name}: {r['error']}")
 if ok:
     st.subheader("Results")
-    st.dataframe([dash.live_row(n, mode, r["evaluation"]) for n, r in ok.items()], hide_index=True,
+    st.dataframe([live.live_row(n, mode, r["evaluation"]) for n, r in ok.items()], hide_index=True,
                  key="live_table")
     st.caption("bytes = complete encoded file; bpp = 8·bytes/(H·W); ratio = bytes/raw bytes; factor = raw/bytes; "
                "PSNR with MAX = 2^bit_depth − 1; times in seconds (wall clock).")
@@ -97,15 +97,15 @@ cols[0].image(view_o, caption=f"original — {note}", output_format="PNG", width
 for i, (name, r) in enumerate(ok.items(), start=1):
     col = cols[i % len(cols)]
     ev = r["evaluation"]
-    view_r, _ = dash.window_to_8bit(ev.reconstruction, image.bit_depth, reference=image.pixels)
+    view_r, _ = imaging.window_to_8bit(ev.reconstruction, image.bit_depth, reference=image.pixels)
     col.image(view_r, caption=f"{name} @ {ev.metrics['setting']}: {ev.metrics['bpp']:.3f} bpp, "
                               f"PSNR {ev.metrics['psnr']:.2f} dB", output_format="PNG", width=width)
     if r["note"]:
         col.caption(r["note"])
     stem = upload.name.rsplit(".", 1)[0]
     col.download_button(f"Download {name} file ({len(ev.encoded):,} bytes)", ev.encoded,
-                        file_name=f"{stem}_{name}_{ev.metrics['setting']}{dash.encoded_suffix(name)}",
+                        file_name=f"{stem}_{name}_{ev.metrics['setting']}{live.encoded_suffix(name)}",
                         key=f"live_dl_enc_{name}", on_click="ignore")
-    col.download_button(f"Download {name} reconstruction (PNG)", dash.png_bytes(ev.reconstruction),
+    col.download_button(f"Download {name} reconstruction (PNG)", imaging.png_bytes(ev.reconstruction),
                         file_name=f"{stem}_{name}_{ev.metrics['setting']}_reconstruction.png", mime="image/png",
                         key=f"live_dl_png_{name}", on_click="ignore")

@@ -1,12 +1,15 @@
 """Overview: what the results database holds, and where it came from."""
 import streamlit as st
 
-from core import dashboard as dash
+from core.dashboard import data
 from views import _ui
 
 st.title("BioCodec Bench — overview")
 snap = _ui.snapshot()
-counts = dash.overview_counts(snap.results)
+include_training = _ui.include_training_checkbox("ov_training")
+results = data.select_rows(snap.results, include_training)
+counts = data.overview_counts(results)
+st.caption(data.rows_note(len(results), include_training, len(snap.results) - len(results)))
 
 cols = st.columns(8)
 for col, (label, key) in zip(cols, [("Stages", "stages"), ("Datasets", "datasets"), ("Images", "images"),
@@ -15,12 +18,12 @@ for col, (label, key) in zip(cols, [("Stages", "stages"), ("Datasets", "datasets
     col.metric(label, counts[key])
 
 st.subheader("By stage and dataset")
-st.dataframe(dash.overview_by_dataset(snap.results), hide_index=True, key="ov_datasets")
+st.dataframe(data.overview_by_dataset(results), hide_index=True, key="ov_datasets")
 st.subheader("By codec")
-st.dataframe(dash.overview_by_codec(snap.results), hide_index=True, key="ov_codecs")
+st.dataframe(data.overview_by_codec(results), hide_index=True, key="ov_codecs")
 
 st.subheader("Errors")
-errors = dash.error_rows(snap.results)
+errors = data.error_rows(results)
 if errors.empty:
     st.success("No failed rows.")
 else:
@@ -28,4 +31,4 @@ else:
 
 st.subheader("Provenance of the runs")
 st.caption("One row per `python -m core.runner` invocation (times in UTC).")
-st.dataframe(dash.provenance(snap.runs), hide_index=True, key="ov_runs")
+st.dataframe(data.provenance(snap.runs), hide_index=True, key="ov_runs")

@@ -1,12 +1,17 @@
 """Side by side: an original and its reconstruction, losslessly displayed, with zoom, difference and metrics."""
 import streamlit as st
 
-from core import dashboard as dash
+from core.dashboard import data, imaging
+from core.metrics import ms_ssim_db
 from views import _ui
 
 st.title("Side by side")
 snap = _ui.snapshot()
-ok = snap.results[snap.results["error"].isna()]
+include_training = _ui.include_training_checkbox("sbs_training", st.sidebar)
+selected = data.select_rows(snap.results, include_training)
+ok = selected[selected["error"].isna()]
+st.caption(data.rows_note(len(ok), include_training,
+                          int(snap.results["error"].isna().sum()) - len(ok)) + " to choose from")
 if ok.empty:
     st.info("No successful rows to show.")
     st.stop()
@@ -29,7 +34,7 @@ stored = sel[sel["setting"] == setting].iloc[0]
 
 try:
     with st.spinner(f"Loading {image_id} and re-encoding with {codec_name} at {setting}…"):
-        pair = _ui.evaluate_stored(int(stage), dataset, image_id, codec_name, mode, setting, _ui.data_root())
+        pair = _ui.reencode_stored(int(stage), dataset, image_id, codec_name, mode, setting, _ui.data_root())
 except LookupError as exc:
     st.error(f"Cannot reload the original: {exc}. Start the dashboard with `-- --data-root DIR` or set "
              "BIOCODEC_DATA_ROOT.")
@@ -46,13 +51,13 @@ cols[1].metric("bpp", f"{m['bpp']:.4f}")
 cols[2].metric("factor", f"{m['factor']:.2f}×")
 cols[3].metric("PSNR dB", f"{m['psnr']:.2f}")
 cols[4].metric("SSIM", f"{m['ssim']:.4f}")
-cols[5].metric("MS-SSIM dB", f"{dash.ms_ssim_db(m['ms_ssim']):.2f}")
+cols[5].metric("MS-SSIM dB", f"{ms_ssim_db(m['ms_ssim']):.2f}")
 st.caption(f"Re-encoded now; stored row: {int(stored['bytes']):,} bytes, {stored['bpp']:.4f} bpp, PSNR "
            f"{stored['psnr']:.2f} dB, SSIM {stored['ssim']:.4f}. {original.shape[1]}×{original.shape[0]} px, "
            f"{depth}-bit, {1 if original.ndim == 2 else 3} channel(s).")
 
-view_o, note = dash.window_to_8bit(original, depth)
-view_r, _ = dash.window_to_8bit(recon, depth, reference=original)
+view_o, note = imaging.window_to_8bit(original, depth)
+view_r, _ = imaging.window_to_8bit(recon, depth, reference=original)
 left, right = st.columns(2)
 left.image(view_o, caption="original", output_format="PNG")
 right.image(view_r, caption=f"{codec_name} {setting} ({mode})", output_format="PNG")
@@ -63,13 +68,13 @@ z = st.columns(3)
 size = z[0].select_slider("Crop size (px)", [16, 32, 64, 128, 256], value=64, key="sbs_size")
 cy = z[1].slider("Vertical position (%)", 0, 100, 50, key="sbs_cy")
 cx = z[2].slider("Horizontal position (%)", 0, 100, 50, key="sbs_cx")
-window = dash.crop_window(original.shape, cy / 100, cx / 100, size)
-diff = dash.abs_difference(original, recon)
-heat, vmax = dash.heat_map(diff)
+window = imaging.crop_window(original.shape, cy / 100, cx / 100, size)
+diff = imaging.abs_difference(original, recon)
+heat, vmax = imaging.heat_map(diff)
 zc = st.columns(3)
-zc[0].image(dash.zoom(view_o, window), caption="original (crop)", output_format="PNG")
-zc[1].image(dash.zoom(view_r, window), caption="reconstruction (crop)", output_format="PNG")
-zc[2].image(dash.zoom(heat, window), caption="|difference| (crop)", output_format="PNG")
+zc[0].image(imaging.zoom(view_o, window), caption="original (crop)", output_format="PNG")
+zc[1].image(imaging.zoom(view_r, window), caption="reconstruction (crop)", output_format="PNG")
+zc[2].image(imaging.zoom(heat, window), caption="|difference| (crop)", output_format="PNG")
 y0, x0, y1, x1 = window
 st.caption(f"Window rows {y0}–{y1 - 1}, columns {x0}–{x1 - 1}; enlarged by pixel repetition (no interpolation).")
 
@@ -91,9 +96,9 @@ if st.checkbox("Segment original and reconstruction (may take several seconds)",
         if "original" in seg:
             s1, s2 = st.columns(2)
             try:
-                s1.image(dash.overlay_segmentation(view_o, seg["original"]), output_format="PNG",
+                s1.image(imaging.overlay_segmentation(view_o, seg["original"]), output_format="PNG",
                          caption="segmentation of the original (red: object boundaries / contours)")
-                s2.image(dash.overlay_segmentation(view_r, seg["reconstruction"]), output_format="PNG",
+                s2.image(imaging.overlay_segmentation(view_r, seg["reconstruction"]), output_format="PNG",
                          caption="segmentation of the reconstruction")
             except ValueError as exc:
                 st.caption(f"No overlay: {exc}")

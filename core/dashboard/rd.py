@@ -1,0 +1,169 @@
+"""Rate–distortion and downstream points, BD-rate tables and Dice-safe operating points of the rows a
+view selected (:func:`core.dashboard.data.apply_filters`).
+
+The mean curves and BD-rates are :mod:`core.bdrate`'s (:func:`~core.bdrate.mean_per_setting`,
+:func:`~core.bdrate.bd_rate_frame`); the Dice-safe points are :mod:`core.downstream`'s query, run on
+the selected rows.  Nothing here reads the database again: every number follows the view's filters,
+including the held-out selection.
+"""
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+
+from core.bdrate import METRICS as BD_METRICS
+from core.bdrate import MIN_OVERLAP, MIN_POINTS, bd_rate_frame, finite_mask, mean_per_setting
+from core.setting_text import format_setting
+
+#: y-axis choices of the rate–distortion page: column → label (with unit).
+RD_METRICS = {
+    "psnr": "PSNR (dB, MAX = 2^bit_depth − 1)",
+    "psnr_peak": "PSNR (dB, MAX = image peak)",
+    "ssim": "SSIM",
+    "ms_ssim_db": "MS-SSIM (dB, −10·log10(1 − MS-SSIM))",
+    "ms_ssim": "MS-SSIM",
+    "seg_dice": "Dice (segmentation of reconstruction vs original)",
+    "seg_iou": "IoU (segmentation of reconstruction vs original)",
+    "contour_bf1": "Boundary F1 at 2 px",
+}
+#: y-axis choices of the downstream page.
+DOWNSTREAM_METRICS = {
+    "seg_dice": "Dice (reconstruction vs original segmentation)",
+    "seg_iou": "IoU (reconstruction vs original segmentation)",
+    "seg_f1": "object F1 at IoU 0.5",
+    "contour_bf1": "boundary F1 at 2 px",
+    "seg_dice_gt_reconstruction": "Dice vs ground truth (reconstruction)",
+}
+#: How the BD-rate tables are computed (core.bdrate's rule), for captions.
+BD_RULE = (f"Mean bpp per setting, Akima interpolation over the overlapping quality range (≥ {MIN_POINTS} points "
+           f"per curve, overlap ≥ {MIN_OVERLAP:.0%} of the combined range).")
+POINT_COLUMNS = ["stage", "dataset", "codec", "colour_mode", "curve", "family", "setting"]
+
+
+def curve_label(codec: str, colour_mode: str) -> str:
+    return codec if colour_mode == "joint" else f"{codec} ({colour_mode})"
+
+
+def _label_curves(points: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:
+    families = dict(zip(rows["codec"], rows["family"])) if "family" in rows else {}
+    points = points.assign(curve=[curve_label(c, m) for c, m in zip(points["codec"], points["colour_mode"])],
+                           family=points["codec"].map(families).fillna("unknown"))
+    points["image_id"] = points["images"].map(lambda n: f"mean of {n} image(s)")
+    return points
+
+
+def rd_points(df: pd.DataFrame, metric: str, view: str = "mean") -> tuple[pd.DataFrame, int]:
+    """Points of the rate–distortion plot, and how many rows had no finite value of ``metric``.
+
+    ``view='mean'``: the mean curve of :func:`core.bdrate.mean_per_setting` — one point per (stage,
+    dataset, codec, colour mode, setting), mean bpp and mean metric over the images (``images`` = how
+    many).  ``view='per_image'``: one point per stored row.  Rows whose metric is NULL or infinite (an
+    exact, lossless reconstruction has PSNR = +inf) cannot be drawn and are counted instead.
+    """
+    if view not in ("mean", "per_image"):
+        raise ValueError("view must be 'mean' or 'per_image'")
+    values = pd.to_numeric(df[metric], errors="coerce") if metric in df else pd.Series(np.nan, index=df.index)
+    d = df.assign(y=values.astype(float))
+    finite = finite_mask(d, ["bpp", "y"])
+    dropped = int((~finite).sum())
+    d = d[finite]
+    if view == "per_image":
+        d = d.assign(curve=[curve_label(c, m) for c, m in zip(d["codec"], d["colour_mode"])])
+        out = d[["stage", "dataset", "image_id", "codec", "colour_mode", "curve", "family", "setting", "bpp", "y"]]
+        return out.sort_values(["curve", "image_id", "bpp"]).reset_index(drop=True), dropped
+    if d.empty:
+        return pd.DataFrame(columns=POINT_COLUMNS + ["bpp", "y", "images", "image_id"]), dropped
+    points = _label_curves(mean_per_setting(d, ["bpp", "y"]), d)
+    return points[POINT_COLUMNS + ["bpp", "y", "images", "image_id"]].sort_values(
+        ["curve", "dataset", "bpp"]).reset_index(drop=True), dropped
+
+
+def downstream_points(df: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Mean ``metric`` (y), mean compression factor (raw/encoded bytes) and mean bpp per stage, dataset,
+    codec, colour mode and setting (:func:`core.bdrate.mean_per_setting`)."""
+    columns = POINT_COLUMNS + ["factor", "bpp", "y", "images", "image_id"]
+    if metric not in df:
+        return pd.DataFrame(columns=columns)
+    d = df.assign(y=pd.to_numeric(df[metric], errors="coerce"))
+    means = mean_per_setting(d, ["factor", "bpp", "y"])
+    if means.empty:
+        return pd.DataFrame(columns=columns)
+    points = _label_curves(means, d)
+    return points[columns].sort_values(["curve", "dataset", "factor"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- BD-rate
+
+
+def bd_rate(rows: pd.DataFrame, metric: str, anchor: str = "jpeg2000", codecs: Iterable[str] | None = None):
+    """BD-rate table (:func:`core.bdrate.bd_rate_frame`) of the selected ``rows``, restricted to ``codecs``
+    when given (the anchor's rows must be in ``rows``: select codecs *after* this call).
+
+    Returns ``(table, notice)``: ``table`` is None with a notice when the metric has no BD-rate or
+    nothing is comparable.
+    """
+    if metric not in BD_METRICS:
+        return None, f"BD-rate is computed for {', '.join(BD_METRICS)} only; choose one of those metrics."
+    table = bd_rate_frame(rows, metric=metric, anchor=anchor)
+    if codecs:
+        table = table[table["codec"].isin(list(codecs))].reset_index(drop=True)
+    if table.empty:
+        return None, f"No BD-rate for this selection (anchor {anchor}; lossless codecs have no curve)."
+    return table, None
+
+
+def bd_rate_display(table: pd.DataFrame) -> pd.DataFrame:
+    """The BD-rate table arranged for a narrow column: BD-rate (%) first after the codec."""
+    first = [c for c in ("codec", "colour_mode", "bd_rate", "dataset", "stage", "points", "anchor_points",
+                         "images", "reason") if c in table]
+    rest = [c for c in table.columns if c not in first and c != "metric"]
+    return table[first + rest].rename(columns={"bd_rate": "BD-rate %"})
+
+
+# --------------------------------------------------------------------------- Dice-safe points
+
+_DICE_SAFE_COLUMNS = ["stage", "dataset", "image_id", "codec", "colour_mode", "setting", "factor", "bpp", "error"]
+
+
+def dice_safe_points(rows: pd.DataFrame, threshold: float, metric: str = "seg_dice"):
+    """Dice-safe operating points (:func:`core.downstream.dice_safe_operating_points`) of the selected rows.
+
+    Returns ``(table, notice)``; table is None with a notice when it cannot be computed.
+    """
+    import duckdb
+
+    from core.downstream import dice_safe_operating_points
+
+    if metric not in rows:
+        return None, f"No {metric} column in these results."
+    frame = rows[[c for c in _DICE_SAFE_COLUMNS if c in rows] + [metric]].copy()
+    frame[metric] = pd.to_numeric(frame[metric], errors="coerce").astype(float)
+    frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
+    con = duckdb.connect()
+    try:
+        con.register("results", frame)
+        table = dice_safe_operating_points(con, threshold, metric=metric, held_out_only=False)  # rows: selected
+    except Exception as exc:
+        return None, f"Dice-safe table not computed: {type(exc).__name__}: {exc}"
+    finally:
+        con.close()
+    return table, None
+
+
+def safe_point_markers(table: pd.DataFrame | None, points: pd.DataFrame) -> pd.DataFrame:
+    """Markers (curve, x = factor, y) for the Dice-safe points that lie on the plotted curves."""
+    empty = pd.DataFrame(columns=["curve", "x", "y", "label"])
+    if table is None or table.empty or not {"codec", "setting"} <= set(table.columns) or points.empty:
+        return empty
+    keys = ["codec", "setting"] + [k for k in ("stage", "dataset", "colour_mode") if k in table.columns]
+    t = table.dropna(subset=["setting"]).copy()
+    t["setting"] = t["setting"].map(lambda s: s if isinstance(s, str) else format_setting(s))
+    merged = points.merge(t[keys], on=keys, how="inner")
+    if merged.empty:
+        return empty
+    return pd.DataFrame({"curve": merged["curve"], "x": merged["factor"], "y": merged["y"],
+                         "label": [f"Dice-safe: {c} setting {s} ({f:.1f}×)"
+                                   for c, s, f in zip(merged["curve"], merged["setting"], merged["factor"])]})
+
