@@ -133,6 +133,19 @@ def read_image(path: str | Path, bit_depth: int | None = None, page: int | None 
     return as_bioimage(pixels, bit_depth, name=path.stem)
 
 
+def read_label(path: str | Path) -> np.ndarray:
+    """The integer array stored in a label or mask file: 2-D ``uint8``/``uint16``, values as stored.
+
+    Read by :func:`read_image` (same containers and rules: an LA file's alpha is dropped only when
+    it is fully opaque, otherwise an error); a label must have one channel, so RGB (and palette
+    files, which :func:`read_image` expands to RGB) are an :class:`ImageReadError`.
+    """
+    pixels = read_image(path).pixels
+    if pixels.ndim != 2:
+        raise ImageReadError(f"{path}: a label/mask file must have one channel, got shape {pixels.shape}")
+    return pixels
+
+
 def read_image_bytes(data: bytes, name: str, bit_depth: int | None = None, page: int | None = None) -> BioImage:
     """Read an image from an in-memory file (an upload); ``name`` gives the suffix."""
     import tempfile

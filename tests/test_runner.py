@@ -167,7 +167,7 @@ def test_rows_say_whether_a_model_saw_the_image_and_summaries_use_held_out_rows(
     assert [(r[0], r[1], r[2], r[3], r[4]) for r in rows] == [
         ("a_gray8", "jpegls", "test", False, False), ("a_gray8", "png", "test", True, False),
         ("b_rgb16", "jpegls", "test", False, False), ("b_rgb16", "png", "test", False, False)]
-    assert {r[5] for r in rows} == {provenance.metrics_version()}
+    assert {r[5] for r in rows} == {provenance.metrics_version("images")}
     assert held_out == (3,)
     assert {(codec, n) for codec, _mode, n, *_ in summary} == {("jpegls", 2), ("png", 1)}  # the seen row is left out
 
@@ -178,7 +178,7 @@ def test_a_changed_metric_code_recomputes_every_row(tmp_path, image_folder, monk
     assert runner.main(argv) == 0
     first = dict(duckdb.connect(str(db), read_only=True).execute(
         "SELECT image_id, run_id FROM results WHERE error IS NULL").fetchall())
-    monkeypatch.setattr(runner, "metrics_version", lambda: "metrics sha256 changed")
+    monkeypatch.setattr(runner, "metrics_version", lambda dataset=None: "metrics sha256 changed")
     assert runner.main(argv) == 0
     con = duckdb.connect(str(db), read_only=True)
     second = dict(con.execute("SELECT image_id, run_id FROM results WHERE error IS NULL").fetchall())

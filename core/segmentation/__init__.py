@@ -40,7 +40,6 @@ import os
 import warnings
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 
@@ -73,44 +72,40 @@ def _crop(array: np.ndarray, crop) -> np.ndarray:
     return np.ascontiguousarray(array[y0:y1, x0:x1])
 
 
-def _default_gt_path(ref) -> Path | None:
-    """The GT file of ``ref`` derived from its source path (used when ``ref.ground_truth`` is unset)."""
-    src = Path(ref.source)
-    if ref.dataset == "monuseg":
-        return src.parent.parent / "instance_masks" / f"{src.stem}.png"
-    if ref.dataset == EPFL:
-        return src.parent.parent / "mitochondrion" / f"{src.stem}.png"
-    if ref.dataset == ISBI:
-        return src.parent.parent / "label" / f"{src.stem}.png"
-    return None
-
-
 def load_ground_truth(ref) -> GroundTruth | None:
-    """Ground truth of an :class:`~core.datasets.ImageRef`, cropped like the image; None if none exists.
+    """Ground truth of a catalog :class:`~core.catalog.ImageRef`, cropped like the image; None if it has none.
 
-    monuseg: uint16 instance mask → ``instances``.  EPFL: ``mitochondrion`` mask
-    (thresholded at 128, connected components) → ``instances`` and the sibling
-    ``membranes`` mask → ``membranes``.  ISBI 2012: label (0 = membrane) →
-    ``membranes``, and the cells it encloses → ``instances``.
+    The files are ``ref.ground_truth`` (interpreted by ``ref.label_kind``) and the optional
+    membrane mask ``ref.membranes`` (255 = membrane, thresholded at 128); both get ``ref.crop``.
+
+    * ``instances``: the stored integer labels (0 = background) → ``instances`` (int32);
+    * ``binary_mask``: 0/255 anti-aliased mask, thresholded at 128, 8-connected components
+      → ``instances``;
+    * ``membrane_label``: 0 = membrane, 255 = cell (threshold 128) → ``membranes``, and the
+      cells the membranes enclose (4-connected) → ``instances``.
     """
+    from core.io import read_label
     from core.segmentation.contours import cells_from_membranes
-    from core.segmentation.data import mask_to_instances, read_array
+    from core.segmentation.data import MASK_THRESHOLD, mask_to_instances
 
-    path = Path(ref.ground_truth) if ref.ground_truth else _default_gt_path(ref)
-    if path is None or not path.is_file():
+    if ref.ground_truth is None and ref.membranes is None:
         return None
-    if ref.dataset == "monuseg":
-        return GroundTruth(instances=_crop(read_array(path), ref.crop).astype(np.int32))
-    if ref.dataset == EPFL:
-        gt = GroundTruth(instances=_crop(mask_to_instances(read_array(path)), ref.crop))
-        membranes = path.parent.parent / "membranes" / path.name
-        if membranes.is_file():
-            gt.membranes = _crop(read_array(membranes), ref.crop) >= 128
-        return gt
-    if ref.dataset == ISBI:
-        membranes = _crop(read_array(path), ref.crop) < 128
-        return GroundTruth(instances=cells_from_membranes(membranes), membranes=membranes)
-    return None
+    gt = GroundTruth()
+    if ref.ground_truth is not None:
+        label = _crop(read_label(ref.ground_truth), ref.crop)
+        if ref.label_kind == "instances":
+            gt.instances = label.astype(np.int32)
+        elif ref.label_kind == "binary_mask":
+            gt.instances = mask_to_instances(label)
+        elif ref.label_kind == "membrane_label":
+            gt.membranes = label < MASK_THRESHOLD
+            gt.instances = cells_from_membranes(gt.membranes)
+        else:
+            raise ValueError(f"{ref.dataset}/{ref.image_id}: unknown label_kind {ref.label_kind!r} "
+                             f"of {ref.ground_truth}")
+    if ref.membranes is not None:
+        gt.membranes = _crop(read_label(ref.membranes), ref.crop) >= MASK_THRESHOLD
+    return gt
 
 
 # --------------------------------------------------------------------------- evaluator
@@ -224,24 +219,40 @@ def _evaluator(dataset: str) -> DownstreamEvaluator | None:
     return DownstreamEvaluator(dataset, stardist_model=model, membrane_params=membranes)
 
 
-def training_image_ids(dataset: str) -> set[str]:
-    """Image ids (file stems) the dataset's shipped StarDist model saw in training or validation.
+def segmenter_training_images(dataset: str) -> set[str]:
+    """Catalog ids (``"dataset/image_id"``) the downstream segmenter(s) of ``dataset`` trained,
+    validated or were tuned on.
 
-    Their ``seg_*_gt_*`` columns are optimistic (the model learned those labels);
-    report accuracy vs ground truth on the other images.  Empty for datasets without
-    a project-trained model (and for pretrained models named by registry).
+    * The StarDist model in use (``BIOCODEC_STARDIST_MODELS`` or :data:`DEFAULT_MODELS`): its
+      ``biocodec.json`` lists ``training_images`` (catalog ids); older files list file stems under
+      ``train_images`` + ``validation_images``, read as images of ``dataset``.  A registered
+      pretrained model has no such file and adds nothing (it never saw the catalog's images).
+    * The classical membrane detector (datasets in ``contours.PARAMS``): the images its parameters
+      were tuned on (``contours.TUNED_ON``).
+
+    Their ``seg_*_gt_*`` / ``contour_*`` columns are optimistic on these images; report accuracy
+    on the others.  Empty for datasets without a downstream segmenter.
     """
     import json
 
+    from core.catalog import catalog_id
+    from core.segmentation.contours import PARAMS, TUNED_ON
     from core.segmentation.stardist_models import resolve_model_folder
 
+    seen: set[str] = set()
     model = _models_from_env().get(dataset)
     folder = resolve_model_folder(model) if model else None
     meta = folder / "biocodec.json" if folder else None
-    if meta is None or not meta.is_file():
-        return set()
-    info = json.loads(meta.read_text())
-    return set(info.get("train_images", [])) | set(info.get("validation_images", []))
+    if meta is not None and meta.is_file():
+        info = json.loads(meta.read_text())
+        if "training_images" in info:
+            seen.update(info["training_images"])
+        else:
+            seen.update(catalog_id(dataset, stem)
+                        for stem in [*info.get("train_images", []), *info.get("validation_images", [])])
+    if dataset in PARAMS:
+        seen.update(i for i in TUNED_ON if i.startswith(f"{dataset}/"))
+    return seen
 
 
 def downstream_for(ref) -> DownstreamEvaluator | None:

@@ -8,8 +8,12 @@ was tuned on training images (see :data:`PARAMS` and
 ``min_size`` px are dropped.  Contours (:func:`contours_of`) are the 1-px skeleton
 of a membrane mask, so detector output and the (thick) labels compare fairly.
 
-Datasets: ISBI 2012 labels mark membranes as 0 (cells 255); EPFL FIB-SEM has a
-``membranes`` mask (255 = membrane, thresholded at 128).
+Ground truth comes from the catalog (:func:`membrane_pairs`,
+:func:`core.segmentation.load_ground_truth`): ISBI 2012's ``membrane_label`` ground truth
+(0 = membrane, 255 = cell), EPFL FIB-SEM's ``membranes`` mask (255 = membrane, threshold 128).
+
+    python -m core.segmentation.contours          # accuracy on the catalog's test split
+    python -m core.segmentation.contours --tune   # re-tune on the TUNED_ON images, then report
 """
 from __future__ import annotations
 
@@ -31,12 +35,21 @@ class MembraneParams:
     min_size: int = 64
 
 
-# Tuned on training images (ISBI 0–5, the first 6 EPFL training slices) by boundary F1 at 2 px; see --tune.
-# Held-out accuracy (ISBI images 20–29, EPFL last 4 slices): see data/models/README.md.
+# Tuned by boundary F1 at 2 px on the TUNED_ON images (see --tune); accuracy on the catalog test split:
+# data/models/README.md.
 PARAMS = {
     "isbi2012_em": MembraneParams(sigmas=(3.0, 5.0), threshold=0.10, min_size=64),
     "epfl_hippocampus_fibsem": MembraneParams(sigmas=(3.0, 5.0), threshold=0.09, min_size=128),
 }
+
+#: Catalog ids of the images :data:`PARAMS` were tuned on (ISBI 0–5; the first 6 EPFL training slices), all
+#: in the catalog's train split; :func:`core.segmentation.segmenter_training_images` reports them.
+TUNED_ON = (
+    "isbi2012_em/0", "isbi2012_em/1", "isbi2012_em/2", "isbi2012_em/3", "isbi2012_em/4", "isbi2012_em/5",
+    "epfl_hippocampus_fibsem/training0000", "epfl_hippocampus_fibsem/training0001",
+    "epfl_hippocampus_fibsem/training0002", "epfl_hippocampus_fibsem/training0003",
+    "epfl_hippocampus_fibsem/training0013", "epfl_hippocampus_fibsem/training0017",
+)
 
 
 def ridge_response(image: np.ndarray, sigmas) -> np.ndarray:
@@ -75,23 +88,26 @@ def cells_from_membranes(membrane_mask: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- tuning / accuracy
 
 
-def membrane_pairs(dataset: str, split: str, data_root=None):
-    """[(stem, image, GT membrane mask)]: ISBI 'train' = images 0–19, 'test' = 20–29; EPFL as in data.py."""
-    from pathlib import Path
+def membrane_pairs(dataset: str, split, data_root=None) -> list[tuple[object, np.ndarray, np.ndarray]]:
+    """[(ImageRef, grayscale pixels, boolean GT membrane mask)] of the catalog images of ``dataset`` in ``split``
+    (a split name or a tuple of them), cropped like the images."""
+    from core.catalog import split_refs
+    from core.datasets import load_ref
+    from core.segmentation import load_ground_truth
 
-    from core.segmentation import data as sdata
-
-    root = Path(data_root or sdata.DEFAULT_DATA_ROOT)
-    if dataset == "isbi2012_em":
-        stems = sorted((p.stem for p in (root / "isbi2012_em/train/image").glob("*.png")), key=int)
-        stems = stems[:20] if split == "train" else stems[20:]
-        return [(s, sdata.read_array(root / f"isbi2012_em/train/image/{s}.png"),
-                 sdata.read_array(root / f"isbi2012_em/train/label/{s}.png") < 128) for s in stems]
-    if dataset == "epfl_hippocampus_fibsem":
-        folder = root / "epfl_hippocampus_fibsem/train"
-        return [(s, sdata.read_array(folder / f"slices/{s}.png"), sdata.read_array(folder / f"membranes/{s}.png") >= 128)
-                for s in sdata.epfl_stems(split, data_root)]
-    raise ValueError(f"no membrane labels for {dataset!r}")
+    refs = split_refs(dataset, split, data_root)
+    if not refs:
+        raise FileNotFoundError(f"the catalog has no {dataset} images in split(s) {split}")
+    out = []
+    for ref in refs:
+        gt = load_ground_truth(ref)
+        if gt is None or gt.membranes is None:
+            raise ValueError(f"no membrane labels for {ref.dataset}/{ref.image_id}")
+        pixels = load_ref(ref).pixels
+        if pixels.ndim != 2:
+            raise ValueError(f"{ref.dataset}/{ref.image_id}: membrane detection needs grayscale, got {pixels.shape}")
+        out.append((ref, pixels, gt.membranes))
+    return out
 
 
 def accuracy(pairs, params: MembraneParams, tolerance: float = 2.0) -> dict:
@@ -113,10 +129,17 @@ SIGMA_GRID = ((1.0, 2.0), (2.0, 3.0), (2.0, 4.0), (3.0, 5.0))
 THRESHOLD_GRID = (0.02, 0.03, 0.05, 0.06, 0.07, 0.08, 0.09, 0.10, 0.11, 0.12, 0.13, 0.14, 0.16)
 
 
-def tune(dataset: str, data_root=None, max_images: int = 6, sigma_grid=SIGMA_GRID,
+def tune(dataset: str, data_root=None, images=None, sigma_grid=SIGMA_GRID,
          threshold_grid=THRESHOLD_GRID) -> tuple[MembraneParams, dict]:
-    """Grid search of sigmas × threshold on (the first ``max_images``) training images, by mean boundary F1 at 2 px."""
-    pairs = membrane_pairs(dataset, "train", data_root)[:max_images]
+    """Grid search of sigmas × threshold by mean boundary F1 at 2 px on ``images`` (catalog ids; default:
+    the dataset's :data:`TUNED_ON` images), which must all be in the train/val splits."""
+    from core.catalog import catalog_id
+
+    wanted = [i for i in (TUNED_ON if images is None else images) if i.startswith(f"{dataset}/")]
+    pairs = [p for p in membrane_pairs(dataset, ("train", "val"), data_root) if catalog_id(p[0]) in wanted]
+    missing = sorted(set(wanted) - {catalog_id(p[0]) for p in pairs})
+    if missing or not pairs:
+        raise ValueError(f"tuning images must be {dataset} train/val images; not found there: {missing or wanted}")
     best, best_score = None, -1.0
     for sigmas in sigma_grid:
         responses = [(ridge_response(img, sigmas), gt) for _s, img, gt in pairs]
@@ -138,7 +161,7 @@ def tune(dataset: str, data_root=None, max_images: int = 6, sigma_grid=SIGMA_GRI
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.segmentation.contours",
                                 description="Tune / report the classical membrane detector vs labels.")
-    p.add_argument("--tune", action="store_true", help="grid-search parameters on training images")
+    p.add_argument("--tune", action="store_true", help="grid-search parameters on the TUNED_ON training images")
     p.add_argument("--data-root", default=None)
     args = p.parse_args(argv)
     report = {}
@@ -147,8 +170,9 @@ def main(argv=None) -> int:
         if args.tune:
             params, info = tune(dataset, args.data_root)
             report[dataset + "_tuned"] = {**asdict(params), **info}
-        report[dataset] = {"params": asdict(params), "test": accuracy(membrane_pairs(dataset, "test", args.data_root),
-                                                                       params)}
+        test = membrane_pairs(dataset, ("test",), args.data_root)
+        report[dataset] = {"params": asdict(params), "test": accuracy(test, params),
+                           "test_images": [pair[0].image_id for pair in test]}
         print(json.dumps(report, indent=2), flush=True)
     return 0
 

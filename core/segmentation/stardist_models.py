@@ -15,9 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.paths import SEG_MODELS_DIR
 from core.segmentation.data import normalize
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
+MODELS_DIR = SEG_MODELS_DIR
 _CACHE: dict[str, object] = {}
 _LOCK = threading.Lock()
 

@@ -4,10 +4,15 @@
     python -m core.segmentation.train_stardist epfl             # → data/models/epfl_mito
     python -m core.segmentation.train_stardist epfl --minutes 5 --out /tmp/models
 
-Training stops after ``--minutes`` of wall time (the best-validation-loss weights
-are kept), then the probability / NMS thresholds are optimised on the validation
-images and accuracy on the held-out test split is printed and written to
-``<model>/accuracy.json`` (object F1 at IoU 0.5 via ``stardist.matching``, pixel Dice).
+Images and splits come from the catalog (:func:`core.catalog.split_refs`): the model
+trains on the dataset's ``train`` images and validates on its ``val`` images; the
+``test`` images are used only for the final accuracy.  Training stops after
+``--minutes`` of wall time or ``--epochs`` epochs of 25 steps, whichever comes first
+(the best-validation-loss weights are kept), then the probability / NMS thresholds are
+optimised on the validation images and accuracy on the test split is printed and
+written to ``<model>/accuracy.json`` (object F1 at IoU 0.5 via ``stardist.matching``,
+pixel Dice).  ``<model>/biocodec.json`` records the scale and ``training_images``: the
+catalog ids (``dataset/image_id``) of every train and val image.
 TensorFlow runs with ``--threads`` intra/inter-op threads (default 1).
 """
 from __future__ import annotations
@@ -19,18 +24,21 @@ from pathlib import Path
 
 import numpy as np
 
+from core.catalog import catalog_id
+from core.paths import SEG_MODELS_DIR
 from core.segmentation import data as sdata
 
-MODELS_DIR = Path(__file__).resolve().parents[2] / "data" / "models"
+MODELS_DIR = SEG_MODELS_DIR
+STEPS_PER_EPOCH = 25
 
 RECIPES = {
     # H&E nuclei (median ≈ 24 px long at 40x): full resolution, RGB.
-    "monuseg": dict(name="monuseg_he", scale=1.0, n_channel_in=3, n_val=2,
+    "monuseg": dict(name="monuseg_he", catalog="monuseg", scale=1.0, n_channel_in=3,
                     config=dict(n_rays=32, grid=(2, 2), unet_n_depth=3, unet_n_filter_base=16,
                                 net_conv_after_unet=64, train_patch_size=(256, 256), train_batch_size=4,
                                 train_n_val_patches=8, train_learning_rate=1e-3)),
     # FIB-SEM mitochondria (40–220 px long): trained and run at half resolution.
-    "epfl": dict(name="epfl_mito", scale=0.5, n_channel_in=1, n_val=3,
+    "epfl": dict(name="epfl_mito", catalog="epfl_hippocampus_fibsem", scale=0.5, n_channel_in=1,
                  config=dict(n_rays=32, grid=(2, 2), unet_n_depth=3, unet_n_filter_base=16,
                              net_conv_after_unet=64, train_patch_size=(192, 192), train_batch_size=4,
                              train_n_val_patches=8, train_learning_rate=1e-3)),
@@ -38,12 +46,10 @@ RECIPES = {
 
 
 def load_split(dataset: str, split: str, data_root=None):
-    """[(stem, image, labels)] for 'monuseg' or 'epfl' ('train' / 'test')."""
-    if dataset == "monuseg":
-        return sdata.monuseg_pairs(split, data_root)
-    if dataset == "epfl":
-        return sdata.epfl_pairs(split, data_root)
-    raise ValueError(f"unknown dataset {dataset!r} (monuseg, epfl)")
+    """[(ImageRef, image, int32 labels)] of recipe ``dataset`` ('monuseg' / 'epfl') in catalog split ``split``."""
+    if dataset not in RECIPES:
+        raise ValueError(f"unknown dataset {dataset!r} ({', '.join(sorted(RECIPES))})")
+    return sdata.instance_pairs(RECIPES[dataset]["catalog"], (split,), data_root)
 
 
 def rescale_pair(image: np.ndarray, labels: np.ndarray, scale: float):
@@ -84,15 +90,26 @@ def evaluate_model(model, pairs, scale: float) -> dict:
     from core.segmentation.stardist_models import predict_labels
 
     f1s, dices = [], []
-    for _stem, image, gt in pairs:
+    for _ref, image, gt in pairs:
         pred = predict_labels(model, image, scale=scale)
         f1s.append(float(matching(gt, pred, thresh=0.5).f1))
         dices.append(pixel_dice(gt, pred))
-    return {"n_images": len(pairs), "object_f1_iou50": float(np.mean(f1s)), "pixel_dice": float(np.mean(dices)),
+    return {"n_images": len(pairs), "images": [ref.image_id for ref, _x, _y in pairs],
+            "object_f1_iou50": float(np.mean(f1s)), "pixel_dice": float(np.mean(dices)),
             "per_image_f1": [round(v, 4) for v in f1s], "per_image_dice": [round(v, 4) for v in dices]}
 
 
-def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data_root=None) -> Path:
+def _prepare(pairs, scale: float):
+    X, Y = [], []
+    for _ref, image, labels in pairs:
+        x, y = rescale_pair(sdata.normalize(image), labels, scale)
+        X.append(x if x.ndim == 3 else x[..., None])
+        Y.append(y)
+    return X, Y
+
+
+def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data_root=None,
+          epochs: int = 1000) -> Path:
     from core.segmentation.tfsetup import configure_tensorflow
 
     tf = configure_tensorflow(threads)
@@ -101,35 +118,30 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
 
     recipe = RECIPES[dataset]
     scale = recipe["scale"]
-    pairs = load_split(dataset, "train", data_root)
-    X, Y = [], []
-    for _stem, image, labels in pairs:
-        x, y = rescale_pair(sdata.normalize(image), labels, scale)
-        X.append(x if x.ndim == 3 else x[..., None])
-        Y.append(y)
-    n_val = recipe["n_val"]
+    trn_pairs, val_pairs = load_split(dataset, "train", data_root), load_split(dataset, "val", data_root)
+    X_trn, Y_trn = _prepare(trn_pairs, scale)
+    X_val, Y_val = _prepare(val_pairs, scale)
     rng = np.random.default_rng(seed)
-    order = rng.permutation(len(X))
-    val_idx, trn_idx = order[:n_val], order[n_val:]
-    X_trn, Y_trn = [X[i] for i in trn_idx], [Y[i] for i in trn_idx]
-    X_val, Y_val = [X[i] for i in val_idx], [Y[i] for i in val_idx]
-    print(f"{dataset}: {len(X_trn)} training, {len(X_val)} validation images ({[pairs[i][0] for i in val_idx]}), "
-          f"scale {scale}", flush=True)
+    print(f"{dataset}: {len(X_trn)} training, {len(X_val)} validation images "
+          f"({[r.image_id for r, _x, _y in val_pairs]}), scale {scale}", flush=True)
 
     conf = Config2D(n_channel_in=recipe["n_channel_in"], train_tensorboard=False, train_epochs=1000,
-                    train_steps_per_epoch=25, train_reduce_lr={"factor": 0.5, "patience": 8, "min_delta": 0},
+                    train_steps_per_epoch=STEPS_PER_EPOCH,
+                    train_reduce_lr={"factor": 0.5, "patience": 8, "min_delta": 0},
                     use_gpu=False, **recipe["config"])
     out.mkdir(parents=True, exist_ok=True)
     model = StarDist2D(conf, name=recipe["name"], basedir=str(out))
     model.prepare_for_training()
     deadline = time.monotonic() + minutes * 60
+    epochs_run = [0]
 
     class TimeLimit(tf.keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
+            epochs_run[0] = epoch + 1
             left = deadline - time.monotonic()
             print(f"epoch {epoch + 1}: loss {logs.get('loss'):.4f} val_loss {logs.get('val_loss'):.4f}; "
                   f"{left / 60:.1f} min left", flush=True)
-            if left <= 0:
+            if left <= 0 or epoch + 1 >= epochs:
                 self.model.stop_training = True
 
     model.callbacks.append(TimeLimit())
@@ -141,8 +153,11 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
     thresh_s = time.monotonic() - t1
     folder = out / recipe["name"]
     meta = {"scale": scale, "normalize_percentiles": [1.0, 99.8], "normalize_axes": "joint",
-            "dataset": dataset, "train_images": [pairs[i][0] for i in trn_idx],
-            "validation_images": [pairs[i][0] for i in val_idx], "train_seconds": round(train_s, 1),
+            "dataset": dataset, "catalog_dataset": recipe["catalog"],
+            "training_images": [catalog_id(r) for r, _x, _y in [*trn_pairs, *val_pairs]],
+            "train_images": [r.image_id for r, _x, _y in trn_pairs],
+            "validation_images": [r.image_id for r, _x, _y in val_pairs], "epochs": epochs_run[0],
+            "steps_per_epoch": STEPS_PER_EPOCH, "train_seconds": round(train_s, 1),
             "threshold_seconds": round(thresh_s, 1), "tf_threads": threads, "seed": seed}
     (folder / "biocodec.json").write_text(json.dumps(meta, indent=2))
     for junk in ("weights_now.h5", "weights_last.h5"):
@@ -156,13 +171,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", type=Path, default=MODELS_DIR, help="folder receiving <model name>/")
     p.add_argument("--data-root", default=None, help="shared data root (default ../shared/data)")
     p.add_argument("--minutes", type=float, default=22.0, help="wall-clock training budget (minutes)")
+    p.add_argument("--epochs", type=int, default=1000,
+                   help=f"most epochs ({STEPS_PER_EPOCH} steps each) to train; the shipped models ran 15 (monuseg) "
+                        "and 25 (epfl)")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-train", action="store_true", help="only evaluate an existing model folder")
     args = p.parse_args(argv)
     folder = args.out / RECIPES[args.dataset]["name"]
     if not args.skip_train:
-        folder = train(args.dataset, args.out, args.minutes, args.threads, args.seed, args.data_root)
+        folder = train(args.dataset, args.out, args.minutes, args.threads, args.seed, args.data_root, args.epochs)
     from core.segmentation.stardist_models import load_stardist, model_scale
 
     model = load_stardist(str(folder))
