@@ -173,16 +173,14 @@ def test_file_cli_round_trip_classical_and_bpp_search(tmp_path):
     assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "a.bcc"), "--codec", "png"]) == 0
     assert main(["decompress", str(tmp_path / "a.bcc"), str(tmp_path / "a.png")]) == 0
     assert np.array_equal(read_image(tmp_path / "a.png").pixels, pixels)
-    # --bpp: the largest setting with bpp <= target; the next setting up must exceed it
+    # --bpp: the closest achievable rate (core.rate_search); no integer quality one step away is closer
     assert main(["compress", str(tmp_path / "in.png"), str(tmp_path / "b.bcc"), "--codec", "jpeg", "--bpp", "1.0"]) == 0
     size_bpp = 8 * (tmp_path / "b.bcc").stat().st_size / (96 * 128)
-    assert size_bpp <= 1.0
     name, setting, _, _ = unwrap_file((tmp_path / "b.bcc").read_bytes())
     codec = get_codec("jpeg")
-    higher = [s for s in codec.default_settings if s > setting]
-    if higher:
-        nxt = wrap_file("jpeg", higher[0], codec.encode(pixels, higher[0]))
-        assert 8 * len(nxt) / (96 * 128) > 1.0
+    for neighbour in (setting - 1, setting + 1):
+        other = 8 * len(wrap_file("jpeg", neighbour, codec.encode(pixels, neighbour))) / (96 * 128)
+        assert abs(size_bpp - 1.0) <= abs(other - 1.0)
     assert main(["decompress", str(tmp_path / "nope.bcc"), str(tmp_path / "x.png")]) == 2
 
 

@@ -13,9 +13,9 @@ H, W, channels, bit depth, entropy-coded strings, CRC-32).  ``decompress``
 reads the codec from the wrapper and writes the image (PNG or TIFF by OUT's
 suffix; a folder gets ``NAME.png`` for 8-bit and ``NAME.tif`` for 16-bit).
 
-``--bpp TARGET`` encodes at every setting of the codec's sweep and keeps the
-largest-byte setting whose bpp (8 · bytes of the whole file / (H · W)) is
-≤ TARGET; if none is, the smallest setting is used and a warning is printed.
+``--bpp TARGET`` picks the setting whose file rate (8 · bytes of the whole file / (H · W)) is
+closest to TARGET (:mod:`core.rate_search`, the dashboard's rule too: bisection on the knob,
+continuous for variable-rate learned codecs) and prints the achieved bpp and its deviation.
 ``--bit-depth`` declares the significant bits of 16-bit input (default: as read).
 """
 from __future__ import annotations
@@ -42,18 +42,22 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
     h, w = image.pixels.shape[:2]
     colour_mode = effective_colour_mode(colour_mode, image.channels)  # what the stream records
     codec = build_encoder(codec_name, colour_mode, image.channels, h, w)
+    note = ""
     if bpp is not None:
         if setting is not None:
             raise ValueError("give --setting or --bpp, not both")
-        files = [(s, wrap_file(codec_name, s, codec.encode(image.pixels, s, image.bit_depth), colour_mode))
-                 for s in codec.default_settings]
-        within = [(s, f) for s, f in files if bits_per_pixel(len(f), h, w) <= bpp]
-        if within:
-            chosen, data = max(within, key=lambda sf: len(sf[1]))
-        else:
-            chosen, data = files[0]
-            print(f"warning: {src.name}: no setting of {codec_name} reaches {bpp} bpp; using {chosen}",
-                  file=sys.stderr)
+        from core.rate_search import search_setting
+
+        def encode_only(image, codec, s):  # what the search needs: the file's bpp (and its bytes)
+            data = wrap_file(codec_name, s, codec.encode(image.pixels, s, image.bit_depth), colour_mode)
+            return _Encoded(data, {"bpp": bits_per_pixel(len(data), h, w)})
+
+        found = search_setting(image, codec, bpp, evaluate_fn=encode_only)
+        chosen, data = found.setting, found.evaluation.encoded
+        achieved = found.evaluation.metrics["bpp"]
+        note = f"target {bpp} bpp, achieved {achieved:.4f} bpp ({100 * (achieved / bpp - 1):+.1f} %)"
+        if found.note:
+            note += f"; {found.note}"
     else:
         if setting is None and not codec.lossless:
             setting = codec.default_settings[len(codec.default_settings) // 2]
@@ -61,7 +65,14 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
         data = wrap_file(codec_name, setting, codec.encode(image.pixels, setting, image.bit_depth), colour_mode)
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
-    return {"setting": chosen, "bytes": len(data), "bpp": bits_per_pixel(len(data), h, w)}
+    return {"setting": chosen, "bytes": len(data), "bpp": bits_per_pixel(len(data), h, w), "note": note}
+
+
+class _Encoded:
+    """A trial of the --bpp search: the file bytes and their bpp."""
+
+    def __init__(self, encoded: bytes, metrics: dict):
+        self.encoded, self.metrics = encoded, metrics
 
 
 def decompress_file(src: Path, dst: Path | None = None):
@@ -91,7 +102,7 @@ def main(argv=None) -> int:
     c.add_argument("--codec", required=True)
     g = c.add_mutually_exclusive_group()
     g.add_argument("--setting", help="the codec's rate knob (default: middle of its sweep)")
-    g.add_argument("--bpp", type=float, help="largest setting whose bpp ≤ this target")
+    g.add_argument("--bpp", type=float, help="the setting whose rate is closest to this target (bits per pixel)")
     c.add_argument("--colour-mode", choices=("joint", "per_channel"), default="joint")
     c.add_argument("--bit-depth", type=int, help="significant bits of 16-bit input")
     d = sub.add_parser("decompress", help=".bcc file(s) → image file(s)")
@@ -115,7 +126,8 @@ def main(argv=None) -> int:
                 info = compress_file(f, dst, args.codec, parse_setting(args.setting), args.bpp,
                                      args.colour_mode, args.bit_depth)
                 if not many:
-                    print(f"{dst}: {info['bytes']} bytes, {info['bpp']:.4f} bpp, setting {info['setting']}")
+                    print(f"{dst}: {info['bytes']} bytes, {info['bpp']:.4f} bpp, setting {info['setting']}"
+                          + (f" ({info['note']})" if info["note"] else ""))
             return 0
         files = _inputs(args.input, {SUFFIX})
         many = args.input.is_dir()
