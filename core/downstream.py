@@ -17,9 +17,24 @@ Only rows of images no model involved has seen are used (``core.provenance.HELD_
 the ``in_codec_training`` / ``in_segmenter_training`` columns has no flagged row) unless
 ``held_out_only=False``.  The dashboard runs the same query on its filtered rows
 (:func:`core.dashboard.rd.dice_safe_points`).
+
+Judged two ways
+---------------
+:func:`dice_safe_two_way` gives, per codec and dataset, two Dice-safe factors from the same held-out rows
+(both monotone as above):
+
+* **agreement** (``safe_factor_agreement``): mean ``seg_dice`` (reconstruction's vs original's
+  segmentation) ≥ ``min(0.95, noise floor − 0.02)`` (:func:`agreement_threshold`), the noise floor being
+  the segmenter's mean Dice between the original and the original + σ = 0.5 noise
+  (``data/models/noise_floor.json``, :mod:`core.segmentation.noise_floor`) — asking for more agreement
+  than the segmenter has with itself would make every codec fail;
+* **ground truth** (``safe_factor_ground_truth``): the reconstruction's segmentation is as accurate as the
+  original's, paired per image — mean over images of ``seg_dice_gt_reconstruction − seg_dice_gt_original``
+  ≥ −0.01.
 """
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from core.bdrate import held_out_clause
@@ -80,3 +95,108 @@ def dice_safe_operating_points(con, threshold: float = 0.95, metric: str = "seg_
     """
     df = con.execute(sql, [threshold]).df()
     return df[COLUMNS]
+
+
+# --------------------------------------------------------------------------- judged two ways
+
+#: The rule of :func:`dice_safe_two_way`: agreement threshold = min(CAP, noise floor − MARGIN); accuracy
+#: vs ground truth may drop by at most GT_TOLERANCE (mean paired Dice difference).
+AGREEMENT_CAP = 0.95
+FLOOR_MARGIN = 0.02
+GT_TOLERANCE = 0.01
+TWO_WAY_COLUMNS = ["stage", "dataset", "codec", "colour_mode", "safe_factor_agreement", "setting_agreement",
+                   "safe_factor_ground_truth", "setting_ground_truth", "threshold_agreement", "noise_floor",
+                   "images", "n_settings"]
+TWO_WAY_RULE = (f"Agreement: the largest mean compression factor (raw / compressed bytes) at which the mean Dice "
+                f"between the reconstruction's and the original's segmentation, at that setting and every weaker "
+                f"one, is ≥ min({AGREEMENT_CAP:g}, segmenter noise floor − {FLOOR_MARGIN:g}) (noise floor: mean "
+                f"Dice of the original's segmentation vs that of the original + σ=0.5 noise, "
+                f"data/models/noise_floor.json). Ground truth: the largest factor at which the mean over images of "
+                f"(Dice vs ground truth of the reconstruction − that of the original) stays ≥ −{GT_TOLERANCE:g} "
+                f"at that setting and every weaker one. Empty: no setting qualifies.")
+
+
+def agreement_threshold(dataset: str, floors: dict | None = None, cap: float = AGREEMENT_CAP,
+                        margin: float = FLOOR_MARGIN) -> float:
+    """``min(cap, noise floor − margin)`` for ``dataset`` (noise floor: mean Dice under σ = 0.5 noise from
+    ``floors`` = :func:`core.segmentation.noise_floor.load_noise_floor`); ``cap`` when not measured."""
+    from core.segmentation.noise_floor import floor_value
+
+    floor = floor_value(floors or {}, dataset, "dice", "noise")
+    return cap if floor is None else min(cap, floor - margin)
+
+
+def _safe_point(part: pd.DataFrame, value: str, threshold: float, monotone: bool):
+    """(factor, setting) of the largest mean factor whose ``value`` (and, monotone, that of every setting
+    with a mean factor ≤ it) is ≥ ``threshold``; (NaN, None) when none is."""
+    part = part.dropna(subset=[value, "f"]).sort_values(["f", value], ascending=[True, False])
+    if part.empty:
+        return np.nan, None
+    values = part[value].to_numpy(dtype=float)
+    factors = part["f"].to_numpy(dtype=float)
+    if monotone:  # the worst value over all settings up to each factor (ties in factor count together)
+        gate = np.array([values[factors <= f].min() for f in factors])
+    else:
+        gate = values
+    ok = np.flatnonzero(gate >= threshold)
+    if not len(ok):
+        return np.nan, None
+    best = ok[np.argmax(factors[ok])]
+    return float(factors[best]), part["setting"].iloc[best]
+
+
+def dice_safe_two_way(con, floors: dict | None = None, monotone: bool = True, held_out_only: bool = True,
+                      cap: float = AGREEMENT_CAP, margin: float = FLOOR_MARGIN,
+                      gt_tolerance: float = GT_TOLERANCE) -> pd.DataFrame:
+    """The Dice-safe point judged two ways (module docstring), one row per (stage, dataset, codec,
+    colour_mode) with ``seg_dice`` rows.
+
+    ``floors``: a loaded noise floor (default: :func:`core.segmentation.noise_floor.load_noise_floor`).
+    Columns (:data:`TWO_WAY_COLUMNS`): safe_factor_agreement / setting_agreement, safe_factor_ground_truth /
+    setting_ground_truth (NaN / None when no setting qualifies, or — ground truth — no row has both
+    ``seg_dice_gt_*``), threshold_agreement, noise_floor (NaN when not measured), images (distinct images
+    with seg_dice), n_settings.
+    """
+    if floors is None:
+        from core.segmentation.noise_floor import load_noise_floor
+
+        floors = load_noise_floor()
+    from core.segmentation.noise_floor import floor_value
+
+    columns = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'").fetchall()}
+    has_gt = {"seg_dice_gt_original", "seg_dice_gt_reconstruction"} <= columns
+    gt_delta = ("avg(CASE WHEN isfinite(seg_dice_gt_reconstruction) AND isfinite(seg_dice_gt_original) "
+                "THEN seg_dice_gt_reconstruction - seg_dice_gt_original END)") if has_gt else "NULL::DOUBLE"
+    per_setting = con.execute(f"""
+        SELECT stage, dataset, codec, colour_mode, setting, avg(factor) AS f,
+               avg(CASE WHEN isfinite(seg_dice) THEN seg_dice END) AS agreement, {gt_delta} AS gt_delta,
+               count(DISTINCT image_id) AS n
+        FROM results
+        WHERE error IS NULL AND {held_out_clause(con, held_out_only)} AND seg_dice IS NOT NULL
+          AND factor IS NOT NULL
+        GROUP BY ALL
+    """).df()
+    images = con.execute(f"""
+        SELECT stage, dataset, codec, colour_mode, count(DISTINCT image_id) AS images
+        FROM results
+        WHERE error IS NULL AND {held_out_clause(con, held_out_only)} AND seg_dice IS NOT NULL
+          AND factor IS NOT NULL
+        GROUP BY ALL
+    """).df()
+    keys = ["stage", "dataset", "codec", "colour_mode"]
+    counts = {tuple(r[:4]): int(r[4]) for r in images.itertuples(index=False)}
+    rows = []
+    for key, part in per_setting.groupby(keys, sort=True):
+        dataset = key[1]
+        threshold = agreement_threshold(dataset, floors, cap, margin)
+        f_agree, s_agree = _safe_point(part, "agreement", threshold, monotone)
+        f_gt, s_gt = _safe_point(part, "gt_delta", -gt_tolerance, monotone)
+        floor = floor_value(floors, dataset, "dice", "noise")
+        rows.append(dict(zip(keys, key), safe_factor_agreement=f_agree, setting_agreement=s_agree,
+                         safe_factor_ground_truth=f_gt, setting_ground_truth=s_gt,
+                         threshold_agreement=threshold, noise_floor=np.nan if floor is None else floor,
+                         images=counts.get(tuple(key), 0), n_settings=len(part)))
+    out = pd.DataFrame(rows, columns=TWO_WAY_COLUMNS)
+    return out.sort_values(["stage", "dataset", "safe_factor_agreement", "codec", "colour_mode"],
+                           ascending=[True, True, False, True, True], na_position="last").reset_index(drop=True)

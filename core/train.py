@@ -356,7 +356,8 @@ def parse_args(argv=None):
     p.add_argument("--bf16", action="store_true", help="run the transforms under bfloat16 autocast while "
                    "training (variable-rate architecture; entropy models stay float32)")
     p.add_argument("--warmup", type=int, default=0, help="first steps trained with the mse loss (see train_steps)")
-    p.add_argument("--init", type=Path, help="start from this checkpoint .pt (fine-tuning)")
+    p.add_argument("--init", type=Path, help="start from this checkpoint .pt, or a NAME.resume.pt snapshot "
+                   "(fine-tuning)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt")
     p.add_argument("--save-every", type=int, default=250, help="steps between resume snapshots")
     p.add_argument("--save-minutes", type=float, default=5.0, help="also snapshot after this many minutes")
@@ -415,7 +416,13 @@ def main(argv=None) -> dict:
     if variable:
         model.train_bf16 = args.bf16
     base = None
-    if args.init:
+    if args.init and args.init.name.endswith(".resume.pt"):  # a snapshot of a run that is still going
+        snap = torch.load(args.init, map_location="cpu", weights_only=True)
+        model.load_state_dict(snap["model"])
+        base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init), "steps": int(snap["step"]),
+                "note": "resume snapshot of a run on the same catalog datasets (its training_images are a "
+                        "subset of this checkpoint's)"}
+    elif args.init:
         load_state(model, args.init)
         base_meta_path = args.init.with_name(args.init.stem + ".json")
         base_meta = json.loads(base_meta_path.read_text()) if base_meta_path.exists() else {}

@@ -37,7 +37,8 @@ vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
 case "${1:-}" in
   em)     vr em-msssim-vr 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim --warmup 300 ;;
   he)     vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --warmup 300 ;;
-  em-mix) [ -f "$T/em-msssim-vr.pt" ] || { echo "train (or stop) em first: $T/em-msssim-vr.pt is the start" >&2; exit 1; }
-          vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-msssim-vr.pt" ;;
+  em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
+          [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
+          vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
   *) echo "usage: $0 em|he|em-mix" >&2; exit 2 ;;
 esac

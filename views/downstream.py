@@ -24,13 +24,20 @@ with_metric = rows[rows[metric].notna()]
 points = rd.downstream_points(rows, metric)
 safe, notice = rd.dice_safe_points(rows, threshold)
 markers = rd.safe_point_markers(safe, points) if metric == "seg_dice" else None
+floors = rd.noise_floor()
+ceiling = rd.noise_floor_lines(floors, metric, points["dataset"].unique())
 fig = figures.rd_figure(points, metric, x="factor", x_label="compression factor (raw bytes / encoded bytes)",
                         y_label=rd.DOWNSTREAM_METRICS[metric], markers=markers)
+rd.add_noise_floor(fig, ceiling)
 fig.update_xaxes(type="log")
 st.plotly_chart(fig, key="ds_plot")
 st.caption(f"Means over the images of each dataset, {data.rows_note(len(with_metric), filters.include_training)} "
            f"with {metric}; learned codecs solid, classical dashed"
-           + ("; ★ = Dice-safe operating point." if markers is not None and len(markers) else "."))
+           + ("; ★ = Dice-safe operating point" if markers is not None and len(markers) else "")
+           + ("; dotted line per dataset = segmenter noise floor: the segmenter's mean agreement with itself when "
+              "the original gets σ=0.5 grey-level noise (grey band: up to its value under a 1-px shift; "
+              "data/models/noise_floor.json). A codec near the line changes the analysis no more than that."
+              if len(ceiling) else "."))
 
 st.subheader(f"Dice-safe operating points (mean Dice ≥ {threshold:g})")
 if notice:
@@ -39,6 +46,18 @@ else:
     st.dataframe(safe, hide_index=True, key="ds_safe")
     st.caption(f"From {data.selection_note(snap.results, filters)}: the largest mean compression factor whose "
                "mean Dice (and that of every weaker setting) meets the threshold.")
+
+st.subheader("Dice-safe point judged two ways: agreement and ground truth")
+two_way, two_way_notice = rd.dice_safe_two_way_points(rows, floors)
+if two_way_notice:
+    st.warning(two_way_notice)
+else:
+    st.dataframe(two_way, hide_index=True, key="ds_two_way")
+    st.caption(rd.two_way_rule() + f" From {data.selection_note(snap.results, filters)}.")
+
+if floors:
+    with st.expander("Segmenter noise floor (σ=0.5 noise / 1-px shift)"):
+        st.dataframe(rd.noise_floor_table(floors), hide_index=True, key="ds_noise_floor")
 
 with st.expander("Plotted points"):
     st.dataframe(points, hide_index=True, key="ds_points")

@@ -152,6 +152,84 @@ def dice_safe_points(rows: pd.DataFrame, threshold: float, metric: str = "seg_di
     return table, None
 
 
+def dice_safe_two_way_points(rows: pd.DataFrame, floors: dict | None = None):
+    """The Dice-safe point judged two ways (:func:`core.downstream.dice_safe_two_way`: agreement with the
+    original's segmentation vs the noise-floor threshold, and accuracy vs ground truth) of the selected rows.
+
+    Returns ``(table, notice)``; table is None with a notice when it cannot be computed.
+    """
+    import duckdb
+
+    from core.downstream import dice_safe_two_way
+
+    if "seg_dice" not in rows:
+        return None, "No seg_dice column in these results."
+    numeric = [c for c in ("factor", "seg_dice", "seg_dice_gt_original", "seg_dice_gt_reconstruction") if c in rows]
+    frame = rows[[c for c in _DICE_SAFE_COLUMNS if c in rows and c not in numeric] + numeric].copy()
+    for column in numeric:
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame["error"] = frame["error"].astype(object).where(frame["error"].notna(), None)
+    con = duckdb.connect()
+    try:
+        con.register("results", frame)
+        table = dice_safe_two_way(con, floors, held_out_only=False)  # rows: the view's selection
+    except Exception as exc:
+        return None, f"Two-way Dice-safe table not computed: {type(exc).__name__}: {exc}"
+    finally:
+        con.close()
+    return table, None
+
+
+def two_way_rule() -> str:
+    """Caption of the two-way Dice-safe table: the rule it applies."""
+    from core.downstream import TWO_WAY_RULE
+
+    return TWO_WAY_RULE
+
+
+# --------------------------------------------------------------------------- segmenter noise floor
+
+
+def noise_floor(path=None) -> dict:
+    """The segmenter noise floor per dataset (``data/models/noise_floor.json``; {} when not measured)."""
+    from core.segmentation.noise_floor import load_noise_floor
+
+    return load_noise_floor(path)
+
+
+def noise_floor_lines(floors: dict, metric: str, datasets: Iterable[str]) -> pd.DataFrame:
+    """Ceiling lines of the downstream chart: per dataset in ``datasets`` with a measured floor for
+    ``metric`` (seg_dice, seg_f1, contour_bf1), ``y`` = mean agreement under σ = 0.5 noise and the band
+    ``low``–``high`` spanned by the noise and the 1-px-shift means.  Empty for other metrics."""
+    from core.segmentation.noise_floor import COLUMN_OF_METRIC, LABEL, floor_value
+
+    columns = ["dataset", "y", "low", "high", "label"]
+    name = {column: m for m, column in COLUMN_OF_METRIC.items()}.get(metric)
+    rows = []
+    for dataset in sorted(set(datasets)) if name else []:
+        noise = floor_value(floors, dataset, name, "noise")
+        moved = floor_value(floors, dataset, name, "shift")
+        if noise is None:
+            continue
+        both = [v for v in (noise, moved) if v is not None]
+        rows.append({"dataset": dataset, "y": noise, "low": min(both), "high": max(both),
+                     "label": f"{LABEL} · {dataset}"})
+    return pd.DataFrame(rows, columns=columns)
+
+
+def add_noise_floor(fig, lines: pd.DataFrame):
+    """Draw :func:`noise_floor_lines` on a downstream figure: a dotted line at the noise mean and a light
+    band between the noise and shift means, per dataset, labelled."""
+    positions = ("top left", "bottom left", "top right", "bottom right")
+    for i, line in enumerate(lines.itertuples(index=False)):
+        if line.high > line.low:
+            fig.add_hrect(y0=line.low, y1=line.high, fillcolor="grey", opacity=0.15, line_width=0)
+        fig.add_hline(y=line.y, line_dash="dot", line_color="grey",
+                      annotation_text=f"{line.label}: {line.y:.3f}", annotation_position=positions[i % 4],
+                      annotation_font_size=11)
+    return fig
+
+
 def safe_point_markers(table: pd.DataFrame | None, points: pd.DataFrame) -> pd.DataFrame:
     """Markers (curve, x = factor, y) for the Dice-safe points that lie on the plotted curves."""
     empty = pd.DataFrame(columns=["curve", "x", "y", "label"])
@@ -167,3 +245,10 @@ def safe_point_markers(table: pd.DataFrame | None, points: pd.DataFrame) -> pd.D
                          "label": [f"Dice-safe: {c} setting {s} ({f:.1f}×)"
                                    for c, s, f in zip(merged["curve"], merged["setting"], merged["factor"])]})
 
+
+
+def noise_floor_table(floors: dict) -> pd.DataFrame:
+    """The noise floor as a table: dataset, perturbation (noise / shift), metric, mean, min, images."""
+    from core.segmentation.noise_floor import floor_table
+
+    return pd.DataFrame(floor_table(floors), columns=["dataset", "perturbation", "metric", "mean", "min", "images"])

@@ -1,0 +1,199 @@
+"""Command line of the project's segmenters.
+
+    python -m core.segmentation evaluate KIND IMAGES_DIR MASKS_DIR [--json]
+    python -m core.segmentation noise-floor [--datasets D ...] [--out data/models/noise_floor.json]
+
+``evaluate`` runs the segmenter the runner uses for KIND on every image of IMAGES_DIR and scores it
+against the mask of the same file stem in MASKS_DIR:
+
+==================  ======================  =================================================  ==================
+KIND                runner's dataset        masks                                              segmenter
+==================  ======================  =================================================  ==================
+``monuseg``         monuseg                 instance labels (uint16 PNG, 0 = background)       StarDist monuseg_he
+``epfl_mito``       epfl_hippocampus_fibsem binary 0/255 PNG (threshold 128; 8-connected       StarDist epfl_mito
+                                            components are the objects)
+``isbi_membranes``  isbi2012_em             ISBI label PNG (0 = membrane, 255 = cell;          membrane detector
+                                            objects = the enclosed cells)
+==================  ======================  =================================================  ==================
+
+It prints object F1 at IoU 0.5 (``f1``), pixel Dice of the foregrounds (``dice``; membranes for
+``isbi_membranes``) and, for membranes, boundary F1 at 2 px of the 1-px contours (``boundary_f1``; null
+otherwise), each the mean over images.  ``--json`` prints one JSON object with those keys, ``images``
+(count) and ``per_image``; without it, one line.  Errors (missing folder, no images, unpaired files,
+unknown KIND) are one line on stderr and exit status 2.
+
+``noise-floor``: :mod:`core.segmentation.noise_floor`.  Run it with ``OMP_NUM_THREADS=1`` on a shared machine.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shlex
+import sys
+from pathlib import Path
+
+#: KIND → (the runner's dataset, catalog label_kind of its masks, contours scored).
+KINDS = {
+    "monuseg": ("monuseg", "instances", False),
+    "epfl_mito": ("epfl_hippocampus_fibsem", "binary_mask", False),
+    "isbi_membranes": ("isbi2012_em", "membrane_label", True),
+}
+PROG = "python -m core.segmentation"
+
+
+class UsageError(Exception):
+    """A problem with the command's input, reported as one line and exit status 2."""
+
+
+def _files_by_stem(folder: Path, what: str) -> dict[str, Path]:
+    from core.io import SUPPORTED_SUFFIXES
+
+    if not folder.is_dir():
+        raise UsageError(f"{what} {folder}: no such folder")
+    files: dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if path.is_file() and path.suffix.lower() in SUPPORTED_SUFFIXES:
+            if path.stem in files:
+                raise UsageError(f"{what} {folder}: two files with stem {path.stem!r} "
+                                 f"({files[path.stem].name}, {path.name})")
+            files[path.stem] = path
+    return files
+
+
+def pair_files(images_dir, masks_dir) -> list[tuple[str, Path, Path]]:
+    """[(stem, image, mask)] paired by file stem; :class:`UsageError` for a missing folder, no images or
+    files without a partner."""
+    images = _files_by_stem(Path(images_dir), "IMAGES_DIR")
+    masks = _files_by_stem(Path(masks_dir), "MASKS_DIR")
+    if not images:
+        raise UsageError(f"IMAGES_DIR {images_dir}: no images (.png, .tif, ...)")
+    no_mask, no_image = sorted(set(images) - set(masks)), sorted(set(masks) - set(images))
+    if no_mask or no_image:
+        parts = ([f"images without a mask: {', '.join(no_mask)}"] if no_mask else []) + \
+                ([f"masks without an image: {', '.join(no_image)}"] if no_image else [])
+        raise UsageError("unpaired files (paired by file stem): " + "; ".join(parts))
+    return [(stem, images[stem], masks[stem]) for stem in sorted(images)]
+
+
+def _check_kind(kind: str) -> tuple[str, str, bool]:
+    if kind not in KINDS:
+        raise UsageError(f"unknown KIND {kind!r}; choose one of {', '.join(KINDS)}")
+    return KINDS[kind]
+
+
+def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None) -> dict:
+    """Scores of the runner's segmenter for ``kind`` on the paired images/masks (see the module docstring).
+
+    Each pair becomes an :class:`~core.catalog.ImageRef` read by :func:`core.datasets.load_ref` and
+    :func:`core.segmentation.load_ground_truth`; :meth:`~core.segmentation.DownstreamEvaluator.prepare`
+    gives the Dice and object F1 vs ground truth the runner stores as ``seg_*_gt_original``.
+    """
+    from core.catalog import ImageRef
+    from core.datasets import load_ref
+    from core.segmentation import CONTOUR_TOLERANCE_PX, load_ground_truth
+    from core.segmentation.contours import contours_of
+    from core.segmentation.metrics import boundary_f1
+    from core.segmentation.noise_floor import evaluator_for
+
+    dataset, label_kind, with_contours = _check_kind(kind)
+    pairs = pair_files(images_dir, masks_dir)
+    evaluator = evaluator or evaluator_for(dataset, contours=with_contours)
+    per_image = []
+    for stem, image_path, mask_path in pairs:
+        ref = ImageRef(stage=0, dataset=dataset, image_id=stem, source=str(image_path),
+                       ground_truth=str(mask_path), label_kind=label_kind)
+        try:
+            image = load_ref(ref)
+            state = evaluator.prepare(image, ref)
+        except ValueError as exc:  # shape mismatch, wrong channels, unreadable label
+            raise UsageError(f"{stem}: {exc}") from exc
+        bf1 = None
+        if with_contours:
+            gt = load_ground_truth(ref)
+            bf1 = boundary_f1(contours_of(gt.membranes), state["original"]["contours"], CONTOUR_TOLERANCE_PX)
+        per_image.append({"image": stem, "f1": state["f1_gt_original"], "dice": state["dice_gt_original"],
+                          "boundary_f1": bf1})
+
+    def mean(key):
+        values = [row[key] for row in per_image if row[key] is not None]
+        return float(sum(values) / len(values)) if values else None
+
+    return {"kind": kind, "dataset": dataset, "segmenter": evaluator.stardist_model or "membrane detector",
+            "f1": mean("f1"), "dice": mean("dice"), "boundary_f1": mean("boundary_f1"),
+            "images": len(per_image), "per_image": per_image}
+
+
+def summary_line(result: dict) -> str:
+    """One human-readable line of an :func:`evaluate_folder` result."""
+    def fmt(v):
+        return "n/a" if v is None else f"{v:.4f}"
+
+    return (f"{result['kind']} ({result['segmenter']}): {result['images']} image(s); "
+            f"object F1 @ IoU 0.5 {fmt(result['f1'])}, Dice {fmt(result['dice'])}, "
+            f"boundary F1 @ 2 px {fmt(result['boundary_f1'])}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from core.segmentation.noise_floor import DATASETS, NOISE_FLOOR_JSON, SEED
+
+    p = argparse.ArgumentParser(prog=PROG, description="Evaluate the project's segmenters.")
+    sub = p.add_subparsers(dest="command", required=True)
+    ev = sub.add_parser("evaluate", help="score the segmenter of KIND on IMAGES_DIR vs MASKS_DIR")
+    ev.add_argument("kind", metavar="KIND", help=", ".join(KINDS))
+    ev.add_argument("images_dir", metavar="IMAGES_DIR")
+    ev.add_argument("masks_dir", metavar="MASKS_DIR")
+    ev.add_argument("--json", action="store_true", help="print one JSON object with per-image values")
+    nf = sub.add_parser("noise-floor", help="measure the segmenter's noise floor on the catalog test split")
+    nf.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="DATASET")
+    nf.add_argument("--out", default=str(NOISE_FLOOR_JSON))
+    nf.add_argument("--data-root", default=None)
+    nf.add_argument("--max-images", type=int, default=None, help="evenly spaced subset (for quick checks)")
+    nf.add_argument("--seed", type=int, default=SEED)
+    return p
+
+
+def _noise_floor(args, argv) -> int:
+    from core.segmentation.noise_floor import measure, write_noise_floor
+
+    unknown = [d for d in args.datasets if d not in ("monuseg", "epfl_hippocampus_fibsem", "isbi2012_em")]
+    if unknown:
+        raise UsageError(f"no downstream segmenter for {', '.join(unknown)}; "
+                         "choose from epfl_hippocampus_fibsem, isbi2012_em, monuseg")
+    results = {}
+    for dataset in args.datasets:
+        with contextlib.redirect_stdout(sys.stderr):
+            results[dataset] = measure(dataset, args.data_root, seed=args.seed, max_images=args.max_images,
+                                       progress=lambda line: print(line, file=sys.stderr, flush=True))
+    doc = write_noise_floor(results, args.out, command=f"{PROG} {shlex.join(argv)}", seed=args.seed)
+    for dataset in args.datasets:
+        entry = doc["datasets"][dataset]
+        print(f"{dataset} ({entry['images']} test images): " + "; ".join(
+            f"{pert} " + ", ".join(f"{m} mean {s['mean']:.4f} min {s['min']:.4f}" for m, s in entry[pert].items())
+            for pert in ("noise", "shift")))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "evaluate":
+            _check_kind(args.kind)
+            pair_files(args.images_dir, args.masks_dir)  # input errors before any model loads
+            with contextlib.redirect_stdout(sys.stderr):  # StarDist prints while loading: keep stdout JSON
+                result = evaluate_folder(args.kind, args.images_dir, args.masks_dir)
+            if args.json:
+                print(json.dumps(result, indent=1))
+            else:
+                print(summary_line(result))
+            return 0
+        return _noise_floor(args, argv)
+    except (UsageError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
