@@ -21,6 +21,12 @@ says which kind each source has.  Sources that are directory trees (EMPIAR,
 TG-GATEs) are listed by crawling their HTTP index pages; ``--include`` (a glob on
 the relative path) and ``--max-files`` fetch a subset — they are terabytes in full.
 
+Remote file names never choose where a file is written outside its dataset folder:
+:func:`local_path` percent-decodes and normalises every name from a listing (HTTP
+index, BioStudies file list) and refuses absolute paths, ``..`` components and
+anything that resolves outside ``root/<name>/`` (:class:`UnsafePathError`, before
+anything is downloaded).
+
 This machine has no internet: the sources' layouts were taken from their public
 documentation and are exercised by the tests only against a local HTTP server.
 """
@@ -31,6 +37,7 @@ import fnmatch
 import hashlib
 import json
 import os
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -51,6 +58,49 @@ class FetchError(RuntimeError):
 
 class ChecksumError(FetchError):
     """A downloaded file's sha256 differs from the expected one (the file was removed)."""
+
+
+class UnsafePathError(FetchError):
+    """A remote file name would be written outside its dataset folder (refused, nothing written)."""
+
+
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+def local_path(folder: str | Path, remote_path: str) -> Path:
+    """Where the remote file ``remote_path`` (relative to its dataset) is written: a path inside ``folder``.
+
+    The name is checked as given and after every round of percent-decoding (``%2e%2e%2f`` → ``../``,
+    ``%252e`` → ``%2e`` → ``.``), with ``/`` and ``\\`` both taken as separators: an absolute path, a
+    drive letter, a ``..`` component, a NUL byte, an empty name or the folder itself is refused with
+    :class:`UnsafePathError`; so is a name that resolves outside ``folder`` through a symbolic link
+    already in it.  The returned path is ``folder / remote_path`` (``.`` components dropped).
+    """
+    text = str(remote_path)
+    variants = [text]
+    while True:
+        decoded = urllib.parse.unquote(variants[-1])
+        if decoded == variants[-1]:
+            break
+        if len(variants) > 8:
+            raise UnsafePathError(f"refusing remote file name {text!r}: percent-encoded too many times")
+        variants.append(decoded)
+    for name in variants:
+        parts = re.split(r"[/\\]", name)
+        why = ("is empty" if not name.strip() else
+               "contains a NUL byte" if "\x00" in name else
+               "is an absolute path" if name.startswith(("/", "\\")) or _DRIVE.match(name) else
+               "contains a '..' component" if ".." in parts else
+               "names the dataset folder itself" if all(p in ("", ".") for p in parts) else None)
+        if why:
+            decoded_note = "" if name == text else f" (percent-decoded: {name!r})"
+            raise UnsafePathError(f"refusing remote file name {text!r}{decoded_note}: it {why}; files are only "
+                                  "written inside the dataset folder")
+    base = Path(folder).resolve()
+    target = (base / text).resolve()
+    if target == base or not target.is_relative_to(base):
+        raise UnsafePathError(f"refusing remote file name {text!r}: it resolves to {target}, outside {base}")
+    return Path(folder) / text
 
 
 @dataclass(frozen=True)
@@ -402,10 +452,10 @@ def fetch(source: Source | str, root: str | Path, include: str | None = None, ma
     files = resolve_files(source, include, max_files, accession)
     if not files:
         raise FetchError(f"{source.name}: nothing matches (include={include or source.default_include!r})")
+    destinations = [local_path(folder, item.path) for item in files]  # every name checked before any download
     recorded = read_manifest(folder)
     written = []
-    for item in files:
-        dest = folder / item.path
+    for item, dest in zip(files, destinations):
         expected = item.sha256 or recorded.get(item.path)
         digest = download(item.url, dest, sha256=expected, size=item.size, progress=progress)
         recorded[item.path] = digest
@@ -435,7 +485,11 @@ def verify(source: Source | str, root: str | Path) -> list[str]:
         return [f"{folder}: nothing to verify (no checksum manifest; fetch first)"]
     problems = []
     for path, digest in sorted(expected.items()):
-        target = folder / path
+        try:
+            target = local_path(folder, path)
+        except UnsafePathError as exc:
+            problems.append(f"{path}: {exc}")
+            continue
         if not target.is_file():
             problems.append(f"{path}: missing")
         elif file_sha256(target) != digest:

@@ -23,6 +23,7 @@ import argparse
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import traceback
@@ -153,8 +154,32 @@ def run_job(job: Job, run_id: str) -> list[dict]:
     return rows
 
 
-def _init_worker() -> None:
-    """Worker processes: one thread each for the numeric libraries (the pool gives the parallelism)."""
+def _die_with_parent(parent_pid: int) -> None:
+    """Linux: have the kernel SIGKILL this process when its parent dies (even by ``kill -9``), and exit
+    now if the parent is already gone (it died before this ran).  Elsewhere: nothing."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        PR_SET_PDEATHSIG = 1
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: the parent's signal handlers still stop the workers
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _init_worker(parent_pid: int | None = None) -> None:
+    """Worker processes: one thread each for the numeric libraries (the pool gives the parallelism);
+    they end with the runner (``parent_pid``) and leave Ctrl-C to it (it stops them)."""
+    if parent_pid is not None:
+        _die_with_parent(parent_pid)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
+    except ValueError:  # not the main thread
+        pass
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
@@ -344,18 +369,66 @@ def _peek(ref: ImageRef) -> tuple[int | None, int | None, int | None, int | None
     return image.bit_depth, image.channels, image.height, image.width
 
 
+def _worker_processes(pool: ProcessPoolExecutor) -> list:
+    """The pool's worker processes (``shutdown`` forgets them, so take them first)."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
+def _terminate_workers(processes: list, grace_s: float = 3.0) -> None:
+    """SIGTERM every process still alive, then SIGKILL those that outlive ``grace_s``."""
+    for process in processes:
+        if process.exitcode is None:
+            process.terminate()
+    for process in processes:
+        process.join(grace_s)
+        if process.exitcode is None:
+            process.kill()
+            process.join(1.0)
+
+
 def _execute(jobs: list[Job], run_id: str, workers: int):
+    """Rows of every job, as they finish: in this process, or in ``workers`` worker processes.
+
+    The workers never outlive the runner: SIGTERM/SIGINT to the runner terminates them (then the runner
+    exits 128 + 15 on SIGTERM, or raises KeyboardInterrupt on SIGINT); if the runner dies without a word
+    (``kill -9``) the kernel kills them (``PR_SET_PDEATHSIG``, Linux); any other way out of this generator
+    (an exception, the caller stops iterating) cancels the pending jobs and terminates them too.
+    """
     if workers <= 1:
         for job in jobs:
             yield run_job(job, run_id)
         return
     import multiprocessing
+    import threading
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_init_worker) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_init_worker, initargs=(os.getpid(),))
+
+    def stop(signum, frame):
+        _terminate_workers(_worker_processes(pool))
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, stop)
+    finished = False
+    try:
         futures = [pool.submit(run_job, job, run_id) for job in jobs]
         for future in as_completed(futures):
             yield future.result()
+        finished = True
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if finished:
+            pool.shutdown(wait=True)
+        else:
+            processes = _worker_processes(pool)
+            pool.shutdown(wait=False, cancel_futures=True)
+            _terminate_workers(processes)
 
 
 def summary_rows(con, refs: list[ImageRef] | None = None, held_out_only: bool = True) -> list[tuple]:

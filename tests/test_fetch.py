@@ -240,3 +240,47 @@ def test_bia_presets():
     brightfield, mri = fetch.SOURCES["bia-brightfield"], fetch.SOURCES["bia-mri"]
     assert brightfield.accession == "S-BIAD440" and brightfield.default_max_files == 1
     assert mri.accession is None and "--accession" in mri.title
+
+
+# --------------------------------------------------------------------------- remote names never leave the folder
+
+
+def test_crawled_name_that_decodes_to_a_parent_path_is_refused_before_any_download(server, tmp_path):
+    server.files["/tree/good.bin"] = b"good"
+    server.files["/tree/%2e%2e%2fevil.bin"] = b"evil"  # the index links it as-is; unquoted it is ../evil.bin
+    source = Source("tree", "t", "-", "-", tree_url=server.base + "/tree/")
+    assert {f.path for f in fetch.crawl_index(source.tree_url)} == {"good.bin", "../evil.bin"}
+    root = tmp_path / "root"
+    with pytest.raises(fetch.UnsafePathError, match="'..' component"):
+        fetch.fetch(source, root, progress=False)
+    assert not (root / "evil.bin").exists() and not (root / "tree" / "good.bin").exists()
+    assert not [path for path, _ in server.requests if "evil" in path]  # nothing was even downloaded
+
+
+@pytest.mark.parametrize("bad", ["../../evil.tif", "/tmp/evil.tif", "img/../../evil.tif", "%2e%2e/evil.tif",
+                                 "%2Ftmp%2Fevil.tif"])
+def test_biostudies_path_outside_the_folder_is_refused(server, tmp_path, monkeypatch, capsys, bad):
+    entries = [_entry(0, 5), {"path": bad, "type": "file", "Name": "evil.tif", "Size": "4", "size": 4}]
+    server.files["/files/S-BIADTEST/img/plane%20000.tif"] = b"12345"
+    server.api, _ = _fake_biostudies(entries)
+    monkeypatch.setattr(fetch, "BIOSTUDIES_API", server.base + "/api/v1/files/")
+    monkeypatch.setattr(fetch, "BIOSTUDIES_FILES", server.base + "/files/")
+    source = Source("bia-test", "t", "-", "-", biostudies=True, accession="S-BIADTEST")
+    with pytest.raises(fetch.UnsafePathError, match="refusing remote file name"):
+        fetch.fetch(source, tmp_path / "root", progress=False)
+    assert not list((tmp_path / "root" / "bia-test").rglob("*.tif"))
+    assert not (tmp_path / "evil.tif").exists() and not Path("/tmp/evil.tif").exists()
+    capsys.readouterr()
+    assert fetch.main(["fetch", "bia-mri", "--accession", "S-BIADTEST", "--root", str(tmp_path / "cli"),
+                       "--quiet"]) == 2  # the CLI: one "error: ..." line, exit 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: refusing remote file name") and err.count("\n") == 1
+
+
+def test_verify_does_not_read_manifest_entries_outside_the_folder(tmp_path):
+    folder = tmp_path / "demo"
+    folder.mkdir()
+    (tmp_path / "secret.txt").write_bytes(b"abc")
+    (folder / "SHA256SUMS").write_text(f"{hashlib.sha256(b'abc').hexdigest()}  ../secret.txt\n")
+    problems = fetch.verify(Source("demo", "d", "-", "-"), tmp_path)
+    assert len(problems) == 1 and problems[0].startswith("../secret.txt: refusing remote file name")

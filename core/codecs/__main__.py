@@ -17,14 +17,20 @@ suffix; a folder gets ``NAME.png`` for 8-bit and ``NAME.tif`` for 16-bit).
 closest to TARGET (:mod:`core.rate_search`, the dashboard's rule too: bisection on the knob,
 continuous for variable-rate learned codecs) and prints the achieved bpp and its deviation.
 ``--bit-depth`` declares the significant bits of 16-bit input (default: as read).
+
+Any failure — unreadable input, unsupported input, a corrupt or crafted stream, a
+library error, running out of memory — is reported as one line ``error: ...`` on
+stderr with exit status 2 (130 when interrupted), never a traceback
+(``BIOCODEC_DEBUG=1`` prints the traceback as well).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+import traceback
 from pathlib import Path
 
-from core.codecs.base import CodecError
 from core.codecs.bitstream import unwrap_file, wrap_file
 from core.codecs.registry import available_codecs, get_codec
 from core.io import SUPPORTED_SUFFIXES, as_bioimage, read_image, write_image
@@ -93,6 +99,20 @@ def _inputs(path: Path, suffixes) -> list[Path]:
     raise FileNotFoundError(f"no such file or folder: {path}")
 
 
+def error_message(exc: BaseException) -> str:
+    """One line saying what went wrong, for ``error: ...``."""
+    if isinstance(exc, KeyError) and exc.args:
+        text = str(exc.args[0])  # str(KeyError) adds quotes
+    elif isinstance(exc, MemoryError):
+        text = f"out of memory{f' ({exc})' if str(exc) else ''}"
+    elif type(exc).__module__ == "builtins" and isinstance(exc, (ValueError, OSError)) \
+            or type(exc).__module__.startswith("core."):  # CodecError, UnsupportedInput, ImageReadError, ...
+        text = str(exc) or type(exc).__name__
+    else:  # a library's own exception type, or something unexpected: say what it was
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    return " ".join(text.split())
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m core.codecs", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -112,6 +132,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     from tqdm import tqdm
 
+    current = None  # the file being worked on, named in the error line
     try:
         if args.cmd == "list":
             for name in available_codecs():
@@ -122,6 +143,7 @@ def main(argv=None) -> int:
             files = _inputs(args.input, SUPPORTED_SUFFIXES)
             many = args.input.is_dir()
             for f in tqdm(files, disable=not many, desc="compress"):
+                current = f
                 dst = args.output / (f.stem + SUFFIX) if many else args.output
                 info = compress_file(f, dst, args.codec, parse_setting(args.setting), args.bpp,
                                      args.colour_mode, args.bit_depth)
@@ -132,6 +154,7 @@ def main(argv=None) -> int:
         files = _inputs(args.input, {SUFFIX})
         many = args.input.is_dir()
         for f in tqdm(files, disable=not many, desc="decompress"):
+            current = f
             if many:
                 pixels = decompress_file(f)
                 dst = args.output / (f.stem + (".png" if pixels.dtype.itemsize == 1 else ".tif"))
@@ -140,8 +163,16 @@ def main(argv=None) -> int:
             else:
                 decompress_file(f, args.output)
         return 0
-    except (CodecError, ValueError, FileNotFoundError, KeyError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 — every failure is one line, never a traceback
+        if os.environ.get("BIOCODEC_DEBUG"):
+            traceback.print_exc()
+        message = error_message(exc)
+        if current is not None and str(current) not in message:
+            message = f"{current}: {message}"
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

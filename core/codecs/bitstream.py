@@ -24,6 +24,14 @@ hash matches.  Every byte counts towards bpp.  Any corruption or truncation is
 reported as :class:`~core.codecs.base.CodecError` (the CRC catches damage to
 the entropy-coded strings, which rANS would otherwise decode to a wrong image).
 
+The CRC only catches *accidental* damage: a crafted stream carries a valid CRC.
+:func:`unpack` therefore also refuses headers out of range — channels other
+than 1/3, bit depth outside 8..16, a zero side, or more than
+:data:`core.io.MAX_PIXELS` pixels (the one image-size limit of the product) —
+and :meth:`core.codecs.learned.LearnedModel.decode_parsed` refuses strings too
+short for the declared shape before CompressAI's entropy decoder (which reads
+past the end of a too-short string) sees them.
+
 File wrapper (``BCF1``, used by ``python -m core.codecs compress``)::
 
     0   4   magic b"BCF1"
@@ -43,6 +51,7 @@ import zlib
 from dataclasses import dataclass
 
 from core.codecs.base import CodecError
+from core.io import MAX_PIXELS
 from core.setting_text import format_setting, parse_setting
 
 MAGIC = b"BCLC"
@@ -115,6 +124,9 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     if c not in (1, 3) or not 8 <= bd <= 16 or h == 0 or w == 0 or not 0 < count <= MAX_STRINGS:
         raise CodecError(f"learned-codec stream header is invalid (H={h}, W={w}, channels={c}, "
                          f"bit depth={bd}, strings={count})")
+    if h * w > MAX_PIXELS:
+        raise CodecError(f"learned-codec stream header claims {h}x{w} pixels, more than the "
+                         f"{MAX_PIXELS}-pixel limit")
     if len(body) < pos + 4 * count:
         raise CodecError("learned-codec stream truncated in its string table")
     lengths = struct.unpack(f">{count}I", body[pos:pos + 4 * count])

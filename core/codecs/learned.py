@@ -21,8 +21,10 @@ files; a model is loaded on first use and cached.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
+import math
 import threading
 from pathlib import Path
 
@@ -58,6 +60,84 @@ def vr_rate(setting, levels: int) -> tuple[float, int]:
         raise ValueError(f"variable-rate setting must lie in [1, {VR_POINTS}], got {setting!r}")
     milli = int(round(q * 1000))
     return (milli / 1000 - 1) / (VR_POINTS - 1) * (levels - 1), milli
+
+
+# ----------------------------------------------------------------------------- implausible streams
+#: Bits by which one rANS-coded symbol may grow the coder's state by *less* than log2(2**precision / freq):
+#: the encoder's integer division ⌊x / freq⌋ and its word output ⌊x / 2**32⌋ each lose a factor of at most
+#: 1 − 2**−15 (its state x stays ≥ 2**31 while freq ≤ 2**16 = 2**precision).
+_RANS_SLACK_BITS = -2 * math.log2(1 - 2.0 ** -15)
+
+
+class ImplausibleStream(CodecError):
+    """An entropy-coded string is shorter than any real stream of the declared shape can be."""
+
+
+def _min_symbol_bits(entropy_model) -> "torch.Tensor":
+    """Per CDF table of a CompressAI entropy model: the fewest bits one symbol coded with it adds to a
+    rANS string — log2(2**precision / largest frequency in the table) less the rounding slack, ≥ 0."""
+    import torch
+
+    cdf = entropy_model._quantized_cdf.to(torch.int64)  # (tables, longest), zero-padded after each length
+    lengths = entropy_model._cdf_length.to(torch.int64)
+    freq = cdf[:, 1:] - cdf[:, :-1]
+    valid = torch.arange(freq.shape[1])[None, :] < (lengths[:, None] - 1)
+    top = torch.where(valid, freq, torch.zeros_like(freq)).amax(dim=1).clamp(min=1)
+    bits = entropy_model.entropy_coder_precision - torch.log2(top.double()) - _RANS_SLACK_BITS
+    return bits.clamp(min=0.0)
+
+
+def min_string_bytes(entropy_model, indexes) -> list[int]:
+    """A lower bound on the length of each rANS string that codes the symbols of ``indexes``.
+
+    ``indexes`` is the (batch, ...) tensor of CDF-table indexes CompressAI decodes a string with (for an
+    entropy bottleneck: the channel of every symbol).  CompressAI's coder (Rans64, 31-bit lower bound,
+    ``entropy_coder_precision`` = 16-bit frequencies) grows its state by at least
+    log2(2**16 / freq) − :data:`_RANS_SLACK_BITS` bits per symbol — overflow symbols add bypass bits on
+    top — and writes the state out in 32-bit words plus a final 64-bit flush, so a real string holds at
+    least that many bits.  We ask for ⌊bits / 8⌋ bytes (the initial state and the flush are margin).
+    A crafted header that claims a large image with short strings fails this test before the decoder,
+    which reads past the end of a string that is too short (SIGSEGV for large shapes), is called.
+    """
+    bits = _min_symbol_bits(entropy_model)
+    return [int(float(bits[indexes[i].long()].sum()) // 8) for i in range(indexes.shape[0])]
+
+
+def _guard_entropy_model(entropy_model) -> None:
+    """Make ``entropy_model.decompress`` refuse strings shorter than :func:`min_string_bytes` (idempotent).
+
+    The check wraps the module's own ``decompress`` (an instance attribute shadowing the class method), so
+    it sees exactly the strings and table indexes CompressAI is about to hand to its C++ decoder, for
+    every architecture (factorized y, hyperprior z and y, checkerboard anchors/non-anchors).
+    """
+    from compressai.entropy_models import EntropyBottleneck, EntropyModel, GaussianConditional
+
+    if getattr(entropy_model, "_biocodec_guarded", False):
+        return
+    known = (isinstance(entropy_model, EntropyBottleneck)
+             or (isinstance(entropy_model, GaussianConditional)
+                 and type(entropy_model).decompress is EntropyModel.decompress))
+    if not known:  # another signature (e.g. a Gaussian mixture): not a module our architectures use
+        return
+    original = entropy_model.decompress
+    bottleneck = isinstance(entropy_model, EntropyBottleneck)
+
+    @functools.wraps(original)
+    def decompress(strings, indexes_or_size, *args, **kwargs):
+        if bottleneck:  # (strings, size): channel c's table at every position of ``size``, for every c
+            positions = math.prod(int(v) for v in indexes_or_size)
+            need = [int(float(_min_symbol_bits(entropy_model).sum()) * positions // 8)] * len(strings)
+        else:
+            need = min_string_bytes(entropy_model, indexes_or_size)
+        for string, least in zip(strings, need):
+            if len(string) < least:
+                kind = "entropy-bottleneck" if bottleneck else "Gaussian-conditional"
+                raise ImplausibleStream(f"its {kind} string has {len(string)} bytes; a real stream of that "
+                                        f"shape needs at least {least}")
+        return original(strings, indexes_or_size, *args, **kwargs)
+
+    entropy_model.decompress = decompress
+    entropy_model._biocodec_guarded = True
 
 
 class LearnedModel:
@@ -175,17 +255,26 @@ class LearnedModel:
             raise CodecError(f"{self.arch} stream needs {expected} strings, got {len(strings)}")
         s = stride(self.arch)
         hp, wp = header.height + (-header.height % s), header.width + (-header.width % s)
-        with torch.inference_mode():
-            if self.variable_rate:
-                if not header.setting_milli:
-                    raise CodecError(f"stream for variable-rate model {self.model_id!r} carries no rate setting")
-                try:
-                    rate, _ = vr_rate(header.setting_milli / 1000, self.levels)
-                except ValueError as exc:
-                    raise CodecError(f"stream header: {exc}") from None
-                out = self.model.decompress([[b] for b in strings], self.latent_shape(hp, wp), rate)
-            else:
-                out = self.model.decompress([[b] for b in strings], self.latent_shape(hp, wp))
+        if self.variable_rate:
+            if not header.setting_milli:
+                raise CodecError(f"stream for variable-rate model {self.model_id!r} carries no rate setting")
+            try:
+                rate, _ = vr_rate(header.setting_milli / 1000, self.levels)
+            except ValueError as exc:
+                raise CodecError(f"stream header: {exc}") from None
+        model = self.model
+        with self._lock:  # every entropy model refuses strings too short for the shape (see min_string_bytes)
+            for module in model.modules():
+                _guard_entropy_model(module)
+        try:
+            with torch.inference_mode():
+                if self.variable_rate:
+                    out = model.decompress([[b] for b in strings], self.latent_shape(hp, wp), rate)
+                else:
+                    out = model.decompress([[b] for b in strings], self.latent_shape(hp, wp))
+        except ImplausibleStream as exc:
+            raise ImplausibleStream(f"learned-codec stream claims {header.height}x{header.width} pixels, but "
+                                    f"{exc} (crafted or damaged header)") from None
         x = out["x_hat"][0, :, :header.height, :header.width].clamp(0, 1).numpy()
         peak = (1 << header.bit_depth) - 1
         arr = np.rint(x * peak).astype(np.uint8 if header.bit_depth <= 8 else np.uint16)
