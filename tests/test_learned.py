@@ -95,9 +95,10 @@ def test_per_channel_mode_round_trip(tiny):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_architecture_codes_gray_and_colour(tmp_path, arch):
     for ch in (1, 3):
-        model = _tiny_checkpoint(tmp_path, arch, ch)
+        variable = arch == "gained-mean-scale"
+        model = _tiny_variable_rate(tmp_path, ch) if variable else _tiny_checkpoint(tmp_path, arch, ch)
         pixels = _ramp(40, 72, ch, 8)
-        data = model.encode(pixels, 8)
+        data = model.encode(pixels, 8, 8 if variable else None)
         assert len(unpack(data)[1]) == {"factorized": 1, "checkerboard": 3}.get(arch, 2)
         out = model.decode(data)
         assert out.shape == pixels.shape and out.dtype == np.uint8
@@ -136,7 +137,7 @@ def test_bpp_counts_every_byte(tiny):
     _, codec = tiny
     data = codec.encode(_ramp(64, 96, 1, 8), 1)
     header, strings = unpack(data)
-    overhead = 4 + 2 + len(header.model_id) + 8 + 11 + 4 * len(strings) + 4
+    overhead = 4 + 2 + len(header.model_id) + 8 + 13 + 4 * len(strings) + 4  # v2 header: + 2-byte rate field
     assert len(data) == overhead + sum(map(len, strings))
 
 
