@@ -171,6 +171,11 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+#: One thread per worker process for every numeric library (the pool gives the parallelism).
+WORKER_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
+                     "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
+
+
 def _init_worker(parent_pid: int | None = None) -> None:
     """Worker processes: one thread each for the numeric libraries (the pool gives the parallelism);
     they end with the runner (``parent_pid``) and leave Ctrl-C to it (it stops them)."""
@@ -216,8 +221,11 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def machine_description() -> str:
-    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu {platform.system()} {platform.release()}"
+def machine_description(workers: int = 1) -> str:
+    """Host, CPU count, OS, and the parallelism of the run (workers × threads per worker)."""
+    threads = WORKER_THREAD_ENV["OMP_NUM_THREADS"] if workers > 1 else os.environ.get("OMP_NUM_THREADS", "default")
+    return (f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu {platform.system()} {platform.release()}; "
+            f"workers {workers}, threads per worker {threads}")
 
 
 # --------------------------------------------------------------------------- image selection
@@ -336,7 +344,7 @@ def main(argv: list[str] | None = None) -> int:
 
     run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
     store.record_run(con, run_id, datetime.now(timezone.utc).replace(tzinfo=None), git_commit(),
-                     package_versions(), machine_description(), list(argv if argv is not None else sys.argv[1:]))
+                     package_versions(), machine_description(args.workers), list(argv if argv is not None else sys.argv[1:]))
     total = sum(len(j.tasks) for j in jobs)
     print(f"{len(refs)} images, {len(codecs)} codecs: {total} rows to compute, "
           f"{len(done)} already stored, {unsupported} unsupported combinations skipped")
@@ -401,6 +409,10 @@ def _execute(jobs: list[Job], run_id: str, workers: int):
     import multiprocessing
     import threading
 
+    # thread limits must be in the environment *before* a spawned worker imports numpy/torch/TensorFlow
+    # (its initializer runs after the main module's imports): set them here, children inherit them
+    saved_env = {k: os.environ.get(k) for k in WORKER_THREAD_ENV}
+    os.environ.update(WORKER_THREAD_ENV)
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_init_worker, initargs=(os.getpid(),))
 
@@ -421,6 +433,11 @@ def _execute(jobs: list[Job], run_id: str, workers: int):
             yield future.result()
         finished = True
     finally:
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         if finished:
