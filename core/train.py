@@ -432,6 +432,7 @@ def main(argv=None) -> dict:
     optimizer, aux_optimizer = make_optimizers(model, args.lr)
     resume_path = stem_path(out, ".resume.pt")
     start, seconds_before = 0, 0.0
+    lr_history: list[tuple[int, float]] = [(0, args.lr)]
     if args.resume and resume_path.exists():
         state = torch.load(resume_path, map_location=args.device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -439,8 +440,14 @@ def main(argv=None) -> dict:
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         start = int(state["step"])
         seconds_before = float(state.get("seconds", 0.0))
+        saved_lr = float(state["optimizer"]["param_groups"][0]["lr"])
+        lr_history = [tuple(x) for x in state.get("lr_history", [(0, saved_lr)])]
+        for group in optimizer.param_groups:  # --lr applies from here on (a lower one anneals a resumed run)
+            group["lr"] = args.lr
         torch.manual_seed(args.seed + start)
         print(f"resumed {resume_path} at step {start}", file=sys.stderr)
+    if lr_history[-1][1] != args.lr:
+        lr_history.append((start, args.lr))
     sampler = CropSampler(load_planes(train_sources, args.channels), args.crop, args.seed + start)
 
     import signal
@@ -463,7 +470,7 @@ def main(argv=None) -> dict:
             tmp = resume_path.with_name(resume_path.name + ".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "aux_optimizer": aux_optimizer.state_dict(), "step": step,
-                        "seconds": seconds_before + time.time() - t0}, tmp)
+                        "seconds": seconds_before + time.time() - t0, "lr_history": lr_history}, tmp)
             tmp.replace(resume_path)  # atomic: a kill during the save keeps the previous snapshot
             last_save.update(t=time.time(), step=step)
             print(f"step {step}: snapshot {resume_path.name}", file=sys.stderr, flush=True)
@@ -496,7 +503,8 @@ def main(argv=None) -> dict:
         "steps": {"base": base_steps, "this_run": done, "total": base_steps + done},
         "base": base,
         "warmup_mse_steps": args.warmup, "warmup_mse_lmbda": WARMUP_MSE_LMBDA if args.warmup else None,
-        "batch": args.batch, "crop": args.crop, "lr": args.lr, "seed": args.seed, "device": args.device,
+        "batch": args.batch, "crop": args.crop, "lr": args.lr, "lr_history": [list(x) for x in lr_history],
+        "seed": args.seed, "device": args.device,
         "threads": args.threads, "bf16_autocast": bool(variable and args.bf16),
         "train_seconds": round(seconds, 1),
         "final_train_loss_mean_last50": float(np.mean(losses[-50:])) if losses else None,
