@@ -31,7 +31,7 @@ vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
   "$PY" -m core.train --arch gained-mean-scale --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
     --N 64 --M 96 --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop 128 --lr "${LR:-2e-4}" \
     --seed 21 --threads 1 --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
-    --no-progress "$@" > "$T/$name.log" 2>&1
+    --no-progress "$@" >> "$T/$name.log" 2>&1
   tail -n 16 "$T/$name.log"
 }
 
