@@ -64,9 +64,10 @@ def main(argv=None) -> int:
         codec = load_codecs(folder)[args.codec]
         for model in codec.models():
             seen = set(model.meta.get("training_images") or [])
+            # checkpoints from before the catalog list file paths: their training files (their validation
+            # files were only measured at the end, never used to select or stop anything)
             seen |= {f"{d}/{p.rsplit('/', 1)[-1].rsplit('.', 1)[0]}" for d in {c.split('/')[0] for c in wanted}
-                     for p in model.meta.get("training_data", []) + model.meta.get("validation_data", [])
-                     if f"/{d}/" in p}
+                     for p in model.meta.get("training_data", []) if f"/{d}/" in p}
             if seen & set(wanted):
                 raise SystemExit(f"{label} checkpoint {model.model_id} saw {sorted(seen & set(wanted))}")
         curves[label] = measure(codec, images)
