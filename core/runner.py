@@ -40,7 +40,7 @@ from core.codecs import available_codecs, get_codec, parse_codec_list
 from core.datasets import embedded_refs, folder_refs, load_ref
 from core.evaluate import evaluate
 from core.io import SUPPORTED_SUFFIXES
-from core.paths import default_db
+from core.paths import REPO_ROOT, default_db
 from core.pipeline import build_encoder
 from core.provenance import metrics_version, row_flags
 from core.setting_text import format_setting, parse_sweep_spec
@@ -209,7 +209,7 @@ def _init_worker(parent_pid: int | None = None) -> None:
 
 
 def git_commit() -> str | None:
-    here = Path(__file__).resolve().parent.parent
+    here = REPO_ROOT
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
                                 timeout=10).stdout.strip()

@@ -12,6 +12,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from core.io import SUPPORTED_SUFFIXES
 from core.metrics import ms_ssim_db
 from core.pipeline import build_encoder, effective_colour_mode
 from core.rate_search import SearchResult, search_setting  # noqa: F401  (the one target-bpp rule)
@@ -19,7 +20,8 @@ from core.rate_search import SearchResult, search_setting  # noqa: F401  (the on
 #: Live-comparison limits (stated in the page): file size in bytes and image side in pixels.
 MAX_UPLOAD_BYTES = 50 * 1024 * 1024
 MAX_UPLOAD_SIDE = 4096
-UPLOAD_TYPES = ("png", "tif", "tiff", "jpg", "jpeg", "pgm", "ppm", "pnm")
+#: File types the uploader takes: core.io's one suffix list.
+UPLOAD_TYPES = tuple(s.lstrip(".") for s in SUPPORTED_SUFFIXES)
 
 
 class UploadError(ValueError):
