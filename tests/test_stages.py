@@ -36,7 +36,8 @@ def test_codec_settings_expand_family_rules():
     codecs, sweeps = stage_codec_settings("2")
     assert codecs == available_codecs("classical") + available_codecs("learned")
     assert sweeps["jpeg2000"] == (160, 80, 40, 20, 10, 5)
-    assert all(4 <= len(v) <= 6 for v in sweeps.values())
+    assert all(4 <= len(v) <= 6 for k, v in sweeps.items() if not k.startswith("learned"))
+    assert sweeps["learned-msssim"] == (1, 3, 5, 7, 9, 11, 13, 16)  # 8 points of the variable-rate knob
     assert stage_codec_settings("all")[0] == codecs
     with pytest.raises(StageError):
         stage_codec_settings("7")
