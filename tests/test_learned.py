@@ -31,10 +31,14 @@ def _tiny_checkpoint(folder: Path, arch: str, channels: int, quality: int = 1, c
     torch.manual_seed(channels * 10 + quality)
     N, M = (16, None) if arch == "checkerboard" else (16, 16)
     model = build_model(arch, channels, N, M)
-    stem = folder / f"{codec}-{arch}-{channels}-{quality}"
+    return _save(model, folder / f"{codec}-{arch}-{channels}-{quality}",
+                 {"codec": codec, "quality": quality, "arch": arch, "channels": channels, "N": N, "M": M})
+
+
+def _save(model, stem: Path, meta: dict) -> LearnedModel:
+    """Save ``model`` as core.train does (float16 parameters, tables rebuilt) with its JSON metadata."""
     save_checkpoint(model, stem)
-    meta = {"model_id": stem.name, "codec": codec, "quality": quality, "arch": arch, "channels": channels,
-            "N": N, "M": M}
+    meta = {"model_id": stem.name, **meta}
     stem.with_suffix(".json").write_text(json.dumps(meta))
     return LearnedModel(stem.with_suffix(".pt"), meta)
 
@@ -207,12 +211,8 @@ def _tiny_variable_rate(folder: Path, channels: int, codec: str = "tinyvr", leve
     model = build_model("gained-mean-scale", channels, 16, 16, levels=levels)
     with torch.no_grad():  # an untrained y is tiny: spread the gains so the rate visibly rises with the level
         model.log_gain.copy_(torch.linspace(0.0, 6.0, levels)[:, None].repeat(1, 16))
-    stem = folder / f"{codec}-{channels}"
-    save_checkpoint(model, stem)
-    meta = {"model_id": stem.name, "codec": codec, "arch": "gained-mean-scale", "channels": channels,
-            "N": 16, "M": 16, "levels": levels}
-    stem.with_suffix(".json").write_text(json.dumps(meta))
-    return LearnedModel(stem.with_suffix(".pt"), meta)
+    return _save(model, folder / f"{codec}-{channels}", {"codec": codec, "arch": "gained-mean-scale",
+                                                          "channels": channels, "N": 16, "M": 16, "levels": levels})
 
 
 @pytest.fixture(scope="module")
