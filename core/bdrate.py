@@ -50,7 +50,7 @@ import numpy as np
 import pandas as pd
 
 from core.metrics import ms_ssim_db
-from core.provenance import HELD_OUT_SQL
+from core.provenance import TRAINING_FLAGS, held_out_clause, held_out_mask  # noqa: F401  (defined there; used here)
 
 METHOD = "akima"
 MIN_POINTS = 4
@@ -59,8 +59,6 @@ MIN_OVERLAP = 0.2
 METRICS = {"psnr": "PSNR (dB)", "ms_ssim_db": "MS-SSIM (dB)"}
 #: Keys of one point of a mean curve.
 CURVE_KEYS = ("stage", "dataset", "codec", "colour_mode", "setting")
-#: Result columns that mark rows of images a model involved was trained / validated / tuned on.
-TRAINING_FLAGS = ("in_codec_training", "in_segmenter_training")
 
 _ROWS_SQL = """
     SELECT stage, dataset, image_id, codec, colour_mode, setting, bpp, psnr, ms_ssim
@@ -70,26 +68,6 @@ _ROWS_SQL = """
 
 
 # --------------------------------------------------------------------------- held-out rows
-
-
-def held_out_clause(con, held_out_only: bool = True, table: str = "results") -> str:
-    """SQL condition selecting the rows to use: :data:`~core.provenance.HELD_OUT_SQL`, or ``TRUE`` when
-    ``held_out_only`` is false or ``table`` predates the training-flag columns (no row is flagged)."""
-    if not held_out_only:
-        return "TRUE"
-    columns = {r[0] for r in con.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
-    return HELD_OUT_SQL if set(TRAINING_FLAGS) <= columns else "TRUE"
-
-
-def held_out_mask(frame: pd.DataFrame) -> pd.Series:
-    """Pandas equivalent of :data:`~core.provenance.HELD_OUT_SQL`: True where neither training flag is
-    true (NULL and absent columns count as false)."""
-    mask = pd.Series(True, index=frame.index)
-    for column in TRAINING_FLAGS:
-        if column in frame:
-            mask &= ~frame[column].fillna(False).astype(bool)
-    return mask
 
 
 def held_out_label(held_out_only: bool) -> str:

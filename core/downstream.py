@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from core.bdrate import held_out_clause
+from core.provenance import held_out_clause
 
 #: metrics that can define an operating point: name → True if higher is better.
 OPERATING_METRICS = {

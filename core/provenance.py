@@ -22,6 +22,9 @@ from core.paths import REPO_ROOT
 #: SQL condition of the rows no model involved has seen (the default of every headline view).
 HELD_OUT_SQL = "(NOT coalesce(in_codec_training, FALSE) AND NOT coalesce(in_segmenter_training, FALSE))"
 
+#: Result columns that mark rows of images a model involved was trained / validated / tuned on.
+TRAINING_FLAGS = ("in_codec_training", "in_segmenter_training")
+
 #: The code that defines the stored metrics; any change to these files changes metrics_version.
 METRIC_SOURCES = ("core/metrics.py", "core/evaluate.py", "core/segmentation/metrics.py",
                   "core/segmentation/__init__.py", "core/segmentation/contours.py")
@@ -78,6 +81,23 @@ def row_flags(codec_name: str, dataset: str, image_id: str, has_downstream: bool
             "in_segmenter_training": bool(has_downstream) and cid in segmenter_training_images(dataset)}
 
 
-def checkpoint_training_images(meta_path: str | Path) -> list[str]:
-    """``training_images`` of a checkpoint's JSON metadata (empty list when absent)."""
-    return list(json.loads(Path(meta_path).read_text()).get("training_images") or [])
+def held_out_clause(con, held_out_only: bool = True, table: str = "results") -> str:
+    """SQL condition selecting the rows to use: :data:`~core.provenance.HELD_OUT_SQL`, or ``TRUE`` when
+    ``held_out_only`` is false or ``table`` predates the training-flag columns (no row is flagged)."""
+    if not held_out_only:
+        return "TRUE"
+    columns = {r[0] for r in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+    return HELD_OUT_SQL if set(TRAINING_FLAGS) <= columns else "TRUE"
+
+
+def held_out_mask(frame: "pd.DataFrame") -> "pd.Series":
+    """Pandas equivalent of :data:`~core.provenance.HELD_OUT_SQL`: True where neither training flag is
+    true (NULL and absent columns count as false)."""
+    import pandas as pd
+
+    mask = pd.Series(True, index=frame.index)
+    for column in TRAINING_FLAGS:
+        if column in frame:
+            mask &= ~frame[column].fillna(False).astype(bool)
+    return mask

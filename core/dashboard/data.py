@@ -23,7 +23,8 @@ from typing import Iterable
 import pandas as pd
 
 from core import store
-from core.bdrate import TRAINING_FLAGS, held_out_label, held_out_mask
+from core.bdrate import held_out_label
+from core.provenance import TRAINING_FLAGS, held_out_mask
 from core.metrics import ms_ssim_db
 from core.paths import data_root, default_db
 
