@@ -8,14 +8,13 @@ import pandas as pd
 import pytest
 
 from core import store
+from core.provenance import held_out_clause, held_out_mask
 from core.bdrate import (
     MIN_OVERLAP,
     MIN_POINTS,
     bd_rate,
     bd_rate_frame,
     bd_rate_table,
-    held_out_clause,
-    held_out_mask,
     mean_per_setting,
     monotone_points,
     overlap_fraction,

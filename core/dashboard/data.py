@@ -5,7 +5,7 @@
 * loading a read-only :class:`Snapshot` (the file is closed again at once, so the runner can keep
   writing between page loads);
 * the row selection: sidebar :class:`Filters`, **held-out rows by default** (rows of images no model
-  involved has seen: :func:`core.bdrate.held_out_mask`, the pandas form of
+  involved has seen: :func:`core.provenance.held_out_mask`, the pandas form of
   ``core.provenance.HELD_OUT_SQL``) and the sentence each view shows about it (:func:`rows_note`);
 * the overview tables, and the :class:`~core.catalog.ImageRef` of a stored row (:func:`find_ref`).
 
