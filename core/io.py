@@ -160,14 +160,34 @@ def read_image_bytes(data: bytes, name: str, bit_depth: int | None = None, page:
     return BioImage(image.pixels, image.bit_depth, Path(name).stem)
 
 
+def png_bound(pixels: np.ndarray) -> int:
+    """An output-buffer size no PNG encoding of ``pixels`` exceeds, in bytes.
+
+    libpng stores each row with a filter byte, so incompressible data (noise) grows: a 300 × 1 noise image
+    is 600 bytes of rows, twice its pixels, and imagecodecs' default buffer ("output stream too small") is
+    sized for the pixels.  Bound: the filtered rows, plus deflate's stored-block overhead (5 bytes per
+    16 KiB), the IDAT chunk headers (12 bytes per 8 KiB) and the signature/IHDR/IEND — all inside
+    rows / 32 + 64 KiB.
+    """
+    height, width = pixels.shape[:2]
+    rows = height * (1 + width * (pixels.shape[2] if pixels.ndim == 3 else 1) * pixels.dtype.itemsize)
+    return rows + rows // 32 + 65536
+
+
+def encode_png(pixels: np.ndarray, **kwargs) -> bytes:
+    """PNG bytes of ``pixels`` (libpng through imagecodecs, 8/16-bit), with an output buffer sized by
+    :func:`png_bound` so that incompressible images encode too; ``kwargs`` go to ``png_encode``."""
+    import imagecodecs
+
+    return bytes(imagecodecs.png_encode(pixels, out=png_bound(pixels), **kwargs))
+
+
 def write_image(path: str | Path, image: BioImage) -> None:
     """Write losslessly: ``.png`` (8/16-bit) or ``.tif``; 16-bit stays 16-bit."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".png":
-        import imagecodecs
-
-        path.write_bytes(imagecodecs.png_encode(image.pixels))
+        path.write_bytes(encode_png(image.pixels))
     elif suffix in (".tif", ".tiff"):
         import tifffile
 

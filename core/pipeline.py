@@ -11,7 +11,10 @@ gets its :class:`~core.codecs.base.Codec` from :func:`build_encoder` and decodes
    what streams record.
 2. **tiling** — images larger than the ``[tiling]`` thresholds of ``data/stages.toml`` are coded tile
    by tile (:class:`~core.tiling.TiledCodec`; learned codecs with overlap), every tile's bytes counted.
-   A tiled stream starts with its own magic bytes, so the decoder needs no flag.
+   An image larger than the codec's own library can code in one piece
+   (:data:`~core.codecs.base.LIBRARY_SIZE_LIMITS`: WebP's 16382-px sides, AVIF's 16384² pixels, JPEG's
+   65535 px) is tiled too, whatever the thresholds say, so the threshold never promises a size the
+   library refuses.  A tiled stream starts with its own magic bytes, so the decoder needs no flag.
 3. **codec** — the registry entry (:func:`core.codecs.get_codec`).
 """
 from __future__ import annotations
@@ -38,11 +41,29 @@ def build_encoder(codec: Codec | str, colour_mode: str = "joint", channels: int 
     catalog's ``[tiling]`` table.
     """
     codec = get_codec(codec) if isinstance(codec, str) else codec
+    base = codec
     if effective_colour_mode(colour_mode, channels) == "per_channel":
         codec = PerChannelCodec(codec)
     if height is not None and width is not None:
-        codec = tile_if_large(codec, height, width, tiling)
+        if tiling is None:
+            from core.catalog import tiling_options
+
+            tiling = tiling_options()
+        tiled = tile_if_large(codec, height, width, tiling)
+        if tiled is codec and exceeds_library_limits(base, height, width):
+            _, high, _ = base.size_limits()
+            tile = min(int(tiling["tile"]), high or int(tiling["tile"]))
+            tiled = TiledCodec(codec, tile=tile, overlap=int(tiling["learned_overlap"]) if base.family == "learned"
+                               else 0)
+        codec = tiled
     return codec
+
+
+def exceeds_library_limits(codec: Codec, height: int, width: int) -> bool:
+    """True when the library behind ``codec`` cannot code a height×width image in one piece because it is
+    too *large* (too long a side or too many pixels; too small a side is the codec's to refuse)."""
+    _, high, most = codec.size_limits()
+    return (high is not None and max(height, width) > high) or (most is not None and height * width > most)
 
 
 def build_decoder(codec: Codec | str, colour_mode: str, payload: bytes) -> Codec:

@@ -263,15 +263,43 @@ def test_avif_pixel_limit_is_checked_before_any_coding():
     codec.check_size(16384, 16384)
 
 
-def test_png_failure_on_narrow_noise_is_a_codec_error_naming_codec_and_size():
-    codec, image = get_codec("png"), _noise((1000, 1))
-    try:
-        data = codec.encode(image)
-    except CodecError as exc:  # imagecodecs 2026.1.14: "png_write_data_fn output stream too small"
-        assert str(exc).startswith("png: cannot encode a 1000x1 8-bit 1-channel image: ")
-        assert "PngError" in str(exc)
-    else:  # the library (or classical.py) learnt to size its buffer: then it must round-trip
-        assert np.array_equal(codec.decode(data), image)
+@pytest.mark.parametrize("shape,dtype", [((300, 1), np.uint8), ((1000, 1), np.uint8), ((100_000, 1), np.uint16),
+                                         ((3000, 1, 3), np.uint16), ((1, 1), np.uint8), ((257, 259, 3), np.uint8)])
+def test_png_codes_incompressible_noise_of_any_shape(tmp_path, shape, dtype):
+    """Narrow noise used to raise imagecodecs' PngError "output stream too small" (the default buffer is the
+    pixels' size; PNG rows carry a filter byte each).  The codec and write_image both round-trip it now."""
+    from core.io import png_bound, read_image
+
+    image = np.random.default_rng(1).integers(0, np.iinfo(dtype).max, shape, dtype=dtype, endpoint=True)
+    data = get_codec("png").encode(image)
+    assert len(data) > image.nbytes and len(data) <= png_bound(image)  # incompressible: grows, within the bound
+    assert np.array_equal(get_codec("png").decode(data), image)
+    write_image(tmp_path / "noise.png", as_bioimage(image))
+    assert np.array_equal(read_image(tmp_path / "noise.png").pixels, image)
+
+
+@pytest.mark.parametrize("name,shape,tiled,no_threshold", [
+    ("webp", (16383, 4), True, False), ("webp", (16382, 4), False, False), ("webp-lossless", (4, 16384), True, False),
+    ("png", (16384, 4), False, False), ("jpeg", (65536, 1), True, True), ("jpeg", (65535, 1), False, True),
+])
+def test_pipeline_tiles_what_the_library_cannot_code_whole(name, shape, tiled, no_threshold):
+    """classical_max_side (16384) is above WebP's 16382-px limit: the pipeline tiles by the codec's true
+    limit (LIBRARY_SIZE_LIMITS), so a 16383-px-tall image codes through the CLI's path instead of failing —
+    even with the size threshold switched off (0)."""
+    from core.catalog import tiling_options
+    from core.pipeline import build_encoder
+    from core.tiling import TiledCodec
+
+    options = {**tiling_options(), "classical_max_side": 0} if no_threshold else None
+    codec = build_encoder(name, "joint", 1, *shape, tiling=options)
+    assert isinstance(codec, TiledCodec) is tiled
+    if tiled:
+        image = _noise(shape)
+        setting = None if codec.lossless else codec.default_settings[-1]
+        out = codec.decode(codec.encode(image, setting))
+        assert out.shape == image.shape
+        if codec.lossless:
+            assert np.array_equal(out, image)
 
 
 class _LibraryError(Exception):

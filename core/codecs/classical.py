@@ -23,6 +23,7 @@ import imagecodecs
 import numpy as np
 
 from core.codecs.base import Codec, CodecError
+from core.io import encode_png
 
 IMAGECODECS = f"imagecodecs {imagecodecs.__version__}"
 _SIXTEEN = frozenset(range(9, 17))
@@ -122,7 +123,8 @@ class PNG(Codec):
     bit_depths = _ALL_DEPTHS
 
     def _encode(self, pixels, setting, bit_depth):
-        return imagecodecs.png_encode(pixels, **self.params)
+        # the output buffer is sized for incompressible data (noise), see core.io.png_bound
+        return encode_png(pixels, **self.params)
 
     def _decode(self, data):
         return imagecodecs.png_decode(data)
