@@ -94,7 +94,8 @@ def test_alpha_palette_float_and_stack_rules(tmp_path):
     tifffile.imwrite(tmp_path / "f.tif", GRAY8.astype(np.float32))
     with pytest.raises(ImageReadError, match="floating-point"):
         read_image(tmp_path / "f.tif")
-    tifffile.imwrite(tmp_path / "stack.tif", np.stack([GRAY8, GRAY8, GRAY8, GRAY8]))
+    # photometric given: without it tifffile writes a (4, H, W) array as one planar RGBA image
+    tifffile.imwrite(tmp_path / "stack.tif", np.stack([GRAY8, GRAY8, GRAY8, GRAY8]), photometric="minisblack")
     with pytest.raises(ImageReadError, match="pass page"):
         read_image(tmp_path / "stack.tif")
     np.testing.assert_array_equal(read_image(tmp_path / "stack.tif", page=3).pixels, GRAY8)

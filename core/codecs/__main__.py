@@ -1,6 +1,7 @@
 """Compress and decompress your own files with any registered codec (learned or classical).
 
     python -m core.codecs compress IN OUT --codec NAME [--setting S | --bpp TARGET] [--colour-mode per_channel]
+                                              [--bit-depth B] [--page N]
     python -m core.codecs decompress IN OUT
     python -m core.codecs list
 
@@ -16,7 +17,8 @@ suffix; a folder gets ``NAME.png`` for 8-bit and ``NAME.tif`` for 16-bit).
 ``--bpp TARGET`` picks the setting whose file rate (8 · bytes of the whole file / (H · W)) is
 closest to TARGET (:mod:`core.rate_search`, the dashboard's rule too: bisection on the knob,
 continuous for variable-rate learned codecs) and prints the achieved bpp and its deviation.
-``--bit-depth`` declares the significant bits of 16-bit input (default: as read).
+``--bit-depth`` declares the significant bits of 16-bit input (default: as read); ``--page N`` picks
+one plane of a stack (multi-page TIFF, 3-D MRC; a stack without it is refused with its plane count).
 
 Any failure — unreadable input, unsupported input, a corrupt or crafted stream, a
 library error, running out of memory — is reported as one line ``error: ...`` on
@@ -42,9 +44,10 @@ SUFFIX = ".bcc"
 
 
 def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: float | None = None,
-                  colour_mode: str = "joint", bit_depth: int | None = None) -> dict:
-    """Compress one image file; returns ``{"setting", "bytes", "bpp"}`` (bpp of the whole file)."""
-    image = read_image(src, bit_depth=bit_depth)
+                  colour_mode: str = "joint", bit_depth: int | None = None, page: int | None = None) -> dict:
+    """Compress one image file (``page``: the plane of a stack); returns ``{"setting", "bytes", "bpp"}``
+    (bpp of the whole file)."""
+    image = read_image(src, bit_depth=bit_depth, page=page)
     h, w = image.pixels.shape[:2]
     colour_mode = effective_colour_mode(colour_mode, image.channels)  # what the stream records
     codec = build_encoder(codec_name, colour_mode, image.channels, h, w)
@@ -125,6 +128,7 @@ def main(argv=None) -> int:
     g.add_argument("--bpp", type=float, help="the setting whose rate is closest to this target (bits per pixel)")
     c.add_argument("--colour-mode", choices=("joint", "per_channel"), default="joint")
     c.add_argument("--bit-depth", type=int, help="significant bits of 16-bit input")
+    c.add_argument("--page", type=int, help="the plane of a stack to compress (multi-page TIFF, 3-D MRC): 0..N-1")
     d = sub.add_parser("decompress", help=".bcc file(s) → image file(s)")
     d.add_argument("input", type=Path)
     d.add_argument("output", type=Path)
@@ -146,7 +150,7 @@ def main(argv=None) -> int:
                 current = f
                 dst = args.output / (f.stem + SUFFIX) if many else args.output
                 info = compress_file(f, dst, args.codec, parse_setting(args.setting), args.bpp,
-                                     args.colour_mode, args.bit_depth)
+                                     args.colour_mode, args.bit_depth, args.page)
                 if not many:
                     print(f"{dst}: {info['bytes']} bytes, {info['bpp']:.4f} bpp, setting {info['setting']}"
                           + (f" ({info['note']})" if info["note"] else ""))
