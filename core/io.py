@@ -34,6 +34,7 @@ PGM/PPM (binary and plain), JPEG, MRC (EM; via mrcfile).
 """
 from __future__ import annotations
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -110,13 +111,23 @@ def as_bioimage(pixels: np.ndarray, bit_depth: int | None = None, name: str = ""
     return BioImage(np.ascontiguousarray(pixels), _resolve_bit_depth(pixels, bit_depth, name), name)
 
 
-def read_image(path: str | Path, bit_depth: int | None = None, page: int | None = None) -> BioImage:
+def read_image(path: str | Path, bit_depth: int | None = None, page: int | None = None,
+               max_side: int | None = None) -> BioImage:
     """Read ``path`` into a :class:`BioImage`.
 
     ``bit_depth`` declares the significant bits of 16-bit data (e.g. 12); it is
     checked against the maximum value.  ``page`` selects one plane of a stack.
+    ``max_side`` (e.g. an upload limit) refuses longer sides from the header, before
+    decoding, like :data:`MAX_PIXELS`.
     """
-    path = Path(path)
+    token = _MAX_SIDE.set(max_side)
+    try:
+        return _read_image(Path(path), bit_depth, page)
+    finally:
+        _MAX_SIDE.reset(token)
+
+
+def _read_image(path: Path, bit_depth: int | None, page: int | None) -> BioImage:
     if not path.is_file():
         raise ImageReadError(f"{path}: no such file")
     size = path.stat().st_size
@@ -158,8 +169,10 @@ def read_label(path: str | Path) -> np.ndarray:
     return pixels
 
 
-def read_image_bytes(data: bytes, name: str, bit_depth: int | None = None, page: int | None = None) -> BioImage:
-    """Read an image from an in-memory file (an upload); ``name`` gives the suffix."""
+def read_image_bytes(data: bytes, name: str, bit_depth: int | None = None, page: int | None = None,
+                     max_side: int | None = None) -> BioImage:
+    """Read an image from an in-memory file (an upload); ``name`` gives the suffix; ``max_side`` as in
+    :func:`read_image` (checked from the header, before decoding)."""
     import tempfile
 
     if len(data) > MAX_FILE_BYTES:
@@ -168,7 +181,7 @@ def read_image_bytes(data: bytes, name: str, bit_depth: int | None = None, page:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / f"upload{suffix}"
         path.write_bytes(data)
-        image = read_image(path, bit_depth=bit_depth, page=page)
+        image = read_image(path, bit_depth=bit_depth, page=page, max_side=max_side)
     return BioImage(image.pixels, image.bit_depth, Path(name).stem)
 
 
@@ -217,11 +230,20 @@ def write_image(path: str | Path, image: BioImage) -> None:
 # allocating it.  A stack is never decoded whole to pick one plane.
 
 
+#: The caller's side limit for the read in progress (:func:`read_image`'s ``max_side``).
+_MAX_SIDE: ContextVar[int | None] = ContextVar("max_side", default=None)
+
+
 def _check_size(path: Path, height: int, width: int, what: str = "image") -> None:
-    """Refuse a header's size before decoding: sides must be >= 1 and H·W at most :data:`MAX_PIXELS`."""
+    """Refuse a header's size before decoding: sides must be >= 1 and H·W at most :data:`MAX_PIXELS`
+    (and sides at most the caller's ``max_side``)."""
     if height < 1 or width < 1:
         raise ImageReadError(f"{path}: header says the {what} is {width}x{height} (width x height); "
                              "sides must be >= 1")
+    max_side = _MAX_SIDE.get()
+    if max_side is not None and max(height, width) > max_side:
+        raise ImageReadError(f"{path}: header says {width}x{height} pixels; sides are limited to {max_side} px "
+                             "here (refused before decoding)")
     if height * width > MAX_PIXELS:
         raise ImageReadError(f"{path}: header says {width}x{height} = {height * width} pixels, more than the "
                              f"{MAX_PIXELS}-pixel limit (refused before decoding)")

@@ -352,3 +352,22 @@ def test_cli_reads_a_page_of_a_stack_and_refuses_bombs_in_one_line(tmp_path):
     proc = _cli("compress", tmp_path / "bomb.png", tmp_path / "b.bcc", "--codec", "png")
     assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
     assert "400000000-pixel limit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_callers_side_limit_is_checked_from_the_header(tmp_path):
+    """read_image(max_side=) / read_image_bytes(max_side=): an upload limit refused before decoding (a 40000²
+    PNG of 200 bytes is refused by its IHDR, not after a 1.6 GB decode)."""
+    from core.io import read_image_bytes
+
+    bomb = _png_claiming(40_000, 40_000)
+    with pytest.raises(ImageReadError, match="header says 40000x40000 pixels; sides are limited to 4096 px"):
+        read_image_bytes(bomb, "upload.png", max_side=4096)
+    wide = imagecodecs.png_encode(np.zeros((2, 4097), np.uint8))
+    with pytest.raises(ImageReadError, match="sides are limited to 4096 px"):
+        read_image_bytes(wide, "wide.png", max_side=4096)
+    assert read_image_bytes(wide, "wide.png").width == 4097  # the limit is per call
+    assert read_image_bytes(wide, "wide.png", max_side=4097).width == 4097
+    path = _tiff(tmp_path / "s.tif", np.stack([GRAY8, GRAY8]), photometric="minisblack")
+    with pytest.raises(ImageReadError, match="limited to 50 px"):
+        read_image(path, page=1, max_side=50)
+    assert read_image(path, page=1, max_side=53).width == 53
