@@ -309,3 +309,58 @@ def find_ref(stage: int, dataset: str, image_id: str, root: str | Path | None = 
             return ref
     raise LookupError(f"image {dataset}/{image_id} (stage {stage}) is not among the {len(refs)} images "
                       f"of {dataset} under {root or data_root()}")
+
+
+# --------------------------------------------------------------------------- what a view opens on
+
+#: The stage the views open on: stage 2, electron microscopy (held-out rows, one dataset).
+DEFAULT_STAGE = 2
+
+
+def catalog_order() -> list[tuple[int, str]]:
+    """(stage, dataset) in the order of the catalog (data/stages.toml); [] when it cannot be read."""
+    try:
+        from core.catalog import load_definition
+
+        return [(int(s["id"]), ds["name"]) for s in load_definition()["stages"] for ds in s.get("datasets", [])]
+    except Exception:
+        return []
+
+
+def default_selection(rows: pd.DataFrame) -> dict:
+    """What a view opens on, from the rows it may show (held-out, successful): ``{"stage", "dataset",
+    "codecs"}`` — stage :data:`DEFAULT_STAGE` when it has rows (else the first stage that has), its first
+    dataset in catalog order, and the learned codec, JPEG 2000 and AVIF among that dataset's codecs
+    (:func:`core.dashboard.live.default_codecs`).  Values are None / [] when ``rows`` is empty."""
+    from core.dashboard.live import default_codecs
+
+    if rows.empty:
+        return {"stage": None, "dataset": None, "codecs": []}
+    stages = sorted(int(s) for s in rows["stage"].dropna().unique())
+    stage = DEFAULT_STAGE if DEFAULT_STAGE in stages else stages[0]
+    present = set(rows.loc[rows["stage"] == stage, "dataset"])
+    ordered = [d for s, d in catalog_order() if s == stage and d in present] + sorted(present)
+    dataset = ordered[0]
+    codecs = sorted(rows.loc[(rows["stage"] == stage) & (rows["dataset"] == dataset), "codec"].unique())
+    return {"stage": stage, "dataset": dataset, "codecs": default_codecs(codecs)}
+
+
+def closest_stored(rows: pd.DataFrame, target_bpp: float) -> pd.Series:
+    """The stored row whose bpp is closest to ``target_bpp`` (the one target-bpp rule, over the stored
+    sweep); ties go to the lower rate."""
+    if rows.empty:
+        raise ValueError("no rows to choose from")
+    d = rows.assign(_gap=(rows["bpp"].astype(float) - float(target_bpp)).abs()).sort_values(["_gap", "bpp"])
+    return d.iloc[0].drop(labels="_gap")
+
+
+def best_matched_target(bpp_a: Iterable[float], bpp_b: Iterable[float]) -> float:
+    """A target bpp at which two stored sweeps come closest: the geometric mean of the pair of stored
+    rates (one from each) with the smallest relative gap (what a side-by-side view opens on)."""
+    import math
+
+    pairs = [(max(a, b) / min(a, b), a, b) for a in map(float, bpp_a) for b in map(float, bpp_b) if a > 0 and b > 0]
+    if not pairs:
+        raise ValueError("no positive rates to match")
+    _, a, b = min(pairs)
+    return math.sqrt(a * b)

@@ -8,7 +8,8 @@ from core.dashboard.rd import RD_METRICS
 
 
 def rd_figure(points: pd.DataFrame, metric: str, x: str = "bpp", x_label: str = "bits per pixel (bpp)",
-              y_label: str | None = None, per_image: bool = False, markers: pd.DataFrame | None = None):
+              y_label: str | None = None, per_image: bool = False, markers: pd.DataFrame | None = None,
+              height: int = 520):
     """Plotly figure: one line per codec (and dataset / image); learned solid, classical dashed.
 
     Hover shows codec, setting and image.  ``markers`` (columns ``curve``, ``x``, ``y``, ``label``)
@@ -42,7 +43,8 @@ def rd_figure(points: pd.DataFrame, metric: str, x: str = "bpp", x_label: str = 
                                  marker=dict(symbol="star", size=16, color="black"),
                                  text=markers["label"], hovertemplate="%{text}<extra></extra>"))
     fig.update_layout(xaxis_title=x_label, yaxis_title=y_label or RD_METRICS.get(metric, metric),
-                      legend_title="codec (solid = learned, dashed = classical)", height=520,
+                      legend_title="codec (solid = learned, dashed = classical)", height=height,
+                      legend=dict(orientation="h", yanchor="top", y=-0.18, x=0),
                       margin=dict(l=10, r=10, t=30, b=10))
     return fig
 

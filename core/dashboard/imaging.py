@@ -5,25 +5,37 @@ from __future__ import annotations
 import numpy as np
 
 
+def window_bounds(reference: np.ndarray, low_pct: float = 0.5, high_pct: float = 99.5) -> tuple[float, float]:
+    """The ``low_pct``–``high_pct`` percentiles of ``reference`` (high > low), the display window of deep data."""
+    lo, hi = (float(v) for v in np.percentile(reference, [low_pct, high_pct]))
+    return lo, (hi if hi > lo else lo + 1.0)
+
+
+def apply_window(pixels: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """``pixels`` mapped linearly from [lo, hi] to [0, 255] (uint8), values outside clipped."""
+    scaled = (pixels.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+
+
+def window_note(bit_depth: int, lo: float, hi: float, low_pct: float = 0.5, high_pct: float = 99.5) -> str:
+    return (f"{bit_depth}-bit data shown 8-bit: linear window {low_pct:g}–{high_pct:g} percentile of the original "
+            f"= [{lo:.0f}, {hi:.0f}] → [0, 255], values outside clipped.")
+
+
 def window_to_8bit(pixels: np.ndarray, bit_depth: int, low_pct: float = 0.5, high_pct: float = 99.5,
-                   reference: np.ndarray | None = None) -> tuple[np.ndarray, str]:
+                   reference: np.ndarray | None = None, bounds: tuple[float, float] | None = None,
+                   ) -> tuple[np.ndarray, str]:
     """An 8-bit view of ``pixels`` and the sentence that states how it was made.
 
     8-bit data is returned unchanged.  Deeper data is windowed linearly: the ``low_pct``–``high_pct``
     percentiles of ``reference`` (default: ``pixels``; pass the original so a reconstruction uses the
-    same window) map to 0–255.
+    same window) map to 0–255; ``bounds`` gives that window directly (computed once per original).
     """
     if pixels.dtype == np.uint8:
         return pixels, "8-bit, shown as stored (no windowing)."
-    ref = pixels if reference is None else reference
-    lo, hi = (float(v) for v in np.percentile(ref, [low_pct, high_pct]))
-    if hi <= lo:
-        hi = lo + 1.0
-    scaled = (pixels.astype(np.float64) - lo) * (255.0 / (hi - lo))
-    view = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
-    note = (f"{bit_depth}-bit data shown 8-bit: linear window {low_pct:g}–{high_pct:g} percentile of the original "
-            f"= [{lo:.0f}, {hi:.0f}] → [0, 255], values outside clipped.")
-    return view, note
+    lo, hi = bounds if bounds is not None else window_bounds(pixels if reference is None else reference,
+                                                              low_pct, high_pct)
+    return apply_window(pixels, lo, hi), window_note(bit_depth, lo, hi, low_pct, high_pct)
 
 
 def crop_window(shape: tuple[int, ...], centre_y: float, centre_x: float, size: int) -> tuple[int, int, int, int]:

@@ -117,9 +117,11 @@ def bd_rate(rows: pd.DataFrame, metric: str, anchor: str = "jpeg2000", codecs: I
 def bd_rate_display(table: pd.DataFrame) -> pd.DataFrame:
     """The BD-rate table arranged for a narrow column: BD-rate (%) first after the codec."""
     first = [c for c in ("codec", "colour_mode", "bd_rate", "dataset", "stage", "points", "anchor_points",
-                         "images", "reason") if c in table]
+                         "overlap_points", "images", "reason") if c in table]
     rest = [c for c in table.columns if c not in first and c != "metric"]
-    return table[first + rest].rename(columns={"bd_rate": "BD-rate %"})
+    shown = table[first + rest].copy()
+    shown["bd_rate"] = shown["bd_rate"].astype(float).round(1)
+    return shown.rename(columns={"bd_rate": "BD-rate %", "overlap_points": "points in overlap"})
 
 
 # --------------------------------------------------------------------------- Dice-safe points
@@ -252,3 +254,47 @@ def noise_floor_table(floors: dict) -> pd.DataFrame:
     from core.segmentation.noise_floor import floor_table
 
     return pd.DataFrame(floor_table(floors), columns=["dataset", "perturbation", "metric", "mean", "min", "images"])
+
+
+# --------------------------------------------------------------------------- how much a BD-rate rests on
+
+
+def overlap_points(rows: pd.DataFrame, table: pd.DataFrame, metric: str, anchor: str = "jpeg2000",
+                   anchor_mode: str = "joint") -> pd.DataFrame:
+    """``table`` (:func:`bd_rate`) with ``overlap_points``: the fewer, of the anchor's and the codec's curve,
+    of points whose quality lies inside the quality interval both curves cover — what a BD-rate is
+    integrated over (:func:`core.bdrate.rd_curve`: mean per setting over the images both coded, monotone)."""
+    from core.bdrate import rd_curve
+
+    frame = rows[rows["error"].isna()] if "error" in rows else rows
+    frame = frame[frame["setting"].astype(str) != "-"]
+    if metric == "ms_ssim_db" and "ms_ssim_db" not in frame:
+        from core.metrics import ms_ssim_db
+
+        frame = frame.assign(ms_ssim_db=ms_ssim_db(frame["ms_ssim"].astype(float)))
+    counts = []
+    for t in table.itertuples(index=False):
+        part = frame[(frame["stage"] == t.stage) & (frame["dataset"] == t.dataset)]
+        a = part[(part["codec"] == anchor) & (part["colour_mode"] == anchor_mode)]
+        b = part[(part["codec"] == t.codec) & (part["colour_mode"] == t.colour_mode)]
+        images = set(a["image_id"]) & set(b["image_id"])
+        _, qa = rd_curve(a[a["image_id"].isin(images)], metric)
+        _, qb = rd_curve(b[b["image_id"].isin(images)], metric)
+        if len(qa) == 0 or len(qb) == 0:
+            counts.append(0)
+            continue
+        low, high = max(qa.min(), qb.min()), min(qa.max(), qb.max())
+        inside = [int(((q >= low) & (q <= high)).sum()) for q in (qa, qb)] if high >= low else [0, 0]
+        counts.append(min(inside))
+    return table.assign(overlap_points=counts)
+
+
+def few_points_note(table: pd.DataFrame) -> str | None:
+    """A note naming every finite BD-rate that rests on fewer than MIN_POINTS overlapping points."""
+    few = table[table["bd_rate"].notna() & (table["overlap_points"] < MIN_POINTS)]
+    if few.empty:
+        return None
+    listed = ", ".join(f"{curve_label(r.codec, r.colour_mode)} on {r.dataset} ({int(r.overlap_points)})"
+                       for r in few.itertuples(index=False))
+    return (f"Fewer than {MIN_POINTS} points of a curve lie in the quality range both curves cover for: {listed}. "
+            "Those BD-rates interpolate between few measurements: read them as indicative only.")
