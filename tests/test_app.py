@@ -2,6 +2,7 @@
 numbers it shows equal those in the small test database (tests/conftest.py: results_db)."""
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import subprocess
@@ -47,6 +48,27 @@ def _sql(db, query: str):
 
 def _captions(at) -> list[str]:
     return [c for element in at.image for c in element.captions]
+
+
+def _values(array) -> list:
+    """A Plotly JSON array: a list, or a typed array ``{"dtype", "bdata"}`` (base64)."""
+    if isinstance(array, dict):
+        import base64
+
+        import numpy as np
+
+        return np.frombuffer(base64.b64decode(array["bdata"]), dtype=array["dtype"]).tolist()
+    return list(array)
+
+
+def _html(at) -> str:
+    """Every st.html body of the page, joined (the 1:1 panels and the colour scale)."""
+    return "\n".join(e.proto.body for e in at.get("html"))
+
+
+def _iframes(at) -> list[str]:
+    """The srcdoc of every st.iframe (the split view)."""
+    return [e.proto.srcdoc for e in at.get("iframe")]
 
 
 def test_overview_numbers_match_database(monkeypatch, results_db):
@@ -104,6 +126,8 @@ def test_views_use_held_out_rows_unless_the_checkbox_is_ticked(monkeypatch, flag
 
     at.switch_page("views/rate_distortion.py").run()
     assert not at.exception
+    at.sidebar.multiselect(key="rd_dataset").set_value([]).run()
+    at.sidebar.multiselect(key="rd_codecs").set_value([]).run()
     at.sidebar.multiselect(key="rd_stage").set_value([0]).run()
     assert at.sidebar.checkbox(key="rd_training").label == "include images seen in training"
     points = at.dataframe[-1].value
@@ -153,6 +177,15 @@ def test_locked_database_shows_retry(monkeypatch, tmp_path):
 
 def test_rate_distortion_page(monkeypatch, results_db):
     at = _page(monkeypatch, results_db, "views/rate_distortion.py")
+    # opens on one dataset of stage 2 (the fixture's isbi2012_em rows: jpeg only)
+    assert at.sidebar.multiselect(key="rd_stage").value == [2]
+    assert at.sidebar.multiselect(key="rd_dataset").value == ["isbi2012_em"]
+    assert at.sidebar.multiselect(key="rd_codecs").value == ["jpeg"]
+    assert len(at.get("plotly_chart")) == 2  # quality vs bpp beside Dice vs bpp
+    dice = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert dice["layout"]["yaxis"]["title"]["text"].startswith("Dice")
+    assert sorted(_values(dice["data"][0]["y"])) == pytest.approx([0.80, 0.93, 0.98])  # tests/conftest.py rows
+    at.sidebar.multiselect(key="rd_dataset").set_value([]).run()
     at.sidebar.multiselect(key="rd_stage").set_value([0]).run()
     at.sidebar.multiselect(key="rd_codecs").set_value(["jpeg", "jpeg2000"]).run()
     assert not at.exception
@@ -174,7 +207,8 @@ def test_rate_distortion_page(monkeypatch, results_db):
         con.close()
     shown_bd = at.dataframe[0].value
     assert list(shown_bd["codec"]) == list(want_bd["codec"]) == ["jpeg"]
-    assert shown_bd["BD-rate %"].tolist() == pytest.approx(want_bd["bd_rate"].tolist(), nan_ok=True)
+    assert shown_bd["BD-rate %"].tolist() == pytest.approx(want_bd["bd_rate"].tolist(), nan_ok=True, abs=0.051)
+    assert shown_bd["points in overlap"].iloc[0] >= 1
     assert math.isfinite(shown_bd["BD-rate %"].iloc[0])  # jpeg vs jpeg2000: >= 4 points each, computable
     assert any("held-out only" in c.value for c in at.caption)
     at.selectbox(key="rd_metric").set_value("ssim").run()
@@ -185,21 +219,60 @@ def test_rate_distortion_page(monkeypatch, results_db):
     assert not at.exception and len(at.dataframe[-1].value) == rows
 
 
-def test_side_by_side_reencodes_stored_row(monkeypatch, results_db):
-    at = _page(monkeypatch, results_db, "views/side_by_side.py")
+def _embedded(at):
+    at.selectbox(key="sbs_stage").set_value(0).run()
+    at.selectbox(key="sbs_dataset").set_value("embedded").run()
     at.selectbox(key="sbs_image").set_value("camera").run()
-    at.selectbox(key="sbs_codec").set_value("jpeg").run()
-    at.selectbox(key="sbs_setting").set_value("50").run()
+    at.selectbox(key="sbs_codec_a").set_value("jpeg").run()
+    at.selectbox(key="sbs_codec_b").set_value("jpeg2000").run()
+
+
+def test_side_by_side_reencodes_stored_rows(monkeypatch, results_db):
+    at = _page(monkeypatch, results_db, "views/side_by_side.py")
+    assert at.selectbox(key="sbs_stage").value == 2  # opens on held-out EM (stage 2)
+    _embedded(at)
+    at.radio(key="sbs_match").set_value("setting").run()
+    at.selectbox(key="sbs_setting_jpeg").set_value("50").run()
+    at.selectbox(key="sbs_setting_jpeg2000").set_value("20").run()
     assert not at.exception, [e.value for e in at.exception]
-    shown = {m.label: m.value for m in at.metric}
-    stored_bytes, stored_psnr = _sql(results_db, "SELECT bytes, psnr FROM results WHERE image_id = 'camera' "
-                                                 "AND codec = 'jpeg' AND setting = '50'")[0]
-    assert shown["bytes"] == f"{stored_bytes:,}"
-    assert shown["PSNR dB"] == f"{stored_psnr:.2f}"
-    captions = _captions(at)
-    assert {"original", "jpeg 50 (joint)", "original (crop)", "reconstruction (crop)"} <= set(captions)
-    assert any(c.startswith("|original − reconstruction|") for c in captions)
+    table = at.dataframe[0].value.set_index("codec")
+    for codec, setting in (("jpeg", "50"), ("jpeg2000", "20")):
+        stored_bytes, stored_psnr = _sql(results_db, f"SELECT bytes, psnr FROM results WHERE image_id = 'camera' "
+                                                     f"AND codec = '{codec}' AND setting = '{setting}'")[0]
+        assert table.loc[codec, "bytes"] == table.loc[codec, "stored bytes"] == stored_bytes
+        assert table.loc[codec, "PSNR (dB)"] == round(stored_psnr, 2)
+        assert bool(table.loc[codec, "same bytes as stored"])
+    # pixel-exact comparison: split view (self-contained, no network) and 1:1 panels of all three images
+    split = _iframes(at)
+    assert len(split) == 1 and 'class="divider"' in split[0] and "http" not in split[0].replace("data:image", "")
+    html = _html(at)
+    assert html.count('class="bc-native"') == 3 + 2  # original, 2 reconstructions, 2 difference maps
+    assert 'width="512" height="512"' in html  # the embedded camera at its pixel size
+    assert "bc-colour-scale" in html
     assert any("8-bit, shown as stored" in c.value for c in at.caption)
+
+
+def test_side_by_side_matched_bpp_flags_unmatched_pairs(monkeypatch, results_db):
+    from core.dashboard import compare, data
+
+    at = _page(monkeypatch, results_db, "views/side_by_side.py")
+    _embedded(at)
+    assert at.radio(key="sbs_match").value == "bpp"
+    rates = {c: [b for (b,) in _sql(results_db, f"SELECT bpp FROM results WHERE image_id = 'camera' AND "
+                                                f"codec = '{c}' AND stage = 0")] for c in ("jpeg", "jpeg2000")}
+    opening = data.best_matched_target(rates["jpeg"], rates["jpeg2000"])
+    key = [w for w in at.number_input if w.key.startswith("sbs_bpp_")][0].key
+    assert at.number_input(key=key).value == pytest.approx(round(opening, 3))
+    for target in (opening, 0.3):
+        at.number_input(key=key).set_value(round(target, 3)).run()
+        chosen = {c: min(r, key=lambda b: abs(b - round(target, 3))) for c, r in rates.items()}
+        table = at.dataframe[0].value.set_index("codec")
+        for c, b in chosen.items():
+            assert table.loc[c, "bpp (bits/pixel)"] == round(b, 4)
+            assert table.loc[c, "deviation %"] == round(100 * (b / round(target, 3) - 1), 1)
+        warned = any("Not at matched bpp" in w.value for w in at.warning)
+        assert warned == bool(compare.unmatched_pairs(chosen))
+        assert any(compare.deviation_text(chosen["jpeg"], round(target, 3)) in c.value for c in at.caption)
 
 
 def test_side_by_side_missing_stage_images(monkeypatch, results_db, tmp_path):
@@ -234,6 +307,8 @@ def test_live_comparison_setting(monkeypatch, results_db, gray_png_bytes):
     at = _page(monkeypatch, results_db, "views/live.py")
     assert any("≤ 50 MB and ≤ 4096×4096" in c.value for c in at.caption)
     at.file_uploader(key="live_upload").set_value(("crop.png", gray_png_bytes, "image/png")).run()
+    assert at.multiselect(key="live_codecs").value == ["learned-msssim", "jpeg2000", "avif"]  # preselected
+    at.radio(key="live_target").set_value("setting").run()
     at.multiselect(key="live_codecs").set_value(["jpeg", "png"]).run()
     at.select_slider(key="live_set_jpeg").set_value(50).run()
     at.button(key="live_run").click().run()
@@ -243,10 +318,13 @@ def test_live_comparison_setting(monkeypatch, results_db, gray_png_bytes):
     jpeg = evaluate(image, get_codec("jpeg"), 50).metrics
     png = evaluate(image, get_codec("png"), None).metrics
     assert table.loc["jpeg", "bytes"] == jpeg["bytes"] and table.loc["png", "bytes"] == png["bytes"]
-    assert table.loc["jpeg", "PSNR dB"] == pytest.approx(jpeg["psnr"])
-    assert table.loc["jpeg", "bpp"] == pytest.approx(8 * jpeg["bytes"] / (192 * 192))
-    assert table.loc["png", "PSNR dB"] == float("inf")
-    assert f"jpeg @ 50: {jpeg['bpp']:.3f} bpp, PSNR {jpeg['psnr']:.2f} dB" in _captions(at)
+    assert table.loc["jpeg", "PSNR (dB)"] == round(jpeg["psnr"], 2)
+    assert table.loc["jpeg", "bpp (bits/pixel)"] == round(8 * jpeg["bytes"] / (192 * 192), 4)
+    assert table.loc["png", "PSNR (dB)"] == float("inf")
+    assert "deviation %" not in table  # no target: no deviation
+    html = _html(at)
+    assert f"jpeg @ 50 ({jpeg['bpp']:.3f} bpp)" in html and 'width="192" height="192"' in html
+    assert any("Settings chosen per codec: the rates differ" in c.value for c in at.caption)
     labels = [b.label for b in at.get("download_button")]
     assert f"Download jpeg file ({jpeg['bytes']:,} bytes)" in labels and "Download png reconstruction (PNG)" in labels
 
@@ -254,15 +332,25 @@ def test_live_comparison_setting(monkeypatch, results_db, gray_png_bytes):
 def test_live_comparison_target_bpp(monkeypatch, results_db, gray_png_bytes):
     at = _page(monkeypatch, results_db, "views/live.py")
     at.file_uploader(key="live_upload").set_value(("crop.png", gray_png_bytes, "image/png")).run()
-    at.multiselect(key="live_codecs").set_value(["jpeg2000"]).run()
-    at.radio(key="live_target").set_value("bpp").run()
+    at.multiselect(key="live_codecs").set_value(["jpeg2000", "jpeg"]).run()
+    assert at.radio(key="live_target").value == "bpp"  # matched rate by default
     at.number_input(key="live_bpp").set_value(0.5).run()
     at.button(key="live_run").click().run()
     assert not at.exception and not at.error
-    row = at.dataframe[0].value.iloc[0]
-    found = live.search_setting(read_image_bytes(gray_png_bytes, "crop.png"), get_codec("jpeg2000"), 0.5)
-    assert row["bytes"] == found.evaluation.metrics["bytes"] and row["setting"] == str(found.setting)
-    assert abs(row["bpp"] - 0.5) < 0.05
+    table = at.dataframe[0].value.set_index("codec")
+    image = read_image_bytes(gray_png_bytes, "crop.png")
+    bpps = {}
+    for name in ("jpeg2000", "jpeg"):
+        found = live.search_setting(image, get_codec(name), 0.5)
+        m = found.evaluation.metrics
+        bpps[name] = m["bpp"]
+        assert table.loc[name, "bytes"] == m["bytes"] and table.loc[name, "setting"] == str(found.setting)
+        assert table.loc[name, "deviation %"] == round(100 * (m["bpp"] / 0.5 - 1), 1)
+        assert any(f"achieved {m['bpp']:.3f} bpp ({100 * (m['bpp'] / 0.5 - 1):+.1f} % vs target 0.500 bpp)" in c.value
+                   for c in at.caption)
+    from core.dashboard import compare
+
+    assert any("Not at matched bpp" in w.value for w in at.warning) == bool(compare.unmatched_pairs(bpps))
 
 
 def test_live_comparison_16bit_windowed(monkeypatch, results_db, rgb16_pixels):
@@ -272,6 +360,7 @@ def test_live_comparison_16bit_windowed(monkeypatch, results_db, rgb16_pixels):
     at = _page(monkeypatch, results_db, "views/live.py")
     at.file_uploader(key="live_upload").set_value(("rgb16.png", data, "image/png")).run()
     assert "jpeg" not in at.multiselect(key="live_codecs").options  # 8-bit only codec not offered
+    at.radio(key="live_target").set_value("setting").run()
     at.multiselect(key="live_codecs").set_value(["jpegxl"]).run()
     distance = get_codec("jpegxl").default_settings[1]  # a setting of the slider (the catalog sweep)
     at.select_slider(key="live_set_jpegxl").set_value(distance).run()
@@ -279,8 +368,8 @@ def test_live_comparison_16bit_windowed(monkeypatch, results_db, rgb16_pixels):
     assert not at.exception and not at.error
     row = at.dataframe[0].value.iloc[0]
     want = evaluate(read_image_bytes(data, "rgb16.png"), get_codec("jpegxl"), distance).metrics
-    assert row["bytes"] == want["bytes"] and row["PSNR dB"] == pytest.approx(want["psnr"])
-    assert any("16-bit data shown 8-bit: linear window 0.5–99.5 percentile" in c for c in _captions(at))
+    assert row["bytes"] == want["bytes"] and row["PSNR (dB)"] == round(want["psnr"], 2)
+    assert any("16-bit data shown 8-bit: linear window 0.5–99.5 percentile" in c.value for c in at.caption)
 
 
 def test_live_comparison_rgb_per_channel_override(monkeypatch, results_db):
@@ -294,13 +383,14 @@ def test_live_comparison_rgb_per_channel_override(monkeypatch, results_db):
     at.file_uploader(key="live_upload").set_value(("astronaut.png", rgb, "image/png")).run()
     assert at.radio(key="live_mode").value == "joint"  # RGB: 3-channel (joint) by default
     at.radio(key="live_mode").set_value("per_channel").run()
+    at.radio(key="live_target").set_value("setting").run()
     at.multiselect(key="live_codecs").set_value(["jpeg"]).run()
     at.select_slider(key="live_set_jpeg").set_value(30).run()
     at.button(key="live_run").click().run()
     assert not at.exception and not at.error
     row = at.dataframe[0].value.iloc[0]
     want = evaluate(read_image_bytes(rgb, "astronaut.png"), PerChannelCodec(get_codec("jpeg")), 30).metrics
-    assert row["colour_mode"] == "per_channel" and row["bytes"] == want["bytes"]
+    assert row["colour mode"] == "per_channel" and row["bytes"] == want["bytes"]
 
 
 def test_live_comparison_tiff_stack_page(monkeypatch, results_db, tmp_path):
@@ -315,14 +405,16 @@ def test_live_comparison_tiff_stack_page(monkeypatch, results_db, tmp_path):
                                                     "image/tiff")).run()
     assert not at.exception and not at.error
     assert any("**stack.tif**: 50×40 px, 1 channel(s), 16-bit" in m.value for m in at.markdown)
-    assert any("= [3000, 3001]" in c for c in _captions(at))  # plane 2 holds 3000 everywhere
+    assert any("= [3000, 3001]" in c.value for c in at.caption)  # plane 2 holds 3000 everywhere
 
 
 def test_live_comparison_rejects_bad_upload(monkeypatch, results_db):
     at = _page(monkeypatch, results_db, "views/live.py")
     at.file_uploader(key="live_upload").set_value(("broken.png", b"definitely not a PNG", "image/png")).run()
     assert not at.exception
-    assert any(e.value.startswith("Cannot use this file") for e in at.error)
+    errors = [e.value for e in at.error]
+    assert any(e.startswith("Cannot use this file: broken.png") for e in errors), errors
+    assert not any("/tmp" in e or "upload.png" in e for e in errors), errors  # the user's name, not the server's
 
 
 def test_export_page(monkeypatch, results_db):

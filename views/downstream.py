@@ -6,7 +6,7 @@ from views import _ui
 
 st.title("Downstream segmentation fidelity")
 snap = _ui.snapshot()
-filters = _ui.sidebar_filters(snap.results, "ds")
+filters = _ui.sidebar_filters(snap.results, "ds", opening=True)
 rows = data.apply_filters(snap.results, filters)
 present = [m for m in rd.DOWNSTREAM_METRICS if m in rows and rows[m].notna().any()]
 if not present:

@@ -12,9 +12,9 @@ rows = data.apply_filters(snap.results, filters)
 st.metric("Rows selected", len(rows))
 st.caption(data.selection_note(snap.results, filters))
 c1, c2 = st.columns(2)
-c1.download_button("Download CSV", export.to_csv_bytes(rows), file_name="biocodec_results.csv", mime="text/csv",
+c1.download_button("Download CSV", lambda: export.to_csv_bytes(rows), file_name="biocodec_results.csv", mime="text/csv",
                    key="ex_csv", on_click="ignore")
-c2.download_button("Download Parquet", export.to_parquet_bytes(rows), file_name="biocodec_results.parquet",
+c2.download_button("Download Parquet", lambda: export.to_parquet_bytes(rows), file_name="biocodec_results.parquet",
                    mime="application/vnd.apache.parquet", key="ex_parquet", on_click="ignore")
 st.caption("Columns and units are those of the `results` table (core/store.py RESULT_COLUMNS), plus "
            "ms_ssim_db (dB), family, colour and held_out (no model involved saw the image) added by the dashboard.")

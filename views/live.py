@@ -1,14 +1,14 @@
-"""Live comparison: upload an image, compress it with chosen codecs at a setting or a target bpp."""
-import hashlib
-
+"""Live comparison: upload an image, compress it with chosen codecs at a setting or a target bpp, and compare
+the reconstructions pixel for pixel (split view, 1:1 panels, difference maps)."""
 import streamlit as st
 
-from core.dashboard import imaging, live
+from core.dashboard import compare, imaging, live
 from views import _ui
 
 st.title("Live comparison")
 st.caption(f"PNG, TIFF, JPEG, PGM/PPM; 8- or 16-bit; gray or RGB. Limits for live encoding: ≤ "
-           f"{live.MAX_UPLOAD_BYTES // 2**20} MB and ≤ {live.MAX_UPLOAD_SIDE}×{live.MAX_UPLOAD_SIDE} pixels.")
+           f"{live.MAX_UPLOAD_BYTES // 2**20} MB and ≤ {live.MAX_UPLOAD_SIDE}×{live.MAX_UPLOAD_SIDE} pixels. "
+           "Large images are coded tile by tile, as the runner codes them.")
 
 upload = st.file_uploader("Image", type=list(live.UPLOAD_TYPES), key="live_upload")
 o1, o2 = st.columns(2)
@@ -20,16 +20,18 @@ if upload is None:
     st.stop()
 
 data = upload.getvalue()
+upload_key = live.upload_key(data)
+bits = None if declared == "auto" else int(declared)
 try:
-    image = live.read_upload(data, upload.name, None if declared == "auto" else int(declared), int(page))
+    image = _ui.read_upload(upload_key, upload.name, bits, int(page), _data=data)
 except live.UploadError as exc:
     st.error(f"Cannot use this file: {exc}" + (" — choose the plane with *Page* above." if "page" in str(exc)
                                                  else ""))
     st.stop()
+image_key = ("upload", upload_key, image.bit_depth, int(page))
 
 st.write(f"**{upload.name}**: {image.width}×{image.height} px, {image.channels} channel(s), "
          f"{image.bit_depth}-bit, {len(data):,} bytes on disk.")
-view_o, note = imaging.window_to_8bit(image.pixels, image.bit_depth)
 
 mode = "joint"
 if image.channels == 3:
@@ -39,14 +41,16 @@ if image.channels == 3:
 else:
     st.caption("Grayscale upload: learned codecs use their 1-channel models.")
 supported = live.codecs_for_image(image.bit_depth, image.channels, mode)
-defaults = [c for c in ("jpeg2000", "jpegxl", "jpeg") if c in supported][:2] or supported[:1]
+defaults = live.default_codecs(supported)
 chosen = st.multiselect("Codecs", supported, default=defaults, key="live_codecs",
                         help=f"Codecs that support {image.bit_depth}-bit, "
                              f"{'1' if mode == 'per_channel' or image.channels == 1 else '3'}-channel input")
 
-target = st.radio("Target", ["setting", "bpp"], key="live_target", horizontal=True,
-                  format_func={"setting": "quality setting per codec", "bpp": "target bits per pixel"}.get)
+target = st.radio("Target", ["bpp", "setting"], key="live_target", horizontal=True,
+                  format_func={"setting": "quality setting per codec",
+                               "bpp": "target bits per pixel (matched rate)"}.get)
 settings = {}
+target_bpp = None
 if target == "setting":
     for name in chosen:
         c = _ui.codec(name)
@@ -57,55 +61,93 @@ if target == "setting":
             settings[name] = st.select_slider(f"{name}: {c.knob}", options, value=options[len(options) // 2],
                                               key=f"live_set_{name}")
 else:
-    target_bpp = st.number_input("Target bpp", min_value=0.01, max_value=48.0, value=1.0, step=0.1,
-                                 key="live_bpp", help="each codec's knob is bisected within its default range")
+    target_bpp = float(st.number_input(
+        "Target bpp", min_value=0.01, max_value=48.0, value=0.5, step=0.1, key="live_bpp",
+        help="Each codec gets the setting whose achieved rate is closest to the target (bisection on its knob; "
+             "continuous for variable-rate learned codecs), reported with its deviation"))
 
-job = (hashlib.sha256(data).hexdigest(), image.bit_depth, mode, tuple(chosen), target,
-       tuple(sorted((k, str(v)) for k, v in settings.items())) if target == "setting" else target_bpp)
+
+def job(name: str) -> dict:
+    """One coding job: its cache key (upload hash, depth, page, colour mode, codec, setting or target)."""
+    codec = _ui.codec(name)
+    how = ("bpp", round(target_bpp, 6)) if target == "bpp" else ("setting", str(settings.get(name)))
+    return {"name": name, "key": image_key + (mode, name) + how,
+            "expected": live.expected_trials(codec, target_bpp),
+            "make": lambda on_trial: live.live_compress(image, codec, mode, settings.get(name), target_bpp,
+                                                        on_trial=on_trial)}
+
+
+jobs = [job(name) for name in chosen]
+job_keys = tuple(j["key"] for j in jobs)
+cache = _ui.result_cache()
 if st.button("Compress", type="primary", key="live_run", disabled=not chosen):
-    results = {}
-    bar = st.progress(0.0, text="Compressing…")
-    for i, name in enumerate(chosen):
-        bar.progress(i / len(chosen), text=f"{name} ({i + 1}/{len(chosen)})…")
-        try:
-            found = live.live_compress(image, _ui.codec(name), mode, settings.get(name),
-                                       target_bpp if target == "bpp" else None)
-            results[name] = {"evaluation": found.evaluation, "note": found.note}
-        except Exception as exc:
-            results[name] = {"error": f"{type(exc).__name__}: {exc}"}
-    bar.progress(1.0, text="Done")
-    st.session_state["live_results"] = (job, results)
+    outcome = _ui.run_jobs(jobs)
+    st.session_state["live_results"] = (job_keys, {n: r for n, r in outcome.items() if isinstance(r, dict)})
 
-if st.session_state.get("live_results", (None,))[0] != job:
-    st.image(view_o, caption=f"original — {note}", output_format="PNG")
+done = st.session_state.get("live_results")
+if done is None or done[0] != job_keys:
+    _ui.original_preview(image_key, image.pixels, image.bit_depth, upload.name)
+    st.info("Press **Compress** to code the image with the chosen codecs"
+            + (f" at {target_bpp:g} bpp." if target == "bpp" else " at the chosen settings."))
     st.stop()
 
-results = st.session_state["live_results"][1]
-ok = {n: r for n, r in results.items() if "evaluation" in r}
-for name, r in results.items():
-    if "error" in r:
-        st.error(f"{name}: {r['error']}")
-if ok:
-    st.subheader("Results")
-    st.dataframe([live.live_row(n, mode, r["evaluation"]) for n, r in ok.items()], hide_index=True,
-                 key="live_table")
-    st.caption("bytes = complete encoded file; bpp = 8·bytes/(H·W); ratio = bytes/raw bytes; factor = raw/bytes; "
-               "PSNR with MAX = 2^bit_depth − 1; times in seconds (wall clock).")
-cols = st.columns(min(3, len(ok) + 1))
-width = min(image.width, 640)  # natural size up to 640 px (enlarge with the browser, or see Side by side)
-cols[0].image(view_o, caption=f"original — {note}", output_format="PNG", width=width)
-for i, (name, r) in enumerate(ok.items(), start=1):
-    col = cols[i % len(cols)]
-    ev = r["evaluation"]
-    view_r, _ = imaging.window_to_8bit(ev.reconstruction, image.bit_depth, reference=image.pixels)
-    col.image(view_r, caption=f"{name} @ {ev.metrics['setting']}: {ev.metrics['bpp']:.3f} bpp, "
-                              f"PSNR {ev.metrics['psnr']:.2f} dB", output_format="PNG", width=width)
-    if r["note"]:
-        col.caption(r["note"])
-    stem = upload.name.rsplit(".", 1)[0]
+errors = done[1]
+results = {}
+for j in jobs:
+    if j["name"] in errors:
+        st.error(f"{j['name']} on {upload.name}: {live.user_message(errors[j['name']]['error'], upload.name)}")
+        continue
+    r = cache.get(j["key"])
+    if r is None:  # evicted from the server's cache (memory budget): code again, with progress
+        r = _ui.run_jobs([j]).get(j["name"])
+        if isinstance(r, dict):
+            st.error(f"{j['name']} on {upload.name}: {live.user_message(r['error'], upload.name)}")
+            continue
+    results[j["name"]] = r
+
+if not results:
+    st.stop()
+st.subheader("Results")
+st.dataframe([live.live_row(n, mode, r.evaluation, r.target_bpp) for n, r in results.items()], hide_index=True,
+             key="live_table")
+st.caption("bytes = complete encoded file; bpp = 8·bytes/(H·W); factor = raw bytes / coded bytes; PSNR with "
+           "MAX = 2^bit_depth − 1; times in seconds (wall clock)."
+           + (" Target bpp: each codec at the setting whose rate is closest to the target (core/rate_search.py); "
+              "deviation = achieved / target − 1." if target == "bpp" else ""))
+bpps = {n: r.evaluation.metrics["bpp"] for n, r in results.items()}
+if target == "bpp":
+    for n, r in results.items():
+        st.caption(f"**{n}** @ {r.evaluation.metrics['setting']}: achieved "
+                   f"{compare.deviation_text(r.evaluation.metrics['bpp'], target_bpp)}. {r.note}")
+    warning = compare.unmatched_warning(bpps)
+    if warning:
+        st.warning(warning)
+    elif len(bpps) > 1:
+        st.success(f"All {len(bpps)} results within {100 * compare.MATCH_TOLERANCE:.0f} % of each other's rate.")
+else:
+    for n, r in results.items():
+        if r.note:
+            st.caption(f"**{n}**: {r.note}")
+    if len(bpps) > 1 and compare.unmatched_pairs(bpps):
+        st.caption("Settings chosen per codec: the rates differ (" + ", ".join(f"{n} {b:.3f}" for n, b in bpps.items())
+                   + " bpp); choose *target bits per pixel* to compare at matched rate.")
+
+window_note = _ui.display_note(image_key, image.pixels, image.bit_depth)
+labels = {n: f"{n} @ {r.evaluation.metrics['setting']} ({r.evaluation.metrics['bpp']:.3f} bpp)"
+          for n, r in results.items()}
+_ui.comparison("live", image_key, image.pixels, image.bit_depth,
+               {labels[n]: (j["key"], results[j["name"]].evaluation.reconstruction)
+                for j in jobs for n in [j["name"]] if n in results}, window_note)
+
+st.subheader("Downloads")
+stem = upload.name.rsplit(".", 1)[0]
+cols = st.columns(max(1, min(3, len(results))))
+for i, (name, r) in enumerate(results.items()):
+    col, ev = cols[i % len(cols)], r.evaluation
     col.download_button(f"Download {name} file ({len(ev.encoded):,} bytes)", ev.encoded,
                         file_name=f"{stem}_{name}_{ev.metrics['setting']}{live.encoded_suffix(name)}",
                         key=f"live_dl_enc_{name}", on_click="ignore")
-    col.download_button(f"Download {name} reconstruction (PNG)", imaging.png_bytes(ev.reconstruction),
+    col.download_button(f"Download {name} reconstruction (PNG)", lambda rec=ev.reconstruction: imaging.png_bytes(rec),
                         file_name=f"{stem}_{name}_{ev.metrics['setting']}_reconstruction.png", mime="image/png",
-                        key=f"live_dl_png_{name}", on_click="ignore")
+                        key=f"live_dl_png_{name}", on_click="ignore",
+                        help="Lossless PNG (16-bit stays 16-bit), made when you click")

@@ -1,8 +1,10 @@
-"""Side by side: an original and its reconstruction, losslessly displayed, with zoom, difference and metrics."""
+"""Side by side: a stored image coded by two codecs at matched bpp (or chosen settings), re-encoded now and
+compared pixel for pixel with the original (split view, 1:1 panels, difference maps), with metrics."""
+import pandas as pd
 import streamlit as st
 
-from core.dashboard import data, imaging
-from core.metrics import ms_ssim_db
+from core.dashboard import compare, data, live
+from core.setting_text import parse_setting
 from views import _ui
 
 st.title("Side by side")
@@ -16,91 +18,178 @@ if ok.empty:
     st.info("No successful rows to show.")
     st.stop()
 
-c = st.columns(6)
-stage = c[0].selectbox("Stage", sorted(ok["stage"].unique()), key="sbs_stage")
+start = data.default_selection(ok)
+
+
+def pick(where, label: str, options: list, preferred, key: str, **kwargs):
+    """A selectbox opening on ``preferred`` when it is among the options."""
+    index = options.index(preferred) if preferred in options else 0
+    return where.selectbox(label, options, index=index, key=key, **kwargs)
+
+
+c = st.columns(4)
+stages = sorted(int(s) for s in ok["stage"].unique())
+stage = pick(c[0], "Stage", stages, start["stage"], "sbs_stage")
 sel = ok[ok["stage"] == stage]
-dataset = c[1].selectbox("Dataset", sorted(sel["dataset"].unique()), key="sbs_dataset")
+datasets = [d for s, d in data.catalog_order() if s == stage and d in set(sel["dataset"])]
+datasets += sorted(set(sel["dataset"]) - set(datasets))
+dataset = pick(c[1], "Dataset", datasets, start["dataset"], "sbs_dataset")
 sel = sel[sel["dataset"] == dataset]
 image_id = c[2].selectbox("Image", sorted(sel["image_id"].unique()), key="sbs_image")
 sel = sel[sel["image_id"] == image_id]
-codec_name = c[3].selectbox("Codec", sorted(sel["codec"].unique()), key="sbs_codec")
-sel = sel[sel["codec"] == codec_name]
-mode = c[4].selectbox("Colour mode", sorted(sel["colour_mode"].unique()), key="sbs_mode")
-sel = sel[sel["colour_mode"] == mode].sort_values("bpp")
-settings = list(sel["setting"])
-setting = c[5].selectbox("Setting", settings, index=len(settings) // 2, key="sbs_setting",
-                         help=_ui.knob(codec_name))
-stored = sel[sel["setting"] == setting].iloc[0]
+mode = c[3].selectbox("Colour mode", sorted(sel["colour_mode"].unique()), key="sbs_mode",
+                      help="joint: the codec sees all channels; per_channel: each RGB channel coded as gray")
+sel = sel[sel["colour_mode"] == mode]
+lossy = sel[sel["setting"].astype(str) != "-"]
+codecs = sorted(lossy["codec"].unique()) or sorted(sel["codec"].unique())
+preferred = live.default_codecs(codecs)
+c = st.columns(4)
+codec_a = pick(c[0], "Codec A", codecs, preferred[0], "sbs_codec_a", help=_ui.knob(preferred[0]))
+others = [n for n in codecs if n != codec_a] or [codec_a]
+codec_b = pick(c[1], "Codec B", others, next((n for n in preferred if n != codec_a), others[0]), "sbs_codec_b")
+match = c[2].radio("Compare at", ["bpp", "setting"], key="sbs_match", horizontal=True,
+                   format_func={"bpp": "matched bpp", "setting": "chosen settings"}.get)
+rows_a = sel[sel["codec"] == codec_a].sort_values("bpp")
+rows_b = sel[sel["codec"] == codec_b].sort_values("bpp")
 
+target = None
+if match == "bpp":
+    opening = data.best_matched_target(rows_a["bpp"], rows_b["bpp"])
+    target = float(c[3].number_input("Target bpp", min_value=0.001, max_value=48.0, value=round(opening, 3),
+                                     step=0.05, format="%.3f",
+                                     key=f"sbs_bpp_{stage}_{dataset}_{image_id}_{mode}_{codec_a}_{codec_b}",
+                                     help="Each codec at its stored setting whose rate is closest to the target "
+                                          "(opens where the two stored sweeps come closest)"))
+    chosen = {codec_a: data.closest_stored(rows_a, target), codec_b: data.closest_stored(rows_b, target)}
+else:
+    chosen = {}
+    for col, name, rows in ((c[3], codec_a, rows_a), (c[3], codec_b, rows_b)):
+        settings = list(rows["setting"])
+        s = col.selectbox(f"{name} setting", settings, index=len(settings) // 2, key=f"sbs_setting_{name}",
+                          help=_ui.knob(name))
+        chosen[name] = rows[rows["setting"] == s].iloc[0]
+names = list(dict.fromkeys([codec_a, codec_b]))
+
+# the original and the re-encodings: cached per stored row, coded with progress
+cache = _ui.result_cache()
+image_key = ("stored", int(stage), dataset, image_id)
 try:
-    with st.spinner(f"Loading {image_id} and re-encoding with {codec_name} at {setting}…"):
-        pair = _ui.reencode_stored(int(stage), dataset, image_id, codec_name, mode, setting, _ui.data_root())
+    ref = data.find_ref(int(stage), dataset, image_id, _ui.data_root())
+
+    def load():
+        from core.datasets import load_ref
+
+        return load_ref(ref)
+
+    with st.spinner(f"Loading {dataset}/{image_id}…"):
+        image = cache.get_or_make(image_key, load)
 except LookupError as exc:
     st.error(f"Cannot reload the original: {exc}. Start the dashboard with `-- --data-root DIR` or set "
              "BIOCODEC_DATA_ROOT.")
     st.stop()
 except Exception as exc:
-    st.error(f"Re-encoding failed: {type(exc).__name__}: {exc}")
+    st.error(f"Cannot load {dataset}/{image_id}: {type(exc).__name__}: {exc}")
     st.stop()
 
-original, recon, depth = pair["original"], pair["reconstruction"], pair["bit_depth"]
-m = pair["metrics"]
-cols = st.columns(6)
-cols[0].metric("bytes", f"{m['bytes']:,}")
-cols[1].metric("bpp", f"{m['bpp']:.4f}")
-cols[2].metric("factor", f"{m['factor']:.2f}×")
-cols[3].metric("PSNR dB", f"{m['psnr']:.2f}")
-cols[4].metric("SSIM", f"{m['ssim']:.4f}")
-cols[5].metric("MS-SSIM dB", f"{ms_ssim_db(m['ms_ssim']):.2f}")
-st.caption(f"Re-encoded now; stored row: {int(stored['bytes']):,} bytes, {stored['bpp']:.4f} bpp, PSNR "
-           f"{stored['psnr']:.2f} dB, SSIM {stored['ssim']:.4f}. {original.shape[1]}×{original.shape[0]} px, "
-           f"{depth}-bit, {1 if original.ndim == 2 else 3} channel(s).")
+searched = st.session_state.get("sbs_searched", {})
+search_key = (image_key, mode, tuple(names), target)
+use_search = match == "bpp" and searched.get(search_key, False)
 
-view_o, note = imaging.window_to_8bit(original, depth)
-view_r, _ = imaging.window_to_8bit(recon, depth, reference=original)
-left, right = st.columns(2)
-left.image(view_o, caption="original", output_format="PNG")
-right.image(view_r, caption=f"{codec_name} {setting} ({mode})", output_format="PNG")
-st.caption(f"Displayed losslessly as PNG. {note}")
 
-st.subheader("Zoomed crop (same window on both)")
-z = st.columns(3)
-size = z[0].select_slider("Crop size (px)", [16, 32, 64, 128, 256], value=64, key="sbs_size")
-cy = z[1].slider("Vertical position (%)", 0, 100, 50, key="sbs_cy")
-cx = z[2].slider("Horizontal position (%)", 0, 100, 50, key="sbs_cx")
-window = imaging.crop_window(original.shape, cy / 100, cx / 100, size)
-diff = imaging.abs_difference(original, recon)
-heat, vmax = imaging.heat_map(diff)
-zc = st.columns(3)
-zc[0].image(imaging.zoom(view_o, window), caption="original (crop)", output_format="PNG")
-zc[1].image(imaging.zoom(view_r, window), caption="reconstruction (crop)", output_format="PNG")
-zc[2].image(imaging.zoom(heat, window), caption="|difference| (crop)", output_format="PNG")
-y0, x0, y1, x1 = window
-st.caption(f"Window rows {y0}–{y1 - 1}, columns {x0}–{x1 - 1}; enlarged by pixel repetition (no interpolation).")
+def job(name: str) -> dict:
+    codec = _ui.codec(name)
+    if use_search:
+        return {"name": name, "key": image_key + (mode, name, "bpp", round(target, 6)),
+                "expected": live.expected_trials(codec, target),
+                "make": lambda on_trial: live.live_compress(image, codec, mode, None, target, on_trial=on_trial)}
+    setting = str(chosen[name]["setting"])
+    return {"name": name, "key": image_key + (mode, name, "setting", setting), "expected": 1,
+            "make": lambda on_trial: live.live_compress(image, codec, mode, parse_setting(setting),
+                                                        on_trial=on_trial)}
 
-st.subheader("Absolute difference")
-st.image(heat, caption=f"|original − reconstruction| (max over channels): black = 0, bright yellow = {vmax:.0f} "
-                       f"intensity units (the maximum); mean {diff.mean():.2f}.", output_format="PNG")
+
+if match == "bpp" and not use_search:
+    if st.button("Search each codec's setting for this target on this image now (bisection, slower)",
+                 key="sbs_search"):
+        st.session_state["sbs_searched"] = {**searched, search_key: True}
+        st.rerun()
+jobs = [job(n) for n in names]
+outcome = _ui.run_jobs(jobs)
+failed = {n: r["error"] for n, r in outcome.items() if isinstance(r, dict)}
+for n, message in failed.items():
+    st.error(f"Re-encoding {dataset}/{image_id} with {n} failed: {message}")
+results = {n: r for n, r in outcome.items() if not isinstance(r, dict)}
+if not results:
+    st.stop()
+
+# metrics, rounded, with units; the stored row's bytes beside the re-encoded ones
+table = []
+for name, r in results.items():
+    row = live.live_row(name, mode, r.evaluation, target)
+    stored = chosen[name]
+    if not use_search:
+        row["stored bytes"] = int(stored["bytes"])
+        row["same bytes as stored"] = int(stored["bytes"]) == r.evaluation.metrics["bytes"]
+    table.append(row)
+st.dataframe(pd.DataFrame(table), hide_index=True, key="sbs_table")
+m0 = next(iter(results.values())).evaluation
+shape = image.pixels.shape
+st.caption(f"{dataset}/{image_id}: {shape[1]}×{shape[0]} px, {image.bit_depth}-bit, "
+           f"{1 if image.pixels.ndim == 2 else 3} channel(s). Re-encoded now "
+           + ("with the setting found by the search on this image (core/rate_search.py)."
+              if use_search else "at the stored settings; *same bytes as stored* checks the re-encoding against "
+                                 "the database row.")
+           + " bpp = 8·bytes/(H·W); PSNR with MAX = 2^bit_depth − 1.")
+bpps = {n: r.evaluation.metrics["bpp"] for n, r in results.items()}
+if match == "bpp":
+    st.caption(" · ".join(f"**{n}** @ {r.evaluation.metrics['setting']}: "
+                          f"{compare.deviation_text(r.evaluation.metrics['bpp'], target)}" for n, r in results.items())
+               + ("" if use_search else " — the stored setting closest to the target."))
+    warning = compare.unmatched_warning(bpps)
+    if warning:
+        st.warning(warning + ("" if use_search else " The stored sweep has no closer pair: use the search button "
+                                                    "above to find each codec's setting for the target on this "
+                                                    "image."))
+    else:
+        st.success(f"Rates within {100 * compare.MATCH_TOLERANCE:.0f} % of each other: compared at matched bpp.")
+
+labels = {n: f"{n} @ {r.evaluation.metrics['setting']} ({r.evaluation.metrics['bpp']:.3f} bpp)"
+          for n, r in results.items()}
+_ui.comparison("sbs", image_key, image.pixels, image.bit_depth,
+               {labels[j["name"]]: (j["key"], results[j["name"]].evaluation.reconstruction)
+                for j in jobs if j["name"] in results},
+               _ui.display_note(image_key, image.pixels, image.bit_depth))
 
 st.subheader("Segmentation")
-if st.checkbox("Segment original and reconstruction (may take several seconds)", key="sbs_segment"):
+if st.checkbox("Segment the original and the reconstructions (may take several seconds)", key="sbs_segment"):
+    segs = {}
     with st.spinner("Segmenting…"):
-        try:
-            seg = _ui.segment_pair(pair["ref"], original, depth, recon)
-        except Exception as exc:
-            seg = {"notice": f"Segmentation failed: {type(exc).__name__}: {exc}"}
-    if "notice" in seg:
-        st.info(seg["notice"])
-    else:
-        st.json({k: (None if v is None else float(v)) for k, v in seg["metrics"].items()})
-        if "original" in seg:
-            s1, s2 = st.columns(2)
+        for name, r in results.items():
             try:
-                s1.image(imaging.overlay_segmentation(view_o, seg["original"]), output_format="PNG",
-                         caption="segmentation of the original (red: object boundaries / contours)")
-                s2.image(imaging.overlay_segmentation(view_r, seg["reconstruction"]), output_format="PNG",
-                         caption="segmentation of the reconstruction")
+                segs[name] = _ui.segment_pair(ref, image.pixels, image.bit_depth, r.evaluation.reconstruction)
+            except Exception as exc:
+                segs[name] = {"notice": f"Segmentation failed: {type(exc).__name__}: {exc}"}
+    notices = {n: s["notice"] for n, s in segs.items() if "notice" in s}
+    for n, text in notices.items():
+        st.info(f"{n}: {text}")
+    rows = [live.segmentation_row(n, s["metrics"]) for n, s in segs.items() if "metrics" in s]
+    if rows:
+        st.dataframe(pd.DataFrame(rows), hide_index=True, key="sbs_seg_table")
+        st.caption("Segmentation of each reconstruction compared with the segmentation of the original "
+                   "(1 = identical); rounded to 3 decimals.")
+        firsts = [(n, s) for n, s in segs.items() if "original" in s]
+        if firsts:
+            from core.dashboard import imaging
+
+            view_o = cache.get(image_key + ("view8",))
+            cols = st.columns(1 + len(firsts))
+            try:
+                cols[0].image(imaging.overlay_segmentation(view_o, firsts[0][1]["original"]), output_format="PNG",
+                              caption="original: segmentation in red")
+                for col, (n, s) in zip(cols[1:], firsts):
+                    view_r = cache.get(next(j["key"] for j in jobs if j["name"] == n) + ("view8",))
+                    col.image(imaging.overlay_segmentation(view_r, s["reconstruction"]), output_format="PNG",
+                              caption=f"{n}: segmentation in red")
+                st.caption("Overlays are scaled to the column width (the comparison above is pixel-exact).")
             except ValueError as exc:
                 st.caption(f"No overlay: {exc}")
-        else:
-            st.caption("This evaluator reports metrics only (no label images to overlay).")
