@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from core.codecs import CodecError, UnsupportedInput, available_codecs, get_codec
-from core.codecs.bitstream import MAGIC, Header, pack, unpack, unwrap_file, wrap_file
+from core.codecs.bitstream import MAGIC, Header, pack, reconstruction_hash, unpack, unwrap_file, wrap_file
 from core.codecs.learned import WEIGHTS_DIR, LearnedCodec, LearnedModel, load_codecs
 from core.codecs.per_channel import PerChannelCodec
 from core.io import as_bioimage, read_image, write_image
@@ -66,9 +66,11 @@ def test_round_trip_preserves_shape_dtype_and_bit_depth(tiny, channels, bit_dept
     pixels = _ramp(70, 90, channels, bit_depth)  # not a multiple of the 64-px stride
     data = codec.encode(pixels, 2, bit_depth)
     header, strings = unpack(data)
-    assert header == Header(header.model_id, header.checkpoint_hash, 70, 90, channels, bit_depth)
+    assert header == Header(header.model_id, header.checkpoint_hash, 70, 90, channels, bit_depth,
+                            recon_hash=header.recon_hash)
     assert header.model_id == f"tiny-mean-scale-{channels}-2" and len(strings) == 2
     out = codec.decode(data)
+    assert header.recon_hash == reconstruction_hash(out)  # the encoder's reconstruction is the decoder's
     assert out.shape == pixels.shape and out.dtype == pixels.dtype
     assert int(out.max()) <= (1 << bit_depth) - 1
     assert np.array_equal(out, codec.decode(data))  # deterministic
@@ -141,7 +143,8 @@ def test_bpp_counts_every_byte(tiny):
     _, codec = tiny
     data = codec.encode(_ramp(64, 96, 1, 8), 1)
     header, strings = unpack(data)
-    overhead = 4 + 2 + len(header.model_id) + 8 + 13 + 4 * len(strings) + 4  # v2 header: + 2-byte rate field
+    # v3 header: + 2-byte rate field, + 8-byte reconstruction hash
+    overhead = 4 + 2 + len(header.model_id) + 8 + 13 + 8 + 4 * len(strings) + 4
     assert len(data) == overhead + sum(map(len, strings))
 
 

@@ -2,7 +2,7 @@
 
     python -m core.codecs compress IN OUT --codec NAME [--setting S | --bpp TARGET] [--colour-mode per_channel]
                                               [--bit-depth B] [--page N]
-    python -m core.codecs decompress IN OUT
+    python -m core.codecs decompress IN OUT [--verify]
     python -m core.codecs list
 
 IN may be a file or a folder (every image in it, non-recursive, with a progress
@@ -19,6 +19,11 @@ closest to TARGET (:mod:`core.rate_search`, the dashboard's rule too: bisection 
 continuous for variable-rate learned codecs) and prints the achieved bpp and its deviation.
 ``--bit-depth`` declares the significant bits of 16-bit input (default: as read); ``--page N`` picks
 one plane of a stack (multi-page TIFF, 3-D MRC; a stack without it is refused with its plane count).
+
+``decompress --verify`` recomputes the reconstruction hash of every learned stream in the file (each
+tile and plane; :func:`core.codecs.bitstream.reconstruction_hash`, written by the encoder from the
+pixels it reconstructed) and prints ``verify: pass`` (exit 0) or ``verify: FAIL ...`` (exit 1); a file
+without such hashes (classical codecs, version-2 learned streams) cannot be verified (exit 3).
 
 Any failure — unreadable input, unsupported input, a corrupt or crafted stream, a
 library error, running out of memory — is reported as one line ``error: ...`` on
@@ -84,14 +89,40 @@ class _Encoded:
         self.encoded, self.metrics = encoded, metrics
 
 
-def decompress_file(src: Path, dst: Path | None = None):
-    """Decompress one ``.bcc`` file; writes ``dst`` when given and returns the pixel array."""
+def decompress_file(src: Path, dst: Path | None = None, verify: list | None = None):
+    """Decompress one ``.bcc`` file; writes ``dst`` when given and returns the pixel array.
+
+    ``verify`` (a list): receives ``(status, line)`` of :func:`verify_result` for this file."""
     name, _setting, mode, payload = unwrap_file(src.read_bytes())
-    pixels = build_decoder(name, mode, payload).decode(payload)
+    if verify is None:
+        pixels = build_decoder(name, mode, payload).decode(payload)
+    else:
+        from core.codecs.learned import verifying
+
+        with verifying() as results:
+            pixels = build_decoder(name, mode, payload).decode(payload)
+        verify.append(verify_result(name, results))
     if dst is not None:
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_image(dst, as_bioimage(pixels))
     return pixels
+
+
+VERIFY_FAILED, CANNOT_VERIFY = 1, 3
+
+
+def verify_result(name: str, results: list) -> tuple[int, str]:
+    """(exit status, line) for the reconstruction-hash checks of one decoded file."""
+    if not results:
+        return CANNOT_VERIFY, f"verify: not possible: {name} streams carry no reconstruction hash"
+    if any(not expected for _, expected, _ in results):
+        return CANNOT_VERIFY, "verify: not possible: version-2 learned stream (written before reconstruction hashes)"
+    bad = [(model, expected, got) for model, expected, got in results if expected != got]
+    if bad:
+        model, expected, got = bad[0]
+        return VERIFY_FAILED, (f"verify: FAIL: {len(bad)} of {len(results)} learned stream(s) decode to pixels other "
+                               f"than the encoder's ({model}: hash {got.hex()}, stream says {expected.hex()})")
+    return 0, f"verify: pass ({len(results)} learned stream(s); reconstruction hash matches)"
 
 
 def _inputs(path: Path, suffixes) -> list[Path]:
@@ -132,6 +163,8 @@ def main(argv=None) -> int:
     d = sub.add_parser("decompress", help=".bcc file(s) → image file(s)")
     d.add_argument("input", type=Path)
     d.add_argument("output", type=Path)
+    d.add_argument("--verify", action="store_true",
+                   help="check every learned stream's reconstruction hash: prints pass/FAIL, exit 1 on a mismatch")
     sub.add_parser("list", help="registered codecs")
     args = p.parse_args(argv)
     from tqdm import tqdm
@@ -157,16 +190,21 @@ def main(argv=None) -> int:
             return 0
         files = _inputs(args.input, {SUFFIX})
         many = args.input.is_dir()
+        status = 0
         for f in tqdm(files, disable=not many, desc="decompress"):
             current = f
+            checks = [] if args.verify else None
             if many:
-                pixels = decompress_file(f)
+                pixels = decompress_file(f, verify=checks)
                 dst = args.output / (f.stem + (".png" if pixels.dtype.itemsize == 1 else ".tif"))
                 args.output.mkdir(parents=True, exist_ok=True)
                 write_image(dst, as_bioimage(pixels))
             else:
-                decompress_file(f, args.output)
-        return 0
+                decompress_file(f, args.output, verify=checks)
+            for code, line in checks or ():
+                print(f"{f}: {line}" if many else line, file=sys.stderr if code else sys.stdout)
+                status = max(status, code)
+        return status
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

@@ -4,7 +4,7 @@ Learned-codec stream (``BCLC``), all integers big-endian::
 
     offset  size  field
     0       4     magic  b"BCLC"
-    4       1     format version (2)
+    4       1     format version (3; version 2 — without the reconstruction hash — is still read)
     5       1     L = length of the model id
     6       L     model id, ASCII (the checkpoint's stem in data/weights/, e.g. "em-msssim-q3")
     6+L     8     checkpoint hash: first 8 bytes of sha256 of the weights file (.pt)
@@ -14,11 +14,17 @@ Learned-codec stream (``BCLC``), all integers big-endian::
     +1      1     bit depth (8..16)
     +2      2     rate setting × 1000, uint16 (variable-rate models: the codec setting 1.000..16.000;
                   0 for fixed-rate checkpoints, whose model id names the rate point)
+    +8      8     reconstruction hash (version 3): first 8 bytes of SHA-256 of the pixels the *encoder*
+                  reconstructed (:func:`reconstruction_hash`), so a decoder can prove it reproduced them
+                  (``python -m core.codecs decompress --verify``)
     +1      1     S = number of entropy-coded strings (1 factorized, 2 hyperpriors, 3 checkerboard)
     +4·S    4·S   length of each string in bytes, uint32
     ...           the S strings (CompressAI rANS output, in the model's order)
     last 4  4     CRC-32 (zlib) of every preceding byte
 
+Version 3 streams choose every probability table in integer arithmetic
+(:mod:`core.models.exact`), so they cannot desynchronise on another thread count or
+machine; version 2 streams decode through the float path they were written with.
 Decoding needs only these bytes and the checkpoint named by the model id whose
 hash matches.  Every byte counts towards bpp.  Any corruption or truncation is
 reported as :class:`~core.codecs.base.CodecError` (the CRC catches damage to
@@ -46,16 +52,21 @@ being told; it adds 8 + len(name) + len(setting) bytes.
 """
 from __future__ import annotations
 
+import hashlib
 import struct
 import zlib
 from dataclasses import dataclass
+
+import numpy as np
 
 from core.codecs.base import CodecError
 from core.io import MAX_PIXELS
 from core.setting_text import format_setting, parse_setting
 
 MAGIC = b"BCLC"
-VERSION = 2
+VERSION = 3
+READABLE_VERSIONS = (2, 3)
+RECON_HASH_BYTES = 8
 FILE_MAGIC = b"BCF1"
 FILE_VERSION = 1
 HASH_BYTES = 8
@@ -73,10 +84,23 @@ class Header:
     channels: int
     bit_depth: int
     setting_milli: int = 0  # variable-rate models: the rate setting × 1000 (0 = fixed-rate checkpoint)
+    recon_hash: bytes = b""  # version 3: RECON_HASH_BYTES of the encoder's reconstruction; b"" in version 2
+    version: int = VERSION
 
 
-def pack(header: Header, strings: list[bytes]) -> bytes:
-    """Serialise ``header`` + entropy-coded ``strings`` into one byte string (see module doc)."""
+def reconstruction_hash(pixels: np.ndarray) -> bytes:
+    """First 8 bytes of SHA-256 of a decoded image: its shape, dtype and samples (little-endian, C order)."""
+    pixels = np.ascontiguousarray(pixels)
+    head = f"{pixels.shape}|{pixels.dtype.str.lstrip('<>|=')}".encode()
+    return hashlib.sha256(head + pixels.astype(pixels.dtype.newbyteorder("<"), copy=False).tobytes()).digest()[
+        :RECON_HASH_BYTES]
+
+
+def pack(header: Header, strings: list[bytes], version: int = VERSION) -> bytes:
+    """Serialise ``header`` + entropy-coded ``strings`` into one byte string (see module doc).
+
+    A header without ``recon_hash`` gets 8 zero bytes (which no reconstruction matches: ``--verify`` fails);
+    ``version=2`` writes the previous layout (no hash; tests of old streams)."""
     mid = header.model_id.encode("ascii")
     if not 0 < len(mid) < 256:
         raise ValueError(f"model id must be 1..255 ASCII bytes, got {header.model_id!r}")
@@ -84,10 +108,15 @@ def pack(header: Header, strings: list[bytes]) -> bytes:
         raise ValueError(f"checkpoint hash must be {HASH_BYTES} bytes")
     if not 0 < len(strings) <= MAX_STRINGS:
         raise ValueError(f"1..{MAX_STRINGS} strings expected, got {len(strings)}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(f"version must be one of {READABLE_VERSIONS}")
+    recon = (header.recon_hash or bytes(RECON_HASH_BYTES)) if version >= 3 else b""
+    if version >= 3 and len(recon) != RECON_HASH_BYTES:
+        raise ValueError(f"reconstruction hash must be {RECON_HASH_BYTES} bytes")
     body = b"".join([
-        MAGIC, bytes([VERSION, len(mid)]), mid, header.checkpoint_hash,
-        struct.pack(">IIBBHB", header.height, header.width, header.channels, header.bit_depth,
-                    header.setting_milli, len(strings)),
+        MAGIC, bytes([version, len(mid)]), mid, header.checkpoint_hash,
+        struct.pack(">IIBBH", header.height, header.width, header.channels, header.bit_depth,
+                    header.setting_milli), recon, bytes([len(strings)]),
         struct.pack(f">{len(strings)}I", *map(len, strings)),
         *strings,
     ])
@@ -105,11 +134,14 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     body = data[:-4]
     if zlib.crc32(body) != crc:
         raise CodecError("learned-codec stream is corrupt or truncated (CRC-32 mismatch)")
-    if body[4] != VERSION:
-        raise CodecError(f"learned-codec stream version {body[4]} is not supported (this build reads {VERSION})")
+    version = body[4]
+    if version not in READABLE_VERSIONS:
+        raise CodecError(f"learned-codec stream version {version} is not supported (this build reads "
+                         f"{', '.join(map(str, READABLE_VERSIONS))})")
     n = body[5]
     pos = 6
-    fixed = n + HASH_BYTES + 13
+    hash_bytes = RECON_HASH_BYTES if version >= 3 else 0
+    fixed = n + HASH_BYTES + 13 + hash_bytes
     if len(body) < pos + fixed:
         raise CodecError("learned-codec stream truncated in its header")
     try:
@@ -119,8 +151,12 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     pos += n
     chash = body[pos:pos + HASH_BYTES]
     pos += HASH_BYTES
-    h, w, c, bd, milli, count = struct.unpack(">IIBBHB", body[pos:pos + 13])
-    pos += 13
+    h, w, c, bd, milli = struct.unpack(">IIBBH", body[pos:pos + 12])
+    pos += 12
+    recon = body[pos:pos + hash_bytes]
+    pos += hash_bytes
+    count = body[pos]
+    pos += 1
     if c not in (1, 3) or not 8 <= bd <= 16 or h == 0 or w == 0 or not 0 < count <= MAX_STRINGS:
         raise CodecError(f"learned-codec stream header is invalid (H={h}, W={w}, channels={c}, "
                          f"bit depth={bd}, strings={count})")
@@ -137,7 +173,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     for length in lengths:
         strings.append(body[pos:pos + length])
         pos += length
-    return Header(model_id, chash, h, w, c, bd, milli), strings
+    return Header(model_id, chash, h, w, c, bd, milli, recon, version), strings
 
 
 # ----------------------------------------------------------------------------- file wrapper

@@ -26,12 +26,15 @@ import hashlib
 import json
 import math
 import threading
+from contextlib import contextmanager
+from contextvars import ContextVar
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 
 from core.codecs.base import Codec, CodecError, UnsupportedInput
-from core.codecs.bitstream import HASH_BYTES, Header, pack, unpack
+from core.codecs.bitstream import HASH_BYTES, Header, pack, reconstruction_hash, unpack
 
 try:  # fail at import (the registry then skips learned codecs with a warning) when torch is absent
     import torch  # noqa: F401
@@ -140,6 +143,61 @@ def _guard_entropy_model(entropy_model) -> None:
     entropy_model._biocodec_guarded = True
 
 
+# ----------------------------------------------------------------------------- reconstruction check
+#: While :func:`verifying` is active: one ``(model id, expected hash, decoded hash)`` per learned stream decoded.
+_VERIFIED: ContextVar[list | None] = ContextVar("verified", default=None)
+
+
+@contextmanager
+def verifying():
+    """Collect the reconstruction-hash check of every learned stream decoded inside the block (tiles and
+    planes included): yields a list of ``(model_id, expected, got)``; ``expected`` is ``b""`` for a
+    version-2 stream, which carries no hash."""
+    results: list = []
+    token = _VERIFIED.set(results)
+    try:
+        yield results
+    finally:
+        _VERIFIED.reset(token)
+
+
+#: Architectures whose probability-table choice runs through :mod:`core.models.exact` (integer arithmetic).
+EXACT_ARCHS = ("hyperprior", "mean-scale", "gained-mean-scale")
+
+
+_MKLDNN_LOCK = threading.Lock()
+_MKLDNN_OFF = [0, True]  # [how many syntheses run now, whether oneDNN was enabled before the first]
+
+
+@contextmanager
+def _without_onednn():
+    """oneDNN off while at least one synthesis runs (reference-counted across threads; another thread's
+    torch work meanwhile only runs slower).  ``torch.backends.mkldnn.flags`` would also reset TF32 and warn."""
+    import torch
+
+    with _MKLDNN_LOCK:
+        if _MKLDNN_OFF[0] == 0:
+            _MKLDNN_OFF[1] = torch._C._get_mkldnn_enabled()
+            torch._C._set_mkldnn_enabled(False)
+        _MKLDNN_OFF[0] += 1
+    try:
+        yield
+    finally:
+        with _MKLDNN_LOCK:
+            _MKLDNN_OFF[0] -= 1
+            if _MKLDNN_OFF[0] == 0:
+                torch._C._set_mkldnn_enabled(_MKLDNN_OFF[1])
+
+
+def _synthesis(g_s, y: "torch.Tensor") -> "torch.Tensor":
+    """The synthesis transform, float32, with oneDNN off: oneDNN's deconvolution changes its summation
+    order with the thread count (±1 pixel between 1 and 2 threads, measured); the plain kernels gave the same
+    bits on 1, 2 and 4 threads (tested).  Not exact across CPU types — the stream's reconstruction hash
+    (``decompress --verify``) is what proves a decode."""
+    with _without_onednn():
+        return g_s(y)
+
+
 class LearnedModel:
     """One checkpoint: lazy loading, and array ⇄ bitstream coding with it."""
 
@@ -153,6 +211,10 @@ class LearnedModel:
         self._model = None
         self._hash: bytes | None = None
         self._lock = threading.Lock()
+        self._exact = {}  # reference flag -> core.models.exact.ExactHyperDecoder
+        self._gains = {}  # setting × 1000 -> the fixed-point gains
+        #: True: the integer hyper-decoder uses the int64-only reference convolutions (tests; slow).
+        self.exact_reference = False
 
     @property
     def variable_rate(self) -> bool:
@@ -212,16 +274,108 @@ class LearnedModel:
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         milli = 0
+        if self.variable_rate:
+            _, milli = vr_rate(setting, self.levels)
+        elif setting is not None:
+            raise ValueError(f"{self.model_id} is a fixed-rate checkpoint: it takes no setting")
         with torch.inference_mode():
-            if self.variable_rate:
-                rate, milli = vr_rate(setting, self.levels)
-                out = self.model.compress(x, rate)
-            else:
-                if setting is not None:
-                    raise ValueError(f"{self.model_id} is a fixed-rate checkpoint: it takes no setting")
-                out = self.model.compress(x)
-        strings = [s[0] for s in out["strings"]]
-        return pack(Header(self.model_id, self.checkpoint_hash, h, w, channels, bit_depth, milli), strings)
+            if self.arch in EXACT_ARCHS:
+                strings, x_hat = self._compress_exact(x, milli)
+            else:  # factorized (channel-indexed tables: nothing to choose) and checkerboard (float context model)
+                out = self.model.compress(x, vr_rate(setting, self.levels)[0]) if self.variable_rate \
+                    else self.model.compress(x)
+                strings = [s[0] for s in out["strings"]]
+                x_hat = self.model.decompress([[b] for b in strings], self.latent_shape(x.shape[2], x.shape[3]))["x_hat"]
+        pixels_hat = _to_pixels(x_hat, h, w, channels, bit_depth)
+        return pack(Header(self.model_id, self.checkpoint_hash, h, w, channels, bit_depth, milli,
+                           recon_hash=reconstruction_hash(pixels_hat)), strings)
+
+    # ------------------------------------------------------------------ the exact hyper path
+    def exact_hyper_decoder(self):
+        """The integer hyper-decoder of this checkpoint (:class:`core.models.exact.ExactHyperDecoder`)."""
+        from core.models.exact import ExactHyperDecoder
+
+        key = bool(self.exact_reference)
+        if key not in self._exact:
+            self._exact[key] = ExactHyperDecoder(self.model.h_s, reference=key)
+        return self._exact[key]
+
+    def gains(self, milli: int) -> dict:
+        """Fixed-point gains of a variable-rate checkpoint at setting ``milli`` / 1000 (decimal exp, exact)."""
+        from core.models.exact import fixed_gains
+
+        if milli not in self._gains:
+            position = Fraction(milli - 1000, 1000 * (VR_POINTS - 1)) * (self.levels - 1)
+            m = self.model
+            self._gains[milli] = {name: fixed_gains(getattr(m, name), position)
+                                  for name in ("log_gain", "log_hyper_gain", "log_hyper_inv_gain", "log_inv_gain")}
+        return self._gains[milli]
+
+    def hyper(self, z_hat, milli: int):
+        """(table indexes, means or None) from the decoded hyper-latent, in integer arithmetic.
+
+        ``z_hat`` is the entropy bottleneck's output (symbols + medians); the symbols are recovered exactly
+        (integers), the medians rounded to fixed point, and everything after is :mod:`core.models.exact`.
+        """
+        import torch
+
+        from core.models.exact import FRAC, GFRAC, fixed_point, table_indexes
+
+        eb = self.model.entropy_bottleneck
+        medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
+        symbols = torch.round(z_hat - medians).long()
+        z_q = symbols * (2 ** FRAC) + fixed_point(medians, FRAC)
+        if self.variable_rate:
+            gain = self.gains(milli)["log_hyper_inv_gain"].view(1, -1, 1, 1)
+            z_q = torch.div(z_q * gain, 2 ** GFRAC, rounding_mode="floor")
+        out = self.exact_hyper_decoder()(z_q)
+        if self.arch == "hyperprior":
+            scales_q, means = out, None
+        else:
+            scales_q, means_q = out.chunk(2, 1)
+            means = (means_q.double() / float(2 ** FRAC)).float()
+        return table_indexes(scales_q, self.model.gaussian_conditional.scale_table), means
+
+    def _compress_exact(self, x, milli: int):
+        """Encode with the exact hyper path; returns (strings, the decoder's x_hat)."""
+        import torch
+
+        from core.models.exact import gains_as_float
+
+        m = self.model
+        gains = self.gains(milli) if self.variable_rate else None
+        y = m.g_a(x)
+        if gains:
+            y = y * gains_as_float(gains["log_gain"])
+        z = m.h_a(torch.abs(y) if self.arch == "hyperprior" else y)
+        if gains:
+            z = z * gains_as_float(gains["log_hyper_gain"])
+        z_strings = m.entropy_bottleneck.compress(z)
+        z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        indexes, means = self.hyper(z_hat, milli)
+        y_strings = m.gaussian_conditional.compress(y, indexes, means=means)
+        # what the decoder gets: float32(symbol) + mean (= round(y - mean) + mean, bit for bit)
+        y_hat = m.gaussian_conditional.quantize(y, "dequantize", means)
+        return [y_strings[0], z_strings[0]], self._synthesise(y_hat, gains)
+
+    def _synthesise(self, y_hat, gains):
+        from core.models.exact import gains_as_float
+
+        if gains:
+            y_hat = y_hat * gains_as_float(gains["log_inv_gain"])
+        return _synthesis(self.model.g_s, y_hat).clamp_(0, 1)
+
+    def _decompress_exact(self, strings, shape, milli: int, trace: dict | None = None):
+        m = self.model
+        z_hat = m.entropy_bottleneck.decompress([strings[1]], shape)
+        indexes, means = self.hyper(z_hat, milli)
+        if trace is not None:
+            trace.update(indexes=indexes, means=means)
+        if means is None:
+            y_hat = m.gaussian_conditional.decompress([strings[0]], indexes, z_hat.dtype)
+        else:
+            y_hat = m.gaussian_conditional.decompress([strings[0]], indexes, means=means)
+        return self._synthesise(y_hat, self.gains(milli) if self.variable_rate else None)
 
     def latent_shape(self, hp: int, wp: int):
         """The ``shape`` argument of the model's ``decompress`` for a padded hp×wp input."""
@@ -233,12 +387,14 @@ class LearnedModel:
             return {"y": torch.Size([int(self.meta["N"]), hp // 16, wp // 16]), "hyper": torch.Size([hp // 64, wp // 64])}
         return torch.Size([hp // 64, wp // 64])
 
-    def decode(self, data: bytes) -> np.ndarray:
+    def decode(self, data: bytes, trace: dict | None = None) -> np.ndarray:
         """Decode a stream from :meth:`encode` (checks model id and checkpoint hash)."""
         header, strings = unpack(data)
-        return self.decode_parsed(header, strings)
+        return self.decode_parsed(header, strings, trace)
 
-    def decode_parsed(self, header: Header, strings: list[bytes]) -> np.ndarray:
+    def decode_parsed(self, header: Header, strings: list[bytes], trace: dict | None = None) -> np.ndarray:
+        """Decode a parsed stream; ``trace`` (a dict) receives the table ``indexes`` and ``means`` of the
+        exact hyper path (tests)."""
         import torch
 
         from core.models import stride
@@ -268,17 +424,30 @@ class LearnedModel:
                 _guard_entropy_model(module)
         try:
             with torch.inference_mode():
-                if self.variable_rate:
-                    out = model.decompress([[b] for b in strings], self.latent_shape(hp, wp), rate)
+                if header.version >= 3 and self.arch in EXACT_ARCHS:
+                    x_hat = self._decompress_exact(strings, self.latent_shape(hp, wp), header.setting_milli, trace)
+                elif header.version >= 3:
+                    x_hat = model.decompress([[b] for b in strings], self.latent_shape(hp, wp))["x_hat"]
+                elif self.variable_rate:  # version 2: the float hyper path these streams were written with
+                    x_hat = model.decompress([[b] for b in strings], self.latent_shape(hp, wp), rate)["x_hat"]
                 else:
-                    out = model.decompress([[b] for b in strings], self.latent_shape(hp, wp))
+                    x_hat = model.decompress([[b] for b in strings], self.latent_shape(hp, wp))["x_hat"]
         except ImplausibleStream as exc:
             raise ImplausibleStream(f"learned-codec stream claims {header.height}x{header.width} pixels, but "
                                     f"{exc} (crafted or damaged header)") from None
-        x = out["x_hat"][0, :, :header.height, :header.width].clamp(0, 1).numpy()
-        peak = (1 << header.bit_depth) - 1
-        arr = np.rint(x * peak).astype(np.uint8 if header.bit_depth <= 8 else np.uint16)
-        return arr[0] if header.channels == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))
+        arr = _to_pixels(x_hat, header.height, header.width, header.channels, header.bit_depth)
+        results = _VERIFIED.get()
+        if results is not None:
+            results.append((self.model_id, header.recon_hash, reconstruction_hash(arr)))
+        return arr
+
+
+def _to_pixels(x_hat, height: int, width: int, channels: int, bit_depth: int) -> np.ndarray:
+    """The network's output (1, C, Hp, Wp) in [0, 1] → the image array the codec returns."""
+    x = x_hat[0, :, :height, :width].clamp(0, 1).numpy()
+    peak = (1 << bit_depth) - 1
+    arr = np.rint(x * peak).astype(np.uint8 if bit_depth <= 8 else np.uint16)
+    return arr[0] if channels == 1 else np.ascontiguousarray(arr.transpose(1, 2, 0))
 
 
 class LearnedCodec(Codec):
@@ -310,7 +479,9 @@ class LearnedCodec(Codec):
         # the checkpoints' sha256 (from their metadata, so registering reads no weights file)
         digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')};"
                           for m in sorted(models, key=lambda m: m.model_id))
-        self._version = "weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
+        # stream v3: integer hyper-decoder (core.models.exact) and plain float32 synthesis change the outputs
+        self._version = ("weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
+                         + "; stream v3, exact integer hyper-decoder")
         archs = sorted({m.arch for m in models})
         self.label = label or f"{name} ({'/'.join(archs)})"
         self.knob = (f"rate knob 1..{VR_POINTS}, any value in between (higher = more bytes)" if self.variable_rate
