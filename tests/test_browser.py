@@ -1,7 +1,7 @@
 """End-to-end: the dashboard served by `streamlit run` on 127.0.0.1, driven in Debian's headless
 Chromium (/usr/bin/chromium) by Python playwright.  No test tool downloads a browser: playwright is
-pointed at the system executable.  A screenshot of each page is kept under artifacts/screenshots/
-(git-ignored)."""
+pointed at the system executable.  A screenshot of each page (1400 px wide) is kept under
+artifacts/screenshots/ (git-ignored), or under $BIOCODEC_SCREENSHOTS when set."""
 from __future__ import annotations
 
 import os
@@ -17,7 +17,7 @@ import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parent.parent
-SHOTS = ROOT / "artifacts" / "screenshots"
+SHOTS = Path(os.environ.get("BIOCODEC_SCREENSHOTS") or ROOT / "artifacts" / "screenshots")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                   "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
@@ -108,8 +108,56 @@ def _sql(db, query):
         con.close()
 
 
+def _pick(page, label: str, option: str) -> None:
+    """Choose ``option`` in the Streamlit selectbox labelled ``label`` and wait for the rerun."""
+    page.get_by_role("combobox", name=label, exact=True).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+    _settle(page)
+
+
+def _boxes_disjoint(boxes: list[dict]) -> bool:
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            if (a["x"] < b["x"] + b["width"] and b["x"] < a["x"] + a["width"]
+                    and a["y"] < b["y"] + b["height"] and b["y"] < a["y"] + a["height"]):
+                return False
+    return True
+
+
+def _native_panels(page, test_id: str) -> list[dict]:
+    """Each 1:1 panel of ``test_id``: its box and its image's natural and drawn size."""
+    return page.locator(f'[data-testid="{test_id}"] figure.bc-panel').evaluate_all("""els => els.map(f => {
+        const img = f.querySelector('img.bc-native'), r = f.getBoundingClientRect(), i = img.getBoundingClientRect();
+        return {box: {x: r.x, y: r.y, width: r.width, height: r.height},
+                natural: [img.naturalWidth, img.naturalHeight], drawn: [i.width, i.height], alt: img.alt,
+                right: r.right};
+    })""")
+
+
+def _drag_divider(page, prefix: str, dx: float) -> tuple[int, int, str]:
+    """Drag the split view's divider by ``dx`` px; (split before, after, the right layer's clip-path)."""
+    frame = page.frame_locator("iframe").first
+    stage = frame.locator(f"#{prefix}split")
+    before = int(stage.get_attribute("data-split"))
+    divider = frame.locator(f"#{prefix}split-divider")
+    divider.scroll_into_view_if_needed()
+    box = divider.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + min(box["height"] / 2, 40)
+    page.mouse.move(x, y)
+    page.mouse.down()
+    page.mouse.move(x + dx, y, steps=6)
+    page.mouse.up()
+    after = int(stage.get_attribute("data-split"))
+    return before, after, frame.locator(f"#{prefix}split-right").get_attribute("style")
+
+
 def test_every_page_in_chromium(server, browser_page, results_db, gray_png_bytes, tmp_path):
     page = browser_page
+
+    # Streamlit's running indicator shows while a script runs (config.toml: toolbarMode "viewer";
+    # "minimal" hid it): the first page of a fresh server takes seconds to import
+    page.goto(f"{server}/rate_distortion")
+    page.locator('[data-testid="stStatusWidget"]').first.wait_for(state="visible", timeout=60_000)
 
     # a deep link as the very first request to a fresh server must still go through app.py's router
     # (a folder named pages/ would be served as an unrouted second app: regression check)
@@ -125,44 +173,74 @@ def test_every_page_in_chromium(server, browser_page, results_db, gray_png_bytes
     values = page.locator('[data-testid="stMetricValue"]').all_inner_texts()
     assert values[5] == str(_sql(results_db, "SELECT count(*) FROM results")[0][0])  # "Rows"
 
+    # opens on one stage-2 dataset: the RD chart beside the Dice-vs-bpp chart
     _open(page, f"{server}/rate_distortion", "Rate–distortion", "02_rate_distortion", ".js-plotly-plot")
-    assert page.locator(".js-plotly-plot").count() >= 1
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=60_000)
+    plots = [page.locator(".js-plotly-plot").nth(i).bounding_box() for i in range(2)]
+    assert abs(plots[0]["y"] - plots[1]["y"]) < 5 and _boxes_disjoint(plots)  # side by side, not overlapping
 
-    _open(page, f"{server}/side_by_side", "Side by side", "03_side_by_side", '[data-testid="stImage"] img')
-    # defaults: first image and codec by name, joint mode, the middle setting by rate
-    sizes = [b for (b,) in _sql(results_db, """
-        SELECT bytes FROM results WHERE stage = 0 AND image_id = 'camera' AND codec = 'jpeg'
-          AND colour_mode = 'joint' AND error IS NULL ORDER BY bpp""")]
-    assert page.locator('[data-testid="stMetricValue"]').first.inner_text() == f"{sizes[len(sizes) // 2]:,}"
-    assert page.locator('[data-testid="stImage"] img').count() >= 6  # 2 full, 3 crops, 1 heat map
-    assert "8-bit, shown as stored" in page.inner_text("body")
+    # side by side: two stored codecs of the embedded camera at matched bpp, compared pixel for pixel
+    _open(page, f"{server}/side_by_side", "Side by side", "03_side_by_side_opening", '[data-testid="stSelectbox"]')
+    _pick(page, "Stage", "0")
+    _pick(page, "Image", "camera")
+    _pick(page, "Codec A", "jpeg")
+    _pick(page, "Codec B", "jpeg2000")
+    page.locator('[data-testid="sbs-panels"]').wait_for(timeout=60_000)
+    _settle(page)
+    page.screenshot(path=str(SHOTS / "03_side_by_side.png"), full_page=True)
+    panels = _native_panels(page, "sbs-panels")
+    assert [p["natural"] for p in panels] == [[512, 512]] * 3
+    assert all(p["drawn"] == [512, 512] for p in panels)  # 1:1, never shrunk to the column
+    assert _boxes_disjoint([p["box"] for p in panels])
+    body = page.inner_text("body")
+    assert "vs target" in body and ("compared at matched bpp" in body or "Not at matched bpp" in body)
+    before, after, clip = _drag_divider(page, "sbs", -100)
+    assert before == 256 and after < before - 50 and clip.replace(" ", "") == f"clip-path:inset(0px0px0px{after}px);"
+    assert page.locator('[data-testid="stException"]').count() == 0
 
     _open(page, f"{server}/downstream", "Downstream segmentation fidelity", "04_downstream", ".js-plotly-plot")
     assert page.locator(".js-plotly-plot").count() >= 1
 
+    # live: upload, two classical codecs at a target bpp (the learned codec, preselected, is taken out: slow)
     _open(page, f"{server}/live", "Live comparison", "05_live_empty", '[data-testid="stFileUploader"]')
     upload = tmp_path / "crop.png"
     upload.write_bytes(gray_png_bytes)
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(upload))
     page.get_by_role("button", name="Compress").wait_for(timeout=60_000)
     _settle(page)
+    codecs = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Codecs").first
+    tags = codecs.locator('.react-aria-ComboBox [data-tag]')
+    assert [tags.nth(i).get_attribute("aria-label") for i in range(tags.count())] == \
+        ["learned-msssim", "jpeg2000", "avif"]  # preselected: learned vs JPEG 2000 vs AVIF
+    codecs.locator('.react-aria-ComboBox').get_by_role("button", name="Remove learned-msssim").click()
+    _settle(page)
     page.get_by_role("button", name="Compress").click()
     page.get_by_text("Results", exact=True).wait_for(timeout=120_000)
     _settle(page)
-    page.locator('[data-testid="stDownloadButton"]').first.wait_for(timeout=60_000)
+    page.locator('[data-testid="live-panels"]').wait_for(timeout=60_000)
+    from core.dashboard.live import search_setting
     from core.codecs import get_codec
-    from core.evaluate import evaluate
     from core.io import read_image_bytes
 
-    jpeg2000 = get_codec("jpeg2000")
-    middle = jpeg2000.default_settings[len(jpeg2000.default_settings) // 2]
-    m = evaluate(read_image_bytes(gray_png_bytes, "crop.png"), jpeg2000, middle).metrics
+    image = read_image_bytes(gray_png_bytes, "crop.png")
     body = page.inner_text("body")
-    assert f"jpeg2000 @ {middle}: {m['bpp']:.3f} bpp, PSNR {m['psnr']:.2f} dB" in body
-    assert "jpegxl @ " in body and f"Download jpeg2000 file ({m['bytes']:,} bytes)" in body
-    assert page.locator('[data-testid="stImage"] img').count() >= 3  # original + 2 reconstructions
+    for name in ("jpeg2000", "avif"):
+        found = search_setting(image, get_codec(name), 0.5)
+        bpp = found.evaluation.metrics["bpp"]
+        assert f"{name} @ {found.setting}: achieved {bpp:.3f} bpp ({100 * (bpp / 0.5 - 1):+.1f} % vs target 0.500 bpp)" \
+            in body
+    assert "Done: 2 codec(s) in" in body
+    panels = _native_panels(page, "live-panels")
+    assert len(panels) == 3 and panels[0]["alt"] == "original"
+    assert all(p["natural"] == [192, 192] and p["drawn"] == [192, 192] for p in panels)  # native size
+    assert _boxes_disjoint([p["box"] for p in panels])  # the result images do not overlap
+    main = page.locator('[data-testid="stMain"]').bounding_box()
+    assert all(p["right"] <= main["x"] + main["width"] for p in panels)  # nothing runs off the right edge
+    before, after, clip = _drag_divider(page, "live", -60)
+    assert before == 96 and after < before - 30 and f"{after}px" in clip
     page.screenshot(path=str(SHOTS / "06_live_results.png"), full_page=True)
     assert page.locator('[data-testid="stException"]').count() == 0
+    assert page.get_by_role("button", name="Download jpeg2000 reconstruction (PNG)").count() == 1
 
     _open(page, f"{server}/export", "Export", "07_export", '[data-testid="stDownloadButton"]')
     assert page.get_by_role("button", name="Download CSV").count() == 1

@@ -169,7 +169,8 @@ def run_jobs(jobs: list[dict], where=None) -> dict:
             out[job["name"]] = {"error": f"{type(exc).__name__}: {exc}"}
         progress.next_job()
     if bar is not None:
-        bar.progress(1.0, text=progress.text())
+        bar.empty()
+        where.caption(progress.text())  # "Done: N codec(s) in T s"
     return out
 
 
