@@ -9,10 +9,18 @@ Stages run the catalog's ``test`` split by default (``--split all`` adds train/v
 every row records its ``split`` and whether the codec's checkpoints (``in_codec_training``)
 or the segmenter behind its downstream columns (``in_segmenter_training``) saw the image.
 
+Execution is Dask (:mod:`core.cluster`): ``--workers N`` starts a local cluster, ``--scheduler
+tcp://HOST:PORT`` uses an existing one, ``--scheduler slurm --cluster-config FILE.toml`` submits SLURM
+jobs.  Each image is one task (load + the downstream evaluator's preparation) and each of its codecs one
+more; learned models load once per worker, before timing (``runs.load_s``); ``--repeat K`` stores the
+median of K encodes/decodes.  The runner process is the only writer: it holds ``DB.lock`` for the run and
+opens the database only to write a batch of finished rows (every 2 s), so the dashboard can read it and
+show the run's progress (``runs.planned_rows`` / ``rows_written``) while it goes.
+
 Resumable: rows already stored without error by the same codec version (``Codec.version``:
 library, version and parameters, or learned checkpoints' hash) and the same metric code
 (``metrics_version``) are skipped, so a killed run picks up where it stopped (rows are
-written per image, in one transaction), a re-run adds nothing, and new weights, a codec
+written in batches, each in one transaction), a re-run adds nothing, and new weights, a codec
 upgrade or a metric change recompute their rows.  A
 failing (image, codec, setting) is stored with its ``error`` and the run carries on.  Combinations a codec does not support (e.g. JPEG on 16-bit) are
 skipped and counted, not stored.  The runner is the store's only writer.
@@ -26,9 +34,10 @@ import platform
 import signal
 import subprocess
 import sys
+import time
 import traceback
 import uuid
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -61,10 +70,18 @@ class Task:
 
 @dataclass
 class Job:
-    """All pending tasks of one image (the image is loaded and segmented once per job)."""
+    """All pending tasks of one image (the image is loaded and segmented once per job; each codec's
+    tasks are one unit of work)."""
 
     ref: ImageRef
     tasks: list[Task] = field(default_factory=list)
+
+    def by_codec(self) -> list[list[Task]]:
+        """The tasks grouped by codec, in order: the work units of one image."""
+        groups: dict[str, list[Task]] = {}
+        for task in self.tasks:
+            groups.setdefault(task.codec, []).append(task)
+        return list(groups.values())
 
 
 # --------------------------------------------------------------------------- planning
@@ -107,7 +124,38 @@ def plan_tasks(image_bit_depth: int, channels: int, codecs: list[str], settings:
     return tasks, unsupported
 
 
-# --------------------------------------------------------------------------- execution
+# --------------------------------------------------------------------------- work units (run on Dask workers)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What planning needs to know about an image: its bit depth, channels and size (None: unreadable)."""
+
+    bit_depth: int | None
+    channels: int | None
+    height: int | None
+    width: int | None
+
+
+@dataclass
+class PreparedImage:
+    """An image loaded once for all its codec tasks, with its downstream evaluator's preparation
+    (e.g. the segmentation of the original); ``error`` says why it could not be loaded."""
+
+    ref: ImageRef
+    image: object = None
+    downstream: object = None
+    prepared: object = None
+    error: str | None = None
+
+
+def peek_image(ref: ImageRef) -> ImageInfo:
+    """Bit depth, channels and size of an image (Nones when it cannot be read)."""
+    try:
+        image = load_ref(ref)
+    except Exception:
+        return ImageInfo(None, None, None, None)
+    return ImageInfo(image.bit_depth, image.channels, image.height, image.width)
 
 
 def _downstream(ref: ImageRef):
@@ -119,34 +167,67 @@ def _downstream(ref: ImageRef):
     return downstream_for(ref)
 
 
-def run_job(job: Job, run_id: str) -> list[dict]:
-    """Compute every task of ``job``; failures become rows with ``error`` set."""
-    now = datetime.now(timezone.utc).replace(tzinfo=None)
-    key = {"stage": job.ref.stage, "dataset": job.ref.dataset, "image_id": job.ref.image_id}
+def prepare_image(ref: ImageRef) -> PreparedImage:
+    """Load ``ref`` and prepare its downstream comparison (once per image, shared by its codec tasks)."""
     try:
-        image = load_ref(job.ref)
-        downstream = _downstream(job.ref)
-        prepared = downstream.prepare(image, job.ref) if downstream else None
+        image = load_ref(ref)
+        downstream = _downstream(ref)
+        prepared = downstream.prepare(image, ref) if downstream else None
     except Exception as exc:
-        message = f"load: {type(exc).__name__}: {exc}"
+        return PreparedImage(ref, error=f"load: {type(exc).__name__}: {exc}")
+    return PreparedImage(ref, image, downstream, prepared)
+
+
+#: seconds each learned codec took to load its models in this process (measured once, before timing)
+_LOAD_SECONDS: dict[str, float] = {}
+
+
+def load_times() -> dict[str, float]:
+    """This worker's model load times, codec → seconds (collected by the runner into ``runs.load_s``)."""
+    return dict(_LOAD_SECONDS)
+
+
+def _warm_up(codec, task: Task, channels: int) -> None:
+    """Load a learned codec's model before timing, so ``encode_s`` measures coding; the load time is
+    recorded separately (:func:`load_times`)."""
+    if hasattr(codec, "model_for"):
+        planes = 1 if task.colour_mode == "per_channel" else channels
+        start = time.perf_counter()
+        try:
+            codec.model_for(planes, task.setting).model  # noqa: B018  (the property loads and caches it)
+        except Exception:  # an unsupported combination fails in evaluate with its own message
+            return
+        elapsed = time.perf_counter() - start
+        if elapsed > 1e-3:  # a first load, not a cache hit
+            _LOAD_SECONDS[task.codec] = _LOAD_SECONDS.get(task.codec, 0.0) + elapsed
+
+
+def run_tasks(image: PreparedImage, tasks: list[Task], run_id: str, repeat: int = 1) -> list[dict]:
+    """Compute ``tasks`` (one codec's settings and colour modes) on a prepared image; failures become
+    rows with ``error`` set."""
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    ref = image.ref
+    key = {"stage": ref.stage, "dataset": ref.dataset, "image_id": ref.image_id, "split": ref.split,
+           "run_id": run_id, "created_at": now}
+    if image.error:
         return [{**key, "codec": t.codec, "setting": format_setting(t.setting), "colour_mode": t.colour_mode,
-                 "split": job.ref.split, "run_id": run_id, "error": message, "created_at": now} for t in job.tasks]
-    base = {**key, "run_id": run_id, "width": image.width, "height": image.height, "split": job.ref.split,
-            "channels": image.channels, "bit_depth": image.bit_depth, "created_at": now,
-            "metrics_version": metrics_version(job.ref.dataset)}
+                 "error": image.error} for t in tasks]
+    pixels = image.image
+    base = {**key, "width": pixels.width, "height": pixels.height, "channels": pixels.channels,
+            "bit_depth": pixels.bit_depth, "metrics_version": metrics_version(ref.dataset)}
     rows = []
-    for task in job.tasks:
+    for task in tasks:
         row = {**base, "codec": task.codec, "setting": format_setting(task.setting),
                "colour_mode": task.colour_mode,
-               **row_flags(task.codec, job.ref.dataset, job.ref.image_id, downstream is not None)}
+               **row_flags(task.codec, ref.dataset, ref.image_id, image.downstream is not None)}
         try:
-            codec = build_encoder(_codec(task.codec), task.colour_mode, image.channels, image.height, image.width)
+            codec = build_encoder(_codec(task.codec), task.colour_mode, pixels.channels, pixels.height, pixels.width)
             row["codec_version"] = codec.version
-            _warm_up(_codec(task.codec), task, image.channels)
-            result = evaluate(image, codec, task.setting)
+            _warm_up(_codec(task.codec), task, pixels.channels)
+            result = evaluate(pixels, codec, task.setting, repeat)
             row.update(result.metrics)
-            if downstream:
-                row.update(downstream.compare(prepared, result.reconstruction))
+            if image.downstream:
+                row.update(image.downstream.compare(image.prepared, result.reconstruction))
         except Exception as exc:
             row["error"] = f"{type(exc).__name__}: {exc}"
             if os.environ.get("BIOCODEC_DEBUG"):
@@ -155,54 +236,62 @@ def run_job(job: Job, run_id: str) -> list[dict]:
     return rows
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel SIGKILL this process when its parent dies (even by ``kill -9``), and exit
-    now if the parent is already gone (it died before this ran).  Elsewhere: nothing."""
-    if not sys.platform.startswith("linux"):
-        return
+def run_job(job: Job, run_id: str, repeat: int = 1) -> list[dict]:
+    """Every task of ``job`` in this process (the image loaded once)."""
+    image = prepare_image(job.ref)
+    return [row for tasks in job.by_codec() for row in run_tasks(image, tasks, run_id, repeat)]
+
+
+# --------------------------------------------------------------------------- execution
+
+
+def execute(client, jobs: list[Job], run_id: str, repeat: int = 1, window: int | None = None):
+    """Rows of every job on the Dask cluster behind ``client``, yielded as lists as they finish.
+
+    One Dask task loads and prepares an image; one task per codec depends on it (Dask runs it where
+    the image is).  At most ``window`` images (default: twice the workers) are in flight, so memory
+    stays bounded on any number of images.  Leaving the generator early (an exception, a signal, the
+    caller stops) cancels every pending task.
+    """
+    from distributed import as_completed
+
+    window = window or max(2, 2 * len(client.scheduler_info(n_workers=-1).get("workers", {})) or 2)
+    queue = list(reversed(jobs))
+    open_images: dict[int, list] = {}  # job index → [prepared future, codec futures left]
+    owner: dict = {}
+    finished = as_completed()
+    outstanding: set = set()
+
+    def submit_next() -> None:
+        job = queue.pop()
+        index = len(jobs) - len(queue) - 1
+        prepared = client.submit(prepare_image, job.ref, pure=False, key=f"prepare-{run_id}-{index}")
+        groups = job.by_codec()
+        open_images[index] = [prepared, len(groups)]
+        for n, tasks in enumerate(groups):
+            future = client.submit(run_tasks, prepared, tasks, run_id, repeat, pure=False,
+                                   key=f"rows-{run_id}-{index}-{n}")
+            owner[future.key] = index
+            outstanding.add(future)
+            finished.add(future)
+
     try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        PR_SET_PDEATHSIG = 1
-        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl: the parent's signal handlers still stop the workers
-        return
-    if os.getppid() != parent_pid:
-        os._exit(1)
-
-
-#: One thread per worker process for every numeric library (the pool gives the parallelism).
-WORKER_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-                     "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}
-
-
-def _warm_up(codec, task: Task, channels: int) -> None:
-    """Load a learned codec's model before timing, so ``encode_s`` measures coding, not the first load."""
-    if hasattr(codec, "model_for"):
-        planes = 1 if task.colour_mode == "per_channel" else channels
-        try:
-            codec.model_for(planes, task.setting).model  # noqa: B018  (the property loads and caches it)
-        except Exception:  # an unsupported combination fails in evaluate with its own message
-            pass
-
-
-def _init_worker(parent_pid: int | None = None) -> None:
-    """Worker processes: one thread each for the numeric libraries (the pool gives the parallelism);
-    they end with the runner (``parent_pid``) and leave Ctrl-C to it (it stops them)."""
-    if parent_pid is not None:
-        _die_with_parent(parent_pid)
-    try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole process group
-    except ValueError:  # not the main thread
-        pass
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    try:
-        import torch
-
-        torch.set_num_threads(1)
-    except ImportError:
-        pass
+        while queue and len(open_images) < window:
+            submit_next()
+        for future in finished:
+            outstanding.discard(future)
+            rows = future.result()
+            index = owner.pop(future.key)
+            open_images[index][1] -= 1
+            if open_images[index][1] == 0:
+                del open_images[index]  # releases the prepared image on its worker
+                if queue:
+                    submit_next()
+            future.release()
+            yield rows
+    finally:
+        if outstanding and client.status == "running":  # (a closed client took its tasks with it)
+            client.cancel(list(outstanding) + [v[0] for v in open_images.values()], force=True)
 
 
 # --------------------------------------------------------------------------- provenance
@@ -232,11 +321,9 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def machine_description(workers: int = 1) -> str:
-    """Host, CPU count, OS, and the parallelism of the run (workers × threads per worker)."""
-    threads = WORKER_THREAD_ENV["OMP_NUM_THREADS"] if workers > 1 else os.environ.get("OMP_NUM_THREADS", "default")
-    return (f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu {platform.system()} {platform.release()}; "
-            f"workers {workers}, threads per worker {threads}")
+def machine_description() -> str:
+    """Host, CPU count and OS of the runner (the workers' threads are in ``runs.worker_threads``)."""
+    return f"{platform.node()} {platform.machine()} {os.cpu_count()} cpu {platform.system()} {platform.release()}"
 
 
 # --------------------------------------------------------------------------- image selection
@@ -297,7 +384,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "in_segmenter_training)")
     p.add_argument("--colour-modes", help="joint,per_channel (default: joint; plus per_channel for learned "
                    "codecs on RGB)")
-    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--scheduler", default="local", help="where the work runs (Dask): local (default: a "
+                   "LocalCluster of --workers processes; 1 = in this process), tcp://HOST:PORT (an existing "
+                   "Dask cluster), or slurm (with --cluster-config)")
+    p.add_argument("--workers", type=int, default=1, help="local worker processes, one thread each (default 1)")
+    p.add_argument("--cluster-config", type=Path, metavar="FILE.toml",
+                   help="SLURM cluster config (cores, memory, walltime, queue, jobs; see core/cluster.py and "
+                   "data/cluster-slurm.example.toml)")
+    p.add_argument("--repeat", type=int, default=1, metavar="K",
+                   help="encode/decode each K times and store the median times (default 1)")
     p.add_argument("--limit", type=int, help="only the first N images (quick looks)")
     p.add_argument("--max-images-per-dataset", type=int, metavar="N",
                    help="at most N images of each dataset, evenly spaced (a lighter benchmark run)")
@@ -307,8 +402,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from core.cluster import ClusterConfigError
     from core.stages import StageError, parse_splits
 
+    if args.repeat < 1:
+        print("error: --repeat must be at least 1", file=sys.stderr)
+        return 2
     try:
         splits = parse_splits(args.split)
         refs = resolve_refs(args.data_root, args.stage, splits)
@@ -324,139 +423,135 @@ def main(argv: list[str] | None = None) -> int:
     codecs = parse_codec_list(args.codecs) if args.codecs else (stage_codecs or available_codecs())
     settings = {**stage_sweeps, **parse_settings(args.settings, codecs)}
     colour_modes = tuple(m.strip() for m in args.colour_modes.split(",")) if args.colour_modes else None
-
+    argv_list = list(argv if argv is not None else sys.argv[1:])
     try:
-        con = store.open_writer(db_path)
+        with store.run_lock(db_path), _stop_on_sigterm():
+            return _run(args, refs, codecs, settings, colour_modes, db_path, argv_list)
     except store.StoreLockedError as exc:
         print(f"error: {exc}; wait for it to finish or pass --db OTHER.duckdb", file=sys.stderr)
         return 3
-    # a row is done when stored without error by the same codec version and the same metric code
-    done = store.stored_versions(con)
+    except ClusterConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args, refs, codecs, settings, colour_modes, db_path, argv_list) -> int:
+    from tqdm import tqdm
+
+    from core.cluster import connect, worker_threads
+
+    con = store.open_writer(db_path)
+    try:
+        # a row is done when stored without error by the same codec version and the same metric code
+        done = store.stored_versions(con)
+    finally:
+        con.close()  # the database stays closed between batches: the dashboard can read it during the run
+    with connect(args.scheduler, args.workers, args.cluster_config) as client:
+        infos = client.gather(client.map(peek_image, refs, pure=False))  # planning reads images in parallel
+        jobs, unsupported = plan_jobs(refs, infos, codecs, settings, colour_modes, done)
+        total = sum(len(j.tasks) for j in jobs)
+        run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
+        threads = client.run(worker_threads)
+        with store.short_writer(db_path) as con:
+            store.record_run(con, run_id, _utcnow(), git_commit(), package_versions(), machine_description(),
+                             argv_list, scheduler=args.scheduler, workers=len(threads), worker_threads=threads,
+                             repeat=args.repeat, planned_rows=total, rows_written=0, heartbeat_at=_utcnow())
+        print(f"{len(refs)} images, {len(codecs)} codecs: {total} rows to compute, "
+              f"{len(done)} already stored, {unsupported} unsupported combinations skipped "
+              f"({len(threads)} Dask worker{'s' if len(threads) != 1 else ''}, {args.scheduler})")
+        written = failed = 0
+        batch: list[dict] = []
+        last_flush = time.monotonic()
+
+        def flush() -> None:
+            nonlocal written, batch, last_flush
+            if batch:
+                written += store.write_batch(db_path, batch, run_id, rows_written=written + len(batch),
+                                             heartbeat_at=_utcnow())
+                batch, last_flush = [], time.monotonic()
+
+        with tqdm(total=total, unit="row", disable=args.quiet or total == 0, dynamic_ncols=True) as bar:
+            try:
+                with closing(execute(client, jobs, run_id, args.repeat)) as finished_rows:
+                    for rows in finished_rows:
+                        batch.extend(rows)
+                        failed += sum(1 for r in rows if r.get("error"))
+                        bar.update(len(rows))
+                        bar.set_postfix(image=rows[0]["image_id"][:20], errors=failed)
+                        if time.monotonic() - last_flush >= FLUSH_EVERY_S or len(batch) >= FLUSH_ROWS:
+                            flush()
+            finally:
+                flush()  # a stopped run keeps every row that finished
+        threads = client.run(worker_threads)  # again, after the work: torch's pool if a codec loaded it
+        loads: dict[str, float] = {}
+        for worker_loads in client.run(load_times).values():
+            for codec, seconds in worker_loads.items():
+                loads[codec] = max(loads.get(codec, 0.0), round(seconds, 4))
+    with store.short_writer(db_path) as con:
+        store.update_run(con, run_id, finished_at=_utcnow(), load_s=loads, worker_threads=threads)
+    print(f"wrote {written} rows ({failed} with errors) to {db_path}")
+    with store.reader(db_path) as con:  # read-only: dashboards reading meanwhile do not block it
+        print_summary(con, refs)
+        from core.bdrate import print_bd_tables  # BD-rate vs JPEG 2000 per dataset (quiet without anchor rows)
+
+        print_bd_tables(con, refs, held_out_only=True)
+    return 0
+
+
+#: the runner writes finished rows at least this often (seconds) or when this many are waiting
+FLUSH_EVERY_S = 2.0
+FLUSH_ROWS = 200
+
+
+def plan_jobs(refs: list[ImageRef], infos: list[ImageInfo], codecs: list[str], settings: dict[str, tuple],
+              colour_modes: tuple[str, ...] | None, done: dict) -> tuple[list[Job], int]:
+    """The jobs still to compute (rows missing, failed, or stored by another codec/metrics version) and
+    the number of unsupported combinations skipped."""
     jobs, unsupported = [], 0
-    for ref in refs:
+    for ref, info in zip(refs, infos):
         metrics = metrics_version(ref.dataset)
-        depth, channels, height, width = _peek(ref)
-        if depth is None:  # unreadable: one error row per codec so the failure is visible
+        if info.bit_depth is None:  # unreadable: one error row per codec so the failure is visible
             tasks, _ = plan_tasks(8, 1, codecs, settings, colour_modes)
         else:
-            tasks, skipped = plan_tasks(depth, channels, codecs, settings, colour_modes)
+            tasks, skipped = plan_tasks(info.bit_depth, info.channels, codecs, settings, colour_modes)
             unsupported += skipped
 
         def current(task: Task) -> tuple:
-            if depth is None:
+            if info.bit_depth is None:
                 return (None, metrics)
-            return (build_encoder(_codec(task.codec), task.colour_mode, channels, height, width).version, metrics)
+            codec = build_encoder(_codec(task.codec), task.colour_mode, info.channels, info.height, info.width)
+            return (codec.version, metrics)
 
         pending = [t for t in tasks if done.get(
             (ref.stage, ref.dataset, ref.image_id, t.codec, format_setting(t.setting), t.colour_mode),
             _MISSING) != current(t)]
         if pending:
             jobs.append(Job(ref, pending))
-
-    run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
-    store.record_run(con, run_id, datetime.now(timezone.utc).replace(tzinfo=None), git_commit(),
-                     package_versions(), machine_description(args.workers), list(argv if argv is not None else sys.argv[1:]))
-    total = sum(len(j.tasks) for j in jobs)
-    print(f"{len(refs)} images, {len(codecs)} codecs: {total} rows to compute, "
-          f"{len(done)} already stored, {unsupported} unsupported combinations skipped")
-    written = failed = 0
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="row", disable=args.quiet or total == 0, dynamic_ncols=True) as bar:
-        for rows in _execute(jobs, run_id, args.workers):
-            store.upsert_results(con, rows)
-            written += len(rows)
-            failed += sum(1 for r in rows if r.get("error"))
-            bar.update(len(rows))
-            bar.set_postfix(image=rows[0]["image_id"][:20], errors=failed)
-    store.finish_run(con, run_id, datetime.now(timezone.utc).replace(tzinfo=None))
-    print(f"wrote {written} rows ({failed} with errors) to {db_path}")
-    print_summary(con, refs)
-    from core.bdrate import print_bd_tables  # BD-rate vs JPEG 2000 per dataset (stays quiet without anchor rows)
-
-    print_bd_tables(con, refs, held_out_only=True)
-    con.close()
-    return 0
+    return jobs, unsupported
 
 
-def _peek(ref: ImageRef) -> tuple[int | None, int | None, int | None, int | None]:
-    """(bit depth, channels, height, width) of an image, or Nones when it cannot be read."""
-    try:
-        image = load_ref(ref)
-    except Exception:
-        return None, None, None, None
-    return image.bit_depth, image.channels, image.height, image.width
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
-def _worker_processes(pool: ProcessPoolExecutor) -> list:
-    """The pool's worker processes (``shutdown`` forgets them, so take them first)."""
-    return list((getattr(pool, "_processes", None) or {}).values())
-
-
-def _terminate_workers(processes: list, grace_s: float = 3.0) -> None:
-    """SIGTERM every process still alive, then SIGKILL those that outlive ``grace_s``."""
-    for process in processes:
-        if process.exitcode is None:
-            process.terminate()
-    for process in processes:
-        process.join(grace_s)
-        if process.exitcode is None:
-            process.kill()
-            process.join(1.0)
-
-
-def _execute(jobs: list[Job], run_id: str, workers: int):
-    """Rows of every job, as they finish: in this process, or in ``workers`` worker processes.
-
-    The workers never outlive the runner: SIGTERM/SIGINT to the runner terminates them (then the runner
-    exits 128 + 15 on SIGTERM, or raises KeyboardInterrupt on SIGINT); if the runner dies without a word
-    (``kill -9``) the kernel kills them (``PR_SET_PDEATHSIG``, Linux); any other way out of this generator
-    (an exception, the caller stops iterating) cancels the pending jobs and terminates them too.
-    """
-    if workers <= 1:
-        for job in jobs:
-            yield run_job(job, run_id)
-        return
-    import multiprocessing
+@contextmanager
+def _stop_on_sigterm():
+    """SIGTERM ends the run like Ctrl-C does: finished rows are written, the cluster and its workers
+    are closed, and the runner exits 128 + 15."""
     import threading
 
-    # thread limits must be in the environment *before* a spawned worker imports numpy/torch/TensorFlow
-    # (its initializer runs after the main module's imports): set them here, children inherit them
-    saved_env = {k: os.environ.get(k) for k in WORKER_THREAD_ENV}
-    os.environ.update(WORKER_THREAD_ENV)
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_init_worker, initargs=(os.getpid(),))
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
 
     def stop(signum, frame):
-        _terminate_workers(_worker_processes(pool))
-        if signum == signal.SIGINT:
-            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            previous[sig] = signal.signal(sig, stop)
-    finished = False
+    previous = signal.signal(signal.SIGTERM, stop)
     try:
-        futures = [pool.submit(run_job, job, run_id) for job in jobs]
-        for future in as_completed(futures):
-            yield future.result()
-        finished = True
+        yield
     finally:
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if finished:
-            pool.shutdown(wait=True)
-        else:
-            processes = _worker_processes(pool)
-            pool.shutdown(wait=False, cancel_futures=True)
-            _terminate_workers(processes)
+        signal.signal(signal.SIGTERM, previous)
 
 
 def summary_rows(con, refs: list[ImageRef] | None = None, held_out_only: bool = True) -> list[tuple]:
@@ -498,4 +593,8 @@ def print_summary(con, refs: list[ImageRef] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    # run the imported module's main, not this __main__ copy: Dask ships functions of __main__ by value
+    # (with fresh globals per task: the per-worker model cache would be lost), those of core.runner by name
+    from core.runner import main as _main
+
+    raise SystemExit(_main())

@@ -3,12 +3,17 @@
 Tables
 ------
 ``meta``     key/value; ``schema_version`` lives here.
-``runs``     one row per runner invocation: run_id, started_at, finished_at,
-             git commit, package versions (JSON), machine, argv.
+``runs``     one row per runner invocation (:data:`RUN_COLUMNS`): when, git commit, package versions,
+             machine, argv, the execution (scheduler, workers, threads), the rows planned and written
+             so far (a live run's progress) and the learned models' load times.
 ``results``  one row per stage × dataset × image × codec × setting × colour_mode
              (the primary key).  Writes are upserts (``INSERT OR REPLACE``), so
              re-running never duplicates a row.  Column meanings and units are in
              :data:`RESULT_COLUMNS`.
+
+One writer, short transactions: the runner holds an exclusive lock file (``DB.lock``, :func:`run_lock`)
+for the whole run, but opens the database only while it writes a batch of finished rows
+(:func:`write_batch`), so the dashboard can open it read-only during a run.
 
 PSNR of an exact reconstruction is stored as +inf (DuckDB ``DOUBLE`` 'inf');
 undefined metrics (MS-SSIM below 33 px, a downstream metric a stage does not
@@ -16,8 +21,10 @@ compute) are NULL.
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,7 +34,7 @@ import duckdb
 
 from core.setting_text import format_setting  # noqa: F401  (the one formatter; re-exported for store users)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 KEY_COLUMNS = ("stage", "dataset", "image_id", "codec", "setting", "colour_mode")
 
@@ -79,6 +86,27 @@ RESULT_COLUMNS: list[tuple[str, str, str]] = [
 ]
 COLUMN_NAMES = [c[0] for c in RESULT_COLUMNS]
 
+#: (name, DuckDB type, meaning/unit) of every column of ``runs``.
+RUN_COLUMNS: list[tuple[str, str, str]] = [
+    ("run_id", "VARCHAR", "UTC start time + random suffix"),
+    ("started_at", "TIMESTAMP", "UTC"),
+    ("finished_at", "TIMESTAMP", "UTC; NULL while running (or when the run was killed)"),
+    ("git_commit", "VARCHAR", "commit of the code, '-dirty' when tracked files had changes"),
+    ("versions", "VARCHAR", "JSON: python and package versions"),
+    ("machine", "VARCHAR", "host, CPU count, OS"),
+    ("argv", "VARCHAR", "JSON: the runner's arguments"),
+    ("scheduler", "VARCHAR", "local, slurm or the tcp:// address of the Dask scheduler"),
+    ("workers", "INTEGER", "Dask workers at the start of the run"),
+    ("worker_threads", "VARCHAR", "JSON: per worker, the numeric threads it runs with (OMP_NUM_THREADS, torch)"),
+    ("repeat", "INTEGER", "encode_s/decode_s are the median of this many encode/decode runs"),
+    ("planned_rows", "BIGINT", "rows this run set out to compute"),
+    ("rows_written", "BIGINT", "rows written so far (a live run's progress)"),
+    ("heartbeat_at", "TIMESTAMP", "UTC time of the last batch written; a stale one with no finished_at = killed"),
+    ("load_s", "VARCHAR", "JSON: codec → seconds to load its learned models on a worker (max over workers), "
+     "measured before timing and not part of encode_s"),
+]
+RUN_COLUMN_NAMES = [c[0] for c in RUN_COLUMNS]
+
 
 class StoreLockedError(RuntimeError):
     """The database is held by a writer (the runner) and could not be opened."""
@@ -88,9 +116,8 @@ def _create_statements() -> list[str]:
     cols = ",\n  ".join(f"{name} {kind}" for name, kind, _ in RESULT_COLUMNS)
     return [
         "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR)",
-        """CREATE TABLE IF NOT EXISTS runs (
-  run_id VARCHAR PRIMARY KEY, started_at TIMESTAMP, finished_at TIMESTAMP, git_commit VARCHAR,
-  versions VARCHAR, machine VARCHAR, argv VARCHAR)""",
+        "CREATE TABLE IF NOT EXISTS runs (\n  " + ",\n  ".join(f"{name} {kind}" for name, kind, _ in RUN_COLUMNS)
+        + ",\n  PRIMARY KEY (run_id))",
         f"CREATE TABLE IF NOT EXISTS results (\n  {cols},\n  PRIMARY KEY ({', '.join(KEY_COLUMNS)}))",
     ]
 
@@ -109,11 +136,12 @@ def open_writer(path: str | Path) -> duckdb.DuckDBPyConnection:
     try:
         for statement in _create_statements():
             con.execute(statement)
-        existing = {row[0] for row in con.execute(
-            "SELECT column_name FROM information_schema.columns WHERE table_name = 'results'").fetchall()}
-        for name, kind, _ in RESULT_COLUMNS:  # forward migration: add columns new code knows
-            if name not in existing:
-                con.execute(f"ALTER TABLE results ADD COLUMN {name} {kind}")
+        for table, columns in (("results", RESULT_COLUMNS), ("runs", RUN_COLUMNS)):
+            existing = {row[0] for row in con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = ?", [table]).fetchall()}
+            for name, kind, _ in columns:  # forward migration: add columns new code knows
+                if name not in existing:
+                    con.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
         row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         if row and int(row[0]) > SCHEMA_VERSION:
             raise RuntimeError(f"{path} has schema version {row[0]}, newer than this code's {SCHEMA_VERSION}")
@@ -151,13 +179,97 @@ def reader(path: str | Path) -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def record_run(con, run_id: str, started_at, git_commit: str | None, versions: dict, machine: str,
-               argv: list[str]) -> None:
-    con.execute("INSERT OR REPLACE INTO runs VALUES (?, ?, NULL, ?, ?, ?, ?)",
-                [run_id, started_at, git_commit, json.dumps(versions, sort_keys=True), machine, json.dumps(argv)])
+               argv: list[str], **fields) -> None:
+    """Insert the ``runs`` row of a new run; ``fields`` are further :data:`RUN_COLUMNS` (JSON-encoded
+    when they are dicts or lists)."""
+    values = {"run_id": run_id, "started_at": started_at, "git_commit": git_commit,
+              "versions": json.dumps(versions, sort_keys=True), "machine": machine, "argv": json.dumps(argv),
+              **{k: _run_value(v) for k, v in fields.items()}}
+    _check_run_fields(values)
+    names = list(values)
+    con.execute(f"INSERT OR REPLACE INTO runs ({', '.join(names)}) VALUES ({', '.join('?' for _ in names)})",
+                [values[n] for n in names])
+
+
+def update_run(con, run_id: str, **fields) -> None:
+    """Set ``fields`` (columns of :data:`RUN_COLUMNS`) of one ``runs`` row."""
+    if not fields:
+        return
+    _check_run_fields(fields)
+    con.execute(f"UPDATE runs SET {', '.join(f'{k} = ?' for k in fields)} WHERE run_id = ?",
+                [_run_value(v) for v in fields.values()] + [run_id])
 
 
 def finish_run(con, run_id: str, finished_at) -> None:
-    con.execute("UPDATE runs SET finished_at = ? WHERE run_id = ?", [finished_at, run_id])
+    update_run(con, run_id, finished_at=finished_at)
+
+
+def _run_value(value):
+    return json.dumps(value, sort_keys=True) if isinstance(value, (dict, list, tuple)) else value
+
+
+def _check_run_fields(fields) -> None:
+    unknown = set(fields) - set(RUN_COLUMN_NAMES)
+    if unknown:
+        raise KeyError(f"unknown runs columns: {sorted(unknown)}")
+
+
+# --------------------------------------------------------------------------- the runner's short writes
+
+
+def lock_path(path: str | Path) -> Path:
+    return Path(str(path) + ".lock")
+
+
+@contextmanager
+def run_lock(path: str | Path) -> Iterator[None]:
+    """Hold ``DB.lock`` exclusively for a whole run: one runner per database.  The kernel releases it
+    when the process ends, however it ends.  Raises :class:`StoreLockedError` when another run holds it."""
+    lock = lock_path(path)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip()
+            raise StoreLockedError(f"{path} is in use by another process (a run{' with pid ' + holder if holder else ''}"
+                                   " holds it)") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+@contextmanager
+def short_writer(path: str | Path, patience_s: float = 120.0) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A write connection for one batch, closed at once.  A dashboard reading the file holds DuckDB's
+    shared lock for a moment: wait for it (up to ``patience_s`` seconds), then raise StoreLockedError."""
+    deadline = time.monotonic() + patience_s
+    wait = 0.05
+    while True:
+        try:
+            con = duckdb.connect(str(path))
+            break
+        except duckdb.IOException as exc:
+            if time.monotonic() > deadline:
+                raise StoreLockedError(f"{path} stayed locked by a reader for {patience_s:.0f} s: {exc}") from exc
+            time.sleep(wait)
+            wait = min(wait * 2, 1.0)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def write_batch(path: str | Path, rows: list[dict], run_id: str | None = None, **run_fields) -> int:
+    """Upsert ``rows`` and update the run's progress fields in one short connection; returns len(rows)."""
+    with short_writer(path) as con:
+        n = upsert_results(con, rows)
+        if run_id is not None:
+            update_run(con, run_id, **run_fields)
+    return n
 
 
 def _clean(value):
