@@ -559,17 +559,24 @@ def test_runner_workers_end_with_the_runner(runner_images, tmp_path, how):
 @pytest.mark.skipif(psutil is None, reason="needs psutil")
 def test_leaving_the_execute_loop_early_terminates_the_workers(runner_images):
     """A caller that stops iterating (an exception in its loop) leaves no worker behind either."""
+    from contextlib import closing
+
     from core import runner
+    from core.cluster import connect
     from core.datasets import folder_refs
 
     jobs = [runner.Job(ref, [runner.Task("jpegxl", d) for d in (0.5, 1.0, 2.0, 4.0)])
             for ref in folder_refs(runner_images)[:8]]
-    rows = runner._execute(jobs, "test-run", 2)
-    first = next(rows)
-    assert first and not first[0].get("error")
-    workers = [c for c in psutil.Process().children() if "spawn_main" in " ".join(c.cmdline())]
-    assert len(workers) == 2
-    rows.close()  # what happens when the caller's loop raises
+    with pytest.raises(RuntimeError, match="the caller's loop failed"):
+        with connect("local", workers=2) as client:
+            rows = closing(runner.execute(client, jobs, "test-run"))
+            first = next(rows.thing)
+            assert first and not first[0].get("error")
+            workers = [c for c in psutil.Process().children() if "spawn_main" in " ".join(c.cmdline())
+                       and "resource_tracker" not in " ".join(c.cmdline())]
+            assert len(workers) == 2
+            with rows:  # the caller's loop ends with an exception: its generator is closed
+                raise RuntimeError("the caller's loop failed")
     deadline = time.monotonic() + 10
     while any(_alive(w) for w in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
