@@ -398,7 +398,7 @@ def test_live_comparison_tiff_stack_page(monkeypatch, results_db, tmp_path):
     import tifffile
 
     stack = np.stack([np.full((40, 50), 1000 * (i + 1), np.uint16) for i in range(3)])
-    tifffile.imwrite(tmp_path / "stack.tif", stack)
+    tifffile.imwrite(tmp_path / "stack.tif", stack, photometric="minisblack")  # 3 pages, not one planar RGB image
     at = _page(monkeypatch, results_db, "views/live.py")
     at.number_input(key="live_page").set_value(2).run()
     at.file_uploader(key="live_upload").set_value(("stack.tif", (tmp_path / "stack.tif").read_bytes(),

@@ -59,7 +59,8 @@ def test_scale_note_and_panel_limit():
     assert "1:1" in compare.scale_note(1) and "never resampled" in compare.scale_note(1)
     assert "4×4 block" in compare.scale_note(4) and "nearest-neighbour" in compare.scale_note(4)
     reg = compare.Region(0, 0, 1024, 1024)
-    assert compare.panel_fits(reg, 8) and not compare.panel_fits(reg, 16)
+    assert compare.panel_fits(reg, 2) and not compare.panel_fits(reg, 4)
+    assert compare.panel_fits(compare.Region(0, 0, 128, 128), 16)
 
 
 # --------------------------------------------------------------------------- HTML

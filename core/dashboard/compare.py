@@ -34,7 +34,7 @@ REGION_SIDES = (32, 64, 128, 256, 512, 1024)
 #: Integer enlargement factors offered (nearest neighbour).
 ZOOMS = (1, 2, 4, 8, 16)
 #: Largest enlarged panel side (px); larger products of region × zoom are refused with a note.
-MAX_PANEL = 8192
+MAX_PANEL = 2048
 #: Two rates further apart than this (relative to the lower one) are not "at matched bpp".
 MATCH_TOLERANCE = 0.05
 #: Colour map of the difference maps.

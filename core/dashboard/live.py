@@ -35,7 +35,8 @@ class UploadError(ValueError):
 
 
 def read_upload(data: bytes, name: str, bit_depth: int | None = None, page: int | None = None):
-    """Read an uploaded file into a BioImage, enforcing :data:`MAX_UPLOAD_BYTES` and :data:`MAX_UPLOAD_SIDE`."""
+    """Read an uploaded file into a BioImage, enforcing :data:`MAX_UPLOAD_BYTES` and :data:`MAX_UPLOAD_SIDE`
+    (the side from the file's header, before decoding); messages name the user's file ``name``."""
     from core.io import ImageReadError, read_image_bytes
 
     suffix = Path(name).suffix.lower().lstrip(".")
@@ -45,7 +46,7 @@ def read_upload(data: bytes, name: str, bit_depth: int | None = None, page: int 
         raise UploadError(f"{name}: {len(data) / 2**20:.1f} MB exceeds the live-comparison limit of "
                           f"{MAX_UPLOAD_BYTES // 2**20} MB")
     try:
-        image = read_image_bytes(data, name, bit_depth=bit_depth, page=page)
+        image = read_image_bytes(data, name, bit_depth=bit_depth, page=page, max_side=MAX_UPLOAD_SIDE)
     except ImageReadError as exc:
         raise UploadError(user_message(str(exc), name)) from exc
     if max(image.height, image.width) > MAX_UPLOAD_SIDE:
