@@ -250,6 +250,15 @@ def test_side_by_side_reencodes_stored_rows(monkeypatch, results_db):
     assert 'width="512" height="512"' in html  # the embedded camera at its pixel size
     assert "bc-colour-scale" in html
     assert any("8-bit, shown as stored" in c.value for c in at.caption)
+    import re
+
+    def top_tick():
+        scale = [e.proto.body for e in at.get("html") if "bc-colour-scale" in e.proto.body][0]
+        return float(re.findall(r"values ≥ ([0-9.e+]+) are drawn", scale)[0])
+
+    maximum = top_tick()
+    at.radio(key="sbs_diffscale").set_value("99th percentile").run()
+    assert 1 <= top_tick() < maximum  # a percentile of the same maps: smaller errors get the colours
 
 
 def test_side_by_side_matched_bpp_flags_unmatched_pairs(monkeypatch, results_db):

@@ -97,6 +97,12 @@ def test_difference_heat_and_shared_scale():
     d2[0, 0] = 150
     vmax = compare.shared_scale([d, d2])
     assert vmax == 300.0 and compare.shared_scale([np.zeros((2, 2), np.int32)]) == 1.0
+    ramp = np.arange(1000).reshape(10, 100)
+    assert compare.scale_value(ramp) == 999.0
+    assert compare.scale_value(ramp, "99th percentile") == pytest.approx(np.percentile(ramp, 99))
+    assert compare.shared_scale([compare.scale_value(ramp, "99.9th percentile"), 12.0]) == pytest.approx(998.001)
+    with pytest.raises(ValueError):
+        compare.scale_value(ramp, "median")
     h = compare.heat(d2, vmax)
     from matplotlib import colormaps
 

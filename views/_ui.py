@@ -269,8 +269,13 @@ def comparison(prefix: str, original_key: tuple, original, bit_depth: int, recon
                                 test_id=f"{prefix}-panels"))
 
     if diffs:
-        vmax = compare.shared_scale(list(diffs.values()))
         st.markdown("**Difference maps** (same colour scale for every reconstruction)")
+        scale = st.radio("Full scale of the colour map at", compare.SCALE_CHOICES, horizontal=True,
+                         key=f"{prefix}_diffscale", help="The largest difference, or a percentile of the differences "
+                                                         "(larger values drawn at full scale): shows small errors")
+        vmax = compare.shared_scale([cache.get_or_make(keys[label] + ("diffscale", scale),
+                                                       lambda d=d: compare.scale_value(d, scale))
+                                     for label, d in diffs.items()])
         heat_uris = []
         for label, d in diffs.items():
             hk = keys[label] + ("heat", vmax)

@@ -260,10 +260,24 @@ def heat(diff: np.ndarray, vmax: float) -> np.ndarray:
     return lut[index]
 
 
-def shared_scale(diffs: list[np.ndarray]) -> float:
-    """One full-scale value for several difference maps (their largest value; at least 1) so that the
-    same colour means the same error in each."""
-    return float(max([1] + [int(d.max()) for d in diffs if d.size]))
+#: Where a difference map's colour scale ends: the largest difference or a high percentile of them.
+SCALE_CHOICES = ("maximum", "99.9th percentile", "99th percentile")
+
+
+def scale_value(diff: np.ndarray, choice: str = "maximum") -> float:
+    """The value of ``diff`` named by ``choice`` (:data:`SCALE_CHOICES`)."""
+    if choice == "maximum":
+        return float(diff.max()) if diff.size else 0.0
+    if choice not in SCALE_CHOICES:
+        raise ValueError(f"scale must be one of {SCALE_CHOICES}, got {choice!r}")
+    return float(np.percentile(diff, float(choice.split("th")[0])))
+
+
+def shared_scale(values) -> float:
+    """One full-scale value for several difference maps (arrays: their maxima; or numbers: per-map scale
+    values), the largest and at least 1, so that the same colour means the same error in each."""
+    return float(max([1.0] + [float(v.max()) if isinstance(v, np.ndarray) else float(v)
+                              for v in values if not isinstance(v, np.ndarray) or v.size]))
 
 
 def colour_scale_html(vmax: float, unit: str = "intensity units", stops: int = 11) -> str:
