@@ -36,11 +36,12 @@ def test_region_whole_crop_and_clipping():
                                  "cropped, not resampled")
     assert compare.region(shape, 1024) == compare.Region(0, 0, 300, 500)  # a side larger than the image: all of it
     big = (2048, 3000)
-    assert compare.default_region_side(big) == compare.MAX_REGION
+    assert compare.default_region_side(big) == compare.LARGE_IMAGE_REGION == 512
     with pytest.raises(ValueError):
         compare.region(big, None)  # too large to show whole at 1:1
     left, top = compare.centred_corner(big, 1024)
     assert (left, top) == (988, 512)
+    assert compare.region_sides(big) == [32, 64, 128, 256, 512, 1024]  # up to MAX_REGION
     assert compare.region_sides((200, 200)) == [32, 64, 128]
 
 
@@ -59,8 +60,8 @@ def test_scale_note_and_panel_limit():
     assert "1:1" in compare.scale_note(1) and "never resampled" in compare.scale_note(1)
     assert "4×4 block" in compare.scale_note(4) and "nearest-neighbour" in compare.scale_note(4)
     reg = compare.Region(0, 0, 1024, 1024)
-    assert compare.panel_fits(reg, 2) and not compare.panel_fits(reg, 4)
-    assert compare.panel_fits(compare.Region(0, 0, 128, 128), 16)
+    assert compare.panel_fits(reg, 1) and not compare.panel_fits(reg, 2)
+    assert compare.panel_fits(compare.Region(0, 0, 64, 64), 16) and not compare.panel_fits(compare.Region(0, 0, 128, 128), 16)
 
 
 # --------------------------------------------------------------------------- HTML

@@ -237,6 +237,7 @@ def comparison(prefix: str, original_key: tuple, original, bit_depth: int, recon
                                                                                      reverse=True)
     shape_key = f"{shape[1]}x{shape[0]}"
     side = c[2].selectbox("Region", sides, key=f"{prefix}_side_{shape_key}",
+                          index=sides.index(compare.default_region_side(shape)),
                           format_func=lambda s: "whole image" if s is None else f"{s}×{s} px",
                           help=f"Images larger than {compare.MAX_REGION} px on a side are shown as a region "
                                "(cropped, never resampled)")

@@ -29,12 +29,15 @@ import numpy as np
 
 #: Largest region side shown at once (images larger than this are shown as a chosen region).
 MAX_REGION = 1024
+#: The region side a larger image opens on (its centre): what a widget change redraws quickly.
+LARGE_IMAGE_REGION = 512
 #: Region sides offered by the region selector (px); the whole image is offered as well when it fits.
 REGION_SIDES = (32, 64, 128, 256, 512, 1024)
 #: Integer enlargement factors offered (nearest neighbour).
 ZOOMS = (1, 2, 4, 8, 16)
-#: Largest enlarged panel side (px); larger products of region × zoom are refused with a note.
-MAX_PANEL = 2048
+#: Largest enlarged panel side (px); larger products of region × zoom are refused with a note (a panel
+#: box shows at most about 560 px; five 2048 px panels took 3–4 s to draw in headless Chromium).
+MAX_PANEL = 1024
 #: Two rates further apart than this (relative to the lower one) are not "at matched bpp".
 MATCH_TOLERANCE = 0.05
 #: Colour map of the difference maps.
@@ -85,9 +88,9 @@ def region_sides(shape) -> list[int]:
 
 
 def default_region_side(shape) -> int | None:
-    """``None`` (the whole image) when it fits in :data:`MAX_REGION`, else :data:`MAX_REGION`."""
+    """``None`` (the whole image) when it fits in :data:`MAX_REGION`, else :data:`LARGE_IMAGE_REGION`."""
     h, w = shape[:2]
-    return None if max(h, w) <= MAX_REGION else MAX_REGION
+    return None if max(h, w) <= MAX_REGION else LARGE_IMAGE_REGION
 
 
 def region(shape, side: int | None, left: int = 0, top: int = 0) -> Region:
