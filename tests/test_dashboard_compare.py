@@ -181,6 +181,10 @@ def test_result_cache_lru_and_budget():
     assert "a" in cache and "c" in cache and "b" not in cache and cache.total_bytes == 200
     cache.put("huge", np.zeros(1000, np.uint8))  # larger than the budget alone: kept as the only entry
     assert len(cache) == 1 and "huge" in cache
+    from core.io import as_bioimage
+
+    assert live.ResultCache.size_of(as_bioimage(np.zeros((10, 20), np.uint16), 16)) == 400
+    assert live.ResultCache.size_of((np.zeros(3, np.uint8), b"ab")) == 5
     small = live.ResultCache(max_entries=2)
     for k in "xyz":
         small.put(k, k)

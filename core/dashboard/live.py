@@ -248,6 +248,8 @@ class ResultCache:
     def size_of(value) -> int:
         if hasattr(value, "nbytes"):
             return int(value.nbytes)
+        if hasattr(value, "pixels"):  # a BioImage
+            return int(value.pixels.nbytes)
         if isinstance(value, (bytes, str)):
             return len(value)
         if isinstance(value, tuple):
