@@ -284,6 +284,28 @@ def test_side_by_side_matched_bpp_flags_unmatched_pairs(monkeypatch, results_db)
         assert any(compare.deviation_text(chosen["jpeg"], round(target, 3)) in c.value for c in at.caption)
 
 
+def test_side_by_side_search_for_the_target(monkeypatch, results_db):
+    from core.dashboard import data
+
+    at = _page(monkeypatch, results_db, "views/side_by_side.py")
+    _embedded(at)
+    key = [w for w in at.number_input if w.key.startswith("sbs_bpp_")][0].key
+    at.number_input(key=key).set_value(0.8).run()
+    at.button(key="sbs_search").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value.set_index("codec")
+    assert "stored bytes" not in table  # searched now, not the stored rows
+    image = data.find_ref(0, "embedded", "camera")
+    from core.datasets import load_ref
+
+    original = load_ref(image)
+    for name in ("jpeg", "jpeg2000"):
+        found = live.search_setting(original, get_codec(name), 0.8)
+        assert table.loc[name, "setting"] == found.evaluation.metrics["setting"]
+        assert table.loc[name, "bytes"] == found.evaluation.metrics["bytes"]
+    assert any(c.value.startswith("Done: 2 codec(s) in") for c in at.caption)  # the progress line's end
+
+
 def test_side_by_side_missing_stage_images(monkeypatch, results_db, tmp_path):
     monkeypatch.setenv("BIOCODEC_DATA_ROOT", str(tmp_path / "no_data"))
     at = _page(monkeypatch, results_db, "views/side_by_side.py")

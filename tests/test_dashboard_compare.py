@@ -203,25 +203,30 @@ def test_expected_trials():
 
 
 def test_progress_text_eta_and_fraction():
-    p = live.Progress([("jpeg2000", 4), ("avif", 2)], started=100.0)
-    assert p.text(now=100.5) == ("jpeg2000 (1/2): trial 1 of ~4 · elapsed 0.5 s · estimating time left…")
+    p = live.Progress([("jpeg2000", 4), ("learned-msssim", 2)], started=100.0)
+    clock = lambda text: re.sub(r"started \d\d:\d\d:\d\d", "started HH:MM:SS", text)
+    assert clock(p.text(now=100.5)) == ("jpeg2000 (1/2): trial 1 of ~4 · started HH:MM:SS, elapsed 0.5 s · "
+                                        "estimating time left…")
     assert p.fraction() == 0.0
-    p.trial(40, 0.5123)
-    p.trial(20, 0.9)
-    # 2 trials in 4 s → 2 s per trial; 2 more for jpeg2000 and 2 for avif → 8 s
-    assert p.eta_s(now=104.0) == pytest.approx(8.0)
+    p.trial(40, 0.5123, now=101.0)
+    p.trial(20, 0.9, now=104.0)
+    # 2 trials in 4 s → 2 s per trial; 2 more for jpeg2000 and 2 for the learned codec → 8 s
+    assert p.eta_s(now=104.5) == pytest.approx(8.0)
     assert p.fraction() == pytest.approx(2 / 6)
-    assert p.text(now=104.0) == ("jpeg2000 (1/2): trial 3 of ~4 (last: setting 20 → 0.900 bpp) · elapsed 4.0 s · "
-                                 "about 8 s left (estimate)")
-    for s in (10, 15, 12):  # more trials than expected: the estimate grows, never goes negative
-        p.trial(s, 0.5)
-    assert p.expected_now() == 6 and p.eta_s(now=110.0) > 0
-    p.next_job()
-    assert p.text(now=110.0).startswith("avif (2/2): trial 1 of ~2 · elapsed 10.0 s · about")
-    p.trial(50, 0.5)
-    p.trial(60, 0.6)
-    p.next_job()
-    assert p.fraction() == 1.0 and p.text(now=112.0) == "Done: 2 codec(s) in 12.0 s"
+    assert clock(p.text(now=104.5)) == ("jpeg2000 (1/2): trial 3 of ~4 (last: setting 20 → 0.900 bpp) · "
+                                        "started HH:MM:SS, elapsed 4.5 s · about 8 s left (estimate)")
+    for t, s in ((105.0, 10), (106.0, 15), (107.0, 12)):  # more trials than expected: never negative
+        p.trial(s, 0.5, now=t)
+    assert p.expected_now() == 6 and p.eta_s(now=107.0) > 0
+    p.next_job(now=107.0)
+    assert p.text(now=110.0).startswith("learned-msssim (2/2): trial 1 of ~2 · started ")
+    p.trial(5.5, 0.5, now=127.0)  # the learned codec's own pace: 20 s per trial → 20 s for the one left
+    assert p.eta_s(now=127.0) == pytest.approx(20.0)
+    p.trial(6.0, 0.6, now=147.0)
+    p.next_job(now=147.0)
+    assert p.fraction() == 1.0 and p.text(now=147.0) == "Done: 2 codec(s) in 47.0 s"
+    assert live.run_order(["learned-msssim", "jpeg2000", "learned-x", "avif"]) == \
+        ["jpeg2000", "avif", "learned-msssim", "learned-x"]
 
 
 def test_live_compress_reports_every_trial():

@@ -145,15 +145,17 @@ def run_jobs(jobs: list[dict], where=None) -> dict:
 
     Each job is ``{"name", "key", "expected", "make"}``: ``make(on_trial)`` computes the result (calling
     ``on_trial(setting, evaluation)`` after each encode → decode → metrics); results already in
-    :func:`result_cache` under ``key`` are not computed again.  Returns name → result or ``{"error"}``.
+    :func:`result_cache` under ``key`` are not computed again.  Classical codecs run before learned ones
+    (:func:`core.dashboard.live.run_order`).  Returns name → result or ``{"error"}``, in the jobs' order.
     """
     cache = result_cache()
     where = where or st
-    todo = [j for j in jobs if j["key"] not in cache]
+    order = {name: i for i, name in enumerate(live.run_order([j["name"] for j in jobs]))}
+    todo = sorted((j for j in jobs if j["key"] not in cache), key=lambda j: order[j["name"]])
     progress = live.Progress([(j["name"], j["expected"]) for j in todo])
     bar = where.progress(0.0, text=progress.text()) if todo else None
     out = {}
-    for job in jobs:
+    for job in sorted(jobs, key=lambda j: order[j["name"]]):  # classical first: learned trials timed on their own
         if job["key"] in cache:
             out[job["name"]] = cache.get(job["key"])
             continue
@@ -168,6 +170,7 @@ def run_jobs(jobs: list[dict], where=None) -> dict:
         except Exception as exc:  # one codec failing must not hide the others
             out[job["name"]] = {"error": f"{type(exc).__name__}: {exc}"}
         progress.next_job()
+    out = {j["name"]: out[j["name"]] for j in jobs}  # the caller's order
     if bar is not None:
         bar.empty()
         where.caption(progress.text())  # "Done: N codec(s) in T s"

@@ -313,7 +313,11 @@ def expected_trials(codec, target_bpp: float | None, max_evals: int = 14) -> int
 
 @dataclass
 class Progress:
-    """Where a batch of coding jobs stands; :meth:`text` is what the progress bar says."""
+    """Where a batch of coding jobs stands; :meth:`text` is what the progress bar says.
+
+    The estimate of the time left: the current codec's remaining expected trials at its own mean time per
+    trial so far, plus the later codecs' expected trials at the mean time per trial of everything so far
+    (pages run classical codecs before learned ones, so the slow learned trials are timed on their own)."""
 
     jobs: list[tuple[str, int]]  # (codec name, expected trials) in order
     started: float = field(default_factory=time.monotonic)
@@ -321,18 +325,22 @@ class Progress:
     trials_done: int = 0  # in the current job
     finished_trials: int = 0  # trials of finished jobs
     last: str = ""  # the last trial, e.g. "setting 40 → 0.512 bpp"
+    job_started: float | None = None  # when the current job began (None: at ``started``)
+    last_at: float | None = None  # when the last trial ended
 
     def trial(self, setting, bpp: float, now: float | None = None) -> None:
         from core.setting_text import format_setting
 
         self.trials_done += 1
         self.last = f"setting {format_setting(setting)} → {bpp:.3f} bpp"
+        self.last_at = time.monotonic() if now is None else now
 
-    def next_job(self) -> None:
+    def next_job(self, now: float | None = None) -> None:
         self.finished_trials += self.trials_done
         self.trials_done = 0
         self.last = ""
         self.job += 1
+        self.job_started = time.monotonic() if now is None else now
 
     def expected_now(self) -> int:
         """Expected trials of the current job (never fewer than those already made + 1 while running)."""
@@ -344,13 +352,15 @@ class Progress:
         return 1.0 if total == 0 else min(1.0, done / total)
 
     def eta_s(self, now: float | None = None) -> float | None:
-        """Seconds left, estimated from the mean time per trial so far (None before the first trial)."""
+        """Seconds left (None before the first trial); see the class docstring."""
         done = self.finished_trials + self.trials_done
-        if done == 0:
+        if done == 0 or self.last_at is None:
             return None
-        elapsed = (time.monotonic() if now is None else now) - self.started
-        remaining = max(self.expected_now() - self.trials_done, 0) + sum(n for _, n in self.jobs[self.job + 1:])
-        return elapsed / done * remaining
+        overall = (self.last_at - self.started) / done
+        start = self.started if self.job_started is None else self.job_started
+        current = (self.last_at - start) / self.trials_done if self.trials_done else overall
+        later = sum(n for _, n in self.jobs[self.job + 1:])
+        return max(self.expected_now() - self.trials_done, 0) * current + later * overall
 
     def text(self, now: float | None = None) -> str:
         now = time.monotonic() if now is None else now
@@ -361,11 +371,18 @@ class Progress:
         expected = self.expected_now()
         trial = f"trial {self.trials_done + 1}" + (f" of ~{expected}" if expected > 1 else "")
         eta = self.eta_s(now)
+        clock = time.strftime("%H:%M:%S", time.localtime(time.time() - elapsed))
         return (f"{name} ({self.job + 1}/{len(self.jobs)}): {trial}"
                 + (f" (last: {self.last})" if self.last else "")
-                + f" · elapsed {elapsed:.1f} s · "
+                + f" · started {clock}, elapsed {elapsed:.1f} s · "
                 + ("estimating time left…" if eta is None else f"about {eta:.0f} s left (estimate)"))
 
+
+def run_order(names: Iterable[str]) -> list[str]:
+    """``names`` with classical codecs first and learned ones last (order otherwise kept), so that the
+    time estimate of the slow learned trials is made from their own timing."""
+    names = list(names)
+    return [n for n in names if not n.startswith("learned")] + [n for n in names if n.startswith("learned")]
 
 
 #: Downstream columns: label with unit (core.segmentation's DownstreamEvaluator.compare keys).
