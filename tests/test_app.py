@@ -96,6 +96,39 @@ def test_overview_numbers_match_database(monkeypatch, results_db):
     assert list(runs["machine"]) == [machine] and list(runs["commit"]) == [commit]
 
 
+def _with_runs(results_db, tmp_path, *runs):
+    """A copy of the test database plus ``runs`` rows (dicts of runs columns)."""
+    db = tmp_path / "live.duckdb"
+    shutil.copy(results_db, db)
+    con = store.open_writer(db)
+    try:
+        for run in runs:
+            store.record_run(con, run["run_id"], run["started_at"], "abc", {}, "test machine", [],
+                             **{k: v for k, v in run.items() if k not in ("run_id", "started_at")})
+    finally:
+        con.close()
+    return db
+
+
+def test_overview_shows_a_live_run_and_a_killed_one(monkeypatch, results_db, tmp_path):
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    db = _with_runs(results_db, tmp_path,
+                    {"run_id": "live-run", "started_at": now - timedelta(minutes=3), "scheduler": "local",
+                     "workers": 2, "repeat": 1, "planned_rows": 400, "rows_written": 100, "heartbeat_at": now},
+                    {"run_id": "killed-run", "started_at": now - timedelta(days=1), "planned_rows": 50,
+                     "rows_written": 20, "heartbeat_at": now - timedelta(hours=23)})
+    at = _app(monkeypatch, db)
+    assert not at.exception, [e.value for e in at.exception]
+    bars = [(p.value, p.text) for p in at.get("progress")]
+    assert bars == [(25, "Run `live-run` is writing: 100 of 400 rows, 300 left (last batch 0 s ago)")] or \
+        bars == [(25, "Run `live-run` is writing: 100 of 400 rows, 300 left (last batch 1 s ago)")]
+    assert any("`killed-run` stopped at 20 of 50 rows" in w.value and "30 rows left" in w.value for w in at.warning)
+    runs = at.dataframe[-1].value.set_index("run_id")
+    assert runs.loc["live-run", "execution"] == "local, 2 workers, repeat 1"
+
+
 @pytest.fixture(scope="module")
 def flagged_db(results_db, tmp_path_factory):
     """The test database with the jpeg rows of image 'coins' flagged in_codec_training and the stage-2 row at

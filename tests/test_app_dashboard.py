@@ -400,3 +400,23 @@ def test_search_setting_continuous_knob_for_variable_rate(camera_image):
 
     found = live.search_setting(camera_image, FakeVR(), target_bpp=1.0)
     assert any(not float(s).is_integer() for s, _ in found.trials)
+
+
+def test_live_runs_progress_and_stale_runs():
+    t0 = datetime(2026, 12, 1, 12, 0, 0)
+    runs = pd.DataFrame([
+        {"run_id": "a", "started_at": t0, "finished_at": pd.NaT, "planned_rows": 200, "rows_written": 50,
+         "heartbeat_at": t0 + pd.Timedelta(seconds=30)},
+        {"run_id": "b", "started_at": t0, "finished_at": pd.NaT, "planned_rows": 10, "rows_written": 4,
+         "heartbeat_at": pd.NaT},
+        {"run_id": "c", "started_at": t0, "finished_at": t0, "planned_rows": 5, "rows_written": 5, "heartbeat_at": t0},
+    ])
+    live_now = data.live_runs(runs, now=t0 + pd.Timedelta(seconds=40), stale_after_s=600)
+    assert live_now.to_dict("records") == [
+        {"run_id": "a", "started (UTC)": t0, "rows written": 50, "rows planned": 200, "rows left": 150,
+         "done %": 25.0, "last write (s ago)": 10, "status": "running"},
+        {"run_id": "b", "started (UTC)": t0, "rows written": 4, "rows planned": 10, "rows left": 6,
+         "done %": 40.0, "last write (s ago)": 40, "status": "running"}]
+    later = data.live_runs(runs, now=t0 + pd.Timedelta(hours=1), stale_after_s=600)
+    assert list(later["status"]) == ["stopped", "stopped"]
+    assert data.live_runs(runs.drop(columns=["planned_rows"])).empty  # a database from before progress columns

@@ -6,6 +6,34 @@ from views import _ui
 
 st.title("BioCodec Bench — overview")
 snap = _ui.snapshot()
+
+
+def show_live_runs(runs) -> bool:
+    """Progress of runs without ``finished_at`` (rows so far, rows left); True if one is still writing."""
+    writing = False
+    for run in data.live_runs(runs).to_dict("records"):
+        counts = f"{run['rows written']:,} of {run['rows planned']:,} rows"
+        if run["status"] == "running":
+            writing = True
+            st.progress(min(run["done %"] / 100.0, 1.0), text=f"Run `{run['run_id']}` is writing: {counts}, "
+                        f"{run['rows left']:,} left (last batch {run['last write (s ago)']} s ago)")
+        else:
+            st.warning(f"Run `{run['run_id']}` stopped at {counts} (no write for {run['last write (s ago)']} s): "
+                       f"run the same command again to compute the {run['rows left']:,} rows left.")
+    return writing
+
+
+@st.fragment(run_every="5s")
+def live_run_progress() -> None:
+    """Refreshes every 5 s while a run writes; when it has finished, the whole page reloads once."""
+    if not show_live_runs(_ui.snapshot().runs):
+        st.rerun()
+
+
+if (data.live_runs(snap.runs)["status"] == "running").any():
+    live_run_progress()
+else:
+    show_live_runs(snap.runs)
 include_training = _ui.include_training_checkbox("ov_training")
 results = data.select_rows(snap.results, include_training)
 counts = data.overview_counts(results)

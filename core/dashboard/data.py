@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterable
 
@@ -268,11 +269,53 @@ def provenance(runs: pd.DataFrame) -> pd.DataFrame:
             "finished (UTC)": run.finished_at,
             "commit": run.git_commit,
             "machine": run.machine,
+            "execution": _execution(run),
+            "model load s": getattr(run, "load_s", None) or "",
             "versions": ", ".join(f"{k} {v}" for k, v in sorted(versions.items())),
             "argv": argv,
         })
     return pd.DataFrame(rows, columns=["run_id", "started (UTC)", "finished (UTC)", "commit", "machine",
-                                       "versions", "argv"])
+                                       "execution", "model load s", "versions", "argv"])
+
+
+def _execution(run) -> str:
+    """'local, 2 workers, OMP 1 thread, repeat 1' from a run's Dask columns ('' for older databases)."""
+    scheduler = getattr(run, "scheduler", None)
+    if not isinstance(scheduler, str):
+        return ""
+    text = f"{scheduler}, {int(run.workers)} worker{'s' if run.workers != 1 else ''}"
+    try:
+        threads = {str(t.get("OMP_NUM_THREADS")) for t in json.loads(run.worker_threads or "{}").values()}
+        text += f", OMP threads {'/'.join(sorted(threads))}" if threads else ""
+    except (TypeError, ValueError, AttributeError):
+        pass
+    return text + f", repeat {int(run.repeat)}" if pd.notna(getattr(run, "repeat", None)) else text
+
+
+#: a run with no finished_at and no batch written for this long is shown as stopped (killed), not running
+STALE_RUN_S = 600.0
+
+
+def live_runs(runs: pd.DataFrame, now: datetime | None = None, stale_after_s: float = STALE_RUN_S) -> pd.DataFrame:
+    """Runs without ``finished_at``: rows written so far, rows planned, rows left, percent done, seconds
+    since the last batch, and whether it is still ``running`` or ``stopped`` (no batch for ``stale_after_s``;
+    a killed run — re-running the same command computes only what is left).  Empty for databases written
+    before runs recorded their progress."""
+    columns = ["run_id", "started (UTC)", "rows written", "rows planned", "rows left", "done %",
+               "last write (s ago)", "status"]
+    if runs.empty or "planned_rows" not in runs:
+        return pd.DataFrame(columns=columns)
+    now = now or datetime.now(timezone.utc).replace(tzinfo=None)
+    out = []
+    for run in runs[runs["finished_at"].isna() & runs["planned_rows"].notna()].itertuples(index=False):
+        planned, written = int(run.planned_rows), int(run.rows_written or 0)
+        last = run.heartbeat_at if pd.notna(run.heartbeat_at) else run.started_at
+        ago = (pd.Timestamp(now) - pd.Timestamp(last)).total_seconds()
+        out.append({"run_id": run.run_id, "started (UTC)": run.started_at, "rows written": written,
+                    "rows planned": planned, "rows left": max(planned - written, 0),
+                    "done %": round(100.0 * written / planned, 1) if planned else 100.0,
+                    "last write (s ago)": round(ago), "status": "running" if ago <= stale_after_s else "stopped"})
+    return pd.DataFrame(out, columns=columns)
 
 
 def setting_sort_key(text: str):
