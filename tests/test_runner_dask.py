@@ -245,3 +245,42 @@ def test_jobs_split_into_one_unit_per_codec():
                                                         runner.Task("jpeg", 90)])
     assert [[(t.codec, t.setting) for t in unit] for unit in job.by_codec()] == [
         [("jpeg", 10), ("jpeg", 90)], [("png", None)]]
+
+
+def test_a_run_killed_mid_way_resumes_to_the_same_rows_without_duplicates(slow_images, tmp_path):
+    """kill -9 while batches are being written, then the same command: every row once, values as a clean run."""
+    import signal
+
+    argv = ["--data-root", str(slow_images), "--codecs", "jpegxl,avif", "--settings", "jpegxl=0.5,1,2,4;avif=20,40,60",
+            "--quiet"]
+    db = tmp_path / "killed.duckdb"
+    proc = subprocess.Popen([sys.executable, "-m", "core.runner", "--db", str(db), *argv], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        written = 0
+        while proc.poll() is None and time.monotonic() < deadline and not written:
+            time.sleep(0.3)
+            if db.exists():
+                try:
+                    con = store.open_reader(db, retries=10, wait_s=0.1)
+                except store.StoreLockedError:
+                    continue
+                try:
+                    written = con.execute("SELECT count(*) FROM results").fetchone()[0]
+                finally:
+                    con.close()
+        assert proc.poll() is None and 0 < written < 56, "the run ended before it could be killed mid-way"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    kept = len(_values(db))
+    assert 0 < kept < 56
+    assert runner.main(["--db", str(db), *argv]) == 0
+    run = _run_row(db)
+    assert run["planned_rows"] == 56 - kept  # only what was missing
+    clean = tmp_path / "clean.duckdb"
+    assert runner.main(["--db", str(clean), *argv]) == 0
+    assert _values(db) == _values(clean) and len(_values(db)) == 56  # every row once (the primary key), same values
