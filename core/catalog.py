@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from core.paths import CATALOG_TOML, data_root
+from core import paths
+from core.paths import CATALOG_TOML
 
 SPLITS = ("train", "val", "test")
 LABEL_KINDS = ("instances", "binary_mask", "membrane_label")
@@ -95,11 +96,6 @@ def load_definition(path: str | Path = CATALOG_TOML) -> dict:
     if len(names) != len(set(names)):
         raise CatalogError(f"{path}: dataset names must be unique, got {names}")
     return spec
-
-
-def default_data_root() -> Path:
-    """The data root (:func:`core.paths.data_root`: ``$BIOCODEC_DATA_ROOT`` or ``../shared/data``)."""
-    return data_root()
 
 
 def dataset_spec(name: str) -> tuple[int, dict]:
@@ -240,14 +236,14 @@ def split_refs(dataset: str, splits, data_root: str | Path | None = None) -> lis
     The one way training code finds its images.
     """
     stage_id, ds = dataset_spec(dataset)
-    root = Path(data_root).expanduser().resolve() if data_root else default_data_root()
+    root = Path(data_root).expanduser().resolve() if data_root else paths.data_root()
     ds = {k: v for k, v in ds.items() if k != "max_images"}
     return dataset_refs(stage_id, ds, root, splits)
 
 
 def split_table(data_root: str | Path | None = None) -> list[tuple[int, str, dict[str, int], str]]:
     """[(stage, dataset, {split: image count}, status)] for every dataset of the catalog."""
-    root = Path(data_root).expanduser().resolve() if data_root else default_data_root()
+    root = Path(data_root).expanduser().resolve() if data_root else paths.data_root()
     out = []
     for stage in load_definition()["stages"]:
         for ds in stage.get("datasets", []):

@@ -46,10 +46,10 @@ def metrics_version(dataset: str | None = None) -> str:
 
 def segmenter_files(dataset: str) -> list[Path]:
     """The files of the project StarDist model ``dataset``'s downstream columns use (empty if none)."""
-    from core.segmentation import _models_from_env
+    from core.segmentation import stardist_models_in_use
     from core.segmentation.stardist_models import resolve_model_folder
 
-    name = _models_from_env().get(dataset)
+    name = stardist_models_in_use().get(dataset)
     folder = resolve_model_folder(name) if name else None
     return sorted(p for p in folder.iterdir() if p.is_file()) if folder else []
 

@@ -18,11 +18,11 @@ from core.catalog import (
     CatalogError,
     ImageRef,
     dataset_refs,
-    default_data_root,
     load_definition,
     split_table,
     sweeps,
 )
+from core import paths
 from core.paths import CATALOG_TOML
 
 STAGE_IDS = ("1", "2", "3", "4")
@@ -58,7 +58,7 @@ def stage_refs(stage: str | int, data_root: str | Path | None = None,
                splits: tuple[str, ...] = DEFAULT_SPLITS) -> list[ImageRef]:
     """Every image of ``stage`` ('1'..'4' or 'all') in ``splits`` under ``data_root``.
 
-    ``data_root`` None means :func:`core.catalog.default_data_root`; when that folder does not
+    ``data_root`` None means :func:`core.paths.data_root`; when that folder does not
     exist the embedded sample images (stage 0) are returned and a message says so.  An explicitly
     given root that does not exist is an error.  Datasets missing under an existing root are
     skipped with a message; a stage with no image found is an error.
@@ -66,7 +66,7 @@ def stage_refs(stage: str | int, data_root: str | Path | None = None,
     spec = load_definition()
     specs = _stage_specs(stage, spec)
     if data_root is None:
-        root = default_data_root()
+        root = paths.data_root()
         if not root.is_dir():
             from core.datasets import embedded_refs
 
@@ -127,7 +127,7 @@ def stage_codec_settings(stage: str | int) -> tuple[list[str] | None, dict[str, 
 def describe(data_root: str | Path | None = None) -> str:
     """A readable overview of the stages: datasets, split counts, notes, sweeps."""
     spec = load_definition()
-    root = Path(data_root).resolve() if data_root else default_data_root()
+    root = Path(data_root).resolve() if data_root else paths.data_root()
     lines = [f"catalog: {CATALOG_TOML}", f"data root: {root}{'' if root.is_dir() else ' (missing)'}",
              "stages run the test split by default (python -m core.runner --split all adds train/val)"]
     table = {name: (counts, status) for _, name, counts, status in split_table(root)}

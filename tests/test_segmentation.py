@@ -233,7 +233,8 @@ def test_models_are_chosen_by_folder_or_registered_name():
 @needs_data
 @pytest.mark.parametrize("dataset,stem,floor", [(ISBI, "29", 0.75), (EPFL, "training0164", 0.64)])
 def test_membrane_detector_accuracy_vs_labels(dataset, stem, floor):
-    from core.segmentation.contours import PARAMS, contours_of, detect_membranes, membrane_pairs
+    from core.segmentation.contours import PARAMS, contours_of, detect_membranes
+    from core.segmentation.data import membrane_pairs
     from core.segmentation.metrics import boundary_f1
 
     pairs = membrane_pairs(dataset, "test")

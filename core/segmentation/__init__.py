@@ -111,7 +111,9 @@ def load_ground_truth(ref) -> GroundTruth | None:
 # --------------------------------------------------------------------------- evaluator
 
 
-def _models_from_env() -> dict[str, str]:
+def stardist_models_in_use() -> dict[str, str]:
+    """dataset → StarDist model name: :data:`DEFAULT_MODELS`, overridden per dataset by
+    ``BIOCODEC_STARDIST_MODELS="monuseg=NAME,epfl_hippocampus_fibsem=NAME"``."""
     out = dict(DEFAULT_MODELS)
     for part in os.environ.get("BIOCODEC_STARDIST_MODELS", "").split(","):
         if "=" in part:
@@ -204,7 +206,7 @@ def _both(a, b) -> bool:
 def _evaluator(dataset: str) -> DownstreamEvaluator | None:
     from core.segmentation.contours import PARAMS
 
-    model = _models_from_env().get(dataset)
+    model = stardist_models_in_use().get(dataset)
     if model is not None:
         try:
             from core.segmentation.stardist_models import load_stardist
@@ -240,7 +242,7 @@ def segmenter_training_images(dataset: str) -> set[str]:
     from core.segmentation.stardist_models import resolve_model_folder
 
     seen: set[str] = set()
-    model = _models_from_env().get(dataset)
+    model = stardist_models_in_use().get(dataset)
     folder = resolve_model_folder(model) if model else None
     meta = folder / "biocodec.json" if folder else None
     if meta is not None and meta.is_file():

@@ -8,7 +8,7 @@ was tuned on training images (see :data:`PARAMS` and
 ``min_size`` px are dropped.  Contours (:func:`contours_of`) are the 1-px skeleton
 of a membrane mask, so detector output and the (thick) labels compare fairly.
 
-Ground truth comes from the catalog (:func:`membrane_pairs`,
+Ground truth comes from the catalog (:func:`core.segmentation.data.membrane_pairs`,
 :func:`core.segmentation.load_ground_truth`): ISBI 2012's ``membrane_label`` ground truth
 (0 = membrane, 255 = cell), EPFL FIB-SEM's ``membranes`` mask (255 = membrane, threshold 128).
 
@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from core.segmentation.data import normalize
+from core.segmentation.data import membrane_pairs, normalize
 
 
 @dataclass(frozen=True)
@@ -86,28 +86,6 @@ def cells_from_membranes(membrane_mask: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- tuning / accuracy
-
-
-def membrane_pairs(dataset: str, split, data_root=None) -> list[tuple[object, np.ndarray, np.ndarray]]:
-    """[(ImageRef, grayscale pixels, boolean GT membrane mask)] of the catalog images of ``dataset`` in ``split``
-    (a split name or a tuple of them), cropped like the images."""
-    from core.catalog import split_refs
-    from core.datasets import load_ref
-    from core.segmentation import load_ground_truth
-
-    refs = split_refs(dataset, split, data_root)
-    if not refs:
-        raise FileNotFoundError(f"the catalog has no {dataset} images in split(s) {split}")
-    out = []
-    for ref in refs:
-        gt = load_ground_truth(ref)
-        if gt is None or gt.membranes is None:
-            raise ValueError(f"no membrane labels for {ref.dataset}/{ref.image_id}")
-        pixels = load_ref(ref).pixels
-        if pixels.ndim != 2:
-            raise ValueError(f"{ref.dataset}/{ref.image_id}: membrane detection needs grayscale, got {pixels.shape}")
-        out.append((ref, pixels, gt.membranes))
-    return out
 
 
 def accuracy(pairs, params: MembraneParams, tolerance: float = 2.0) -> dict:

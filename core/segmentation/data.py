@@ -20,11 +20,12 @@ def mask_to_instances(mask: np.ndarray) -> np.ndarray:
     return label(np.asarray(mask) >= MASK_THRESHOLD, connectivity=2).astype(np.int32)
 
 
-def instance_pairs(dataset: str, splits, data_root=None) -> list[tuple[object, np.ndarray, np.ndarray]]:
-    """[(ImageRef, pixels, int32 instance labels)] of the catalog images of ``dataset`` in ``splits``.
+def labelled_pairs(dataset: str, splits, field: str, data_root=None) -> list[tuple[object, np.ndarray, np.ndarray]]:
+    """[(ImageRef, pixels, ground truth ``field``)] of the catalog images of ``dataset`` in ``splits``.
 
-    ``splits`` is a split name or a tuple of them (``("train",)``, ``("val",)``, ``("test",)``);
-    pixels and labels carry the ref's crop.  Every image must have instance ground truth.
+    ``splits`` is a split name or a tuple of them (``("train",)``, ``("val",)``, ``("test",)``); ``field``
+    is a :class:`core.segmentation.GroundTruth` attribute (``"instances"``, ``"membranes"``); pixels and
+    labels carry the ref's crop.  Every image must have that ground truth.
     """
     from core.catalog import split_refs
     from core.datasets import load_ref
@@ -36,10 +37,25 @@ def instance_pairs(dataset: str, splits, data_root=None) -> list[tuple[object, n
     out = []
     for ref in refs:
         gt = load_ground_truth(ref)
-        if gt is None or gt.instances is None:
-            raise ValueError(f"{ref.dataset}/{ref.image_id} has no instance ground truth")
-        out.append((ref, load_ref(ref).pixels, gt.instances))
+        labels = getattr(gt, field) if gt is not None else None
+        if labels is None:
+            raise ValueError(f"{ref.dataset}/{ref.image_id} has no {field} ground truth")
+        out.append((ref, load_ref(ref).pixels, labels))
     return out
+
+
+def instance_pairs(dataset: str, splits, data_root=None) -> list[tuple[object, np.ndarray, np.ndarray]]:
+    """[(ImageRef, pixels, int32 instance labels)] (:func:`labelled_pairs` of ``instances``)."""
+    return labelled_pairs(dataset, splits, "instances", data_root)
+
+
+def membrane_pairs(dataset: str, splits, data_root=None) -> list[tuple[object, np.ndarray, np.ndarray]]:
+    """[(ImageRef, grayscale pixels, boolean membrane mask)] (:func:`labelled_pairs` of ``membranes``)."""
+    pairs = labelled_pairs(dataset, splits, "membranes", data_root)
+    for ref, pixels, _ in pairs:
+        if pixels.ndim != 2:
+            raise ValueError(f"{ref.dataset}/{ref.image_id}: membrane detection needs grayscale, got {pixels.shape}")
+    return pairs
 
 
 def normalize(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:

@@ -155,10 +155,10 @@ def evaluator_for(dataset: str, contours: bool = True):
     """The runner's segmenter of ``dataset`` (StarDist model of ``BIOCODEC_STARDIST_MODELS`` /
     :data:`~core.segmentation.DEFAULT_MODELS`, membrane detector of ``contours.PARAMS`` unless
     ``contours=False``), loading the model now so that a missing model is an error, not empty columns."""
-    from core.segmentation import DownstreamEvaluator, _models_from_env
+    from core.segmentation import DownstreamEvaluator, stardist_models_in_use
     from core.segmentation.contours import PARAMS
 
-    model = _models_from_env().get(dataset)
+    model = stardist_models_in_use().get(dataset)
     membranes = PARAMS.get(dataset) if contours else None
     if model is None and membranes is None:
         raise ValueError(f"dataset {dataset!r} has no downstream segmenter")
@@ -175,7 +175,7 @@ def segmenter_info(dataset: str, contours: bool = True) -> dict:
     from dataclasses import asdict
 
     from core.provenance import metrics_version, segmenter_files
-    from core.segmentation import _models_from_env
+    from core.segmentation import stardist_models_in_use
     from core.segmentation.contours import PARAMS
 
     files = segmenter_files(dataset)
@@ -183,7 +183,7 @@ def segmenter_info(dataset: str, contours: bool = True) -> dict:
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     membranes = PARAMS.get(dataset) if contours else None
-    return {"stardist_model": _models_from_env().get(dataset),
+    return {"stardist_model": stardist_models_in_use().get(dataset),
             "model_sha256": digest.hexdigest()[:16] if files else None,
             "membrane_detector": asdict(membranes) if membranes is not None else None,
             "metrics_version": metrics_version(dataset)}
