@@ -420,3 +420,10 @@ def test_live_runs_progress_and_stale_runs():
     later = data.live_runs(runs, now=t0 + pd.Timedelta(hours=1), stale_after_s=600)
     assert list(later["status"]) == ["stopped", "stopped"]
     assert data.live_runs(runs.drop(columns=["planned_rows"])).empty  # a database from before progress columns
+
+
+def test_download_png_of_incompressible_noise_round_trips():
+    import imagecodecs
+
+    noise = np.random.default_rng(0).integers(0, 65536, (1, 400), dtype=np.uint16)  # once 'output stream too small'
+    assert np.array_equal(imagecodecs.png_decode(imaging.png_bytes(noise)), noise)

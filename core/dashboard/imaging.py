@@ -91,7 +91,7 @@ def overlay_segmentation(view8: np.ndarray, segmentation: dict) -> np.ndarray:
 
 
 def png_bytes(pixels: np.ndarray) -> bytes:
-    """Lossless PNG of a uint8/uint16 array (16-bit stays 16-bit)."""
-    import imagecodecs
+    """Lossless PNG of a uint8/uint16 array (16-bit stays 16-bit); incompressible noise too (core.io.encode_png)."""
+    from core.io import encode_png
 
-    return bytes(imagecodecs.png_encode(np.ascontiguousarray(pixels)))
+    return encode_png(np.ascontiguousarray(pixels))
