@@ -1,6 +1,6 @@
 """Command line of the project's segmenters.
 
-    python -m core.segmentation evaluate KIND IMAGES_DIR MASKS_DIR [--json]
+    python -m core.segmentation evaluate KIND IMAGES_DIR MASKS_DIR [--json] [--membranes sato|unet|PATH]
     python -m core.segmentation noise-floor [--datasets D ...] [--out data/models/noise_floor.json]
 
 ``evaluate`` runs the segmenter the runner uses for KIND on every image of IMAGES_DIR and scores it
@@ -18,7 +18,9 @@ KIND                runner's dataset        masks                               
 
 It prints object F1 at IoU 0.5 (``f1``), pixel Dice of the foregrounds (``dice``; membranes for
 ``isbi_membranes``) and, for membranes, boundary F1 at 2 px of the 1-px contours (``boundary_f1``; null
-otherwise), each the mean over images.  ``--json`` prints one JSON object with those keys, ``images``
+otherwise; with it ``hd95_px`` and ``msd_px`` of the same contours), each the mean over images.
+``--membranes`` picks the membrane detector of ``isbi_membranes``: ``sato`` (the default, as the runner) or
+``unet`` / a model folder (the trained U-Net of :mod:`core.segmentation.unet`; ``BIOCODEC_MEMBRANES``).  ``--json`` prints one JSON object with those keys, ``images``
 (count) and ``per_image``; without it, one line.  Errors (missing folder, no images, unpaired files,
 unknown KIND) are one line on stderr and exit status 2.
 
@@ -82,7 +84,7 @@ def _check_kind(kind: str) -> tuple[str, str, bool]:
     return KINDS[kind]
 
 
-def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None) -> dict:
+def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None, membranes: str | None = None) -> dict:
     """Scores of the runner's segmenter for ``kind`` on the paired images/masks (see the module docstring).
 
     Each pair becomes an :class:`~core.catalog.ImageRef` read by :func:`core.datasets.load_ref` and
@@ -93,12 +95,21 @@ def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None) -> dict:
     from core.datasets import load_ref
     from core.segmentation import CONTOUR_TOLERANCE_PX, load_ground_truth
     from core.segmentation.contours import contours_of
-    from core.segmentation.metrics import boundary_f1
+    from core.segmentation.metrics import boundary_f1, surface_distances
     from core.segmentation.noise_floor import evaluator_for
 
     dataset, label_kind, with_contours = _check_kind(kind)
     pairs = pair_files(images_dir, masks_dir)
     evaluator = evaluator or evaluator_for(dataset, contours=with_contours)
+    segmenter = evaluator.stardist_model or "membrane detector"
+    if membranes is not None and with_contours:
+        from core.segmentation import membrane_detector_for
+        from core.segmentation.unet import DEFAULT_MODEL_NAME
+
+        which = membranes if membranes == "sato" else (DEFAULT_MODEL_NAME if membranes == "unet" else membranes)
+        evaluator.membrane_params = membrane_detector_for(dataset, which)
+        if which != "sato":
+            segmenter = f"U-Net membrane detector {getattr(evaluator.membrane_params, 'name', which)}"
     per_image = []
     for stem, image_path, mask_path in pairs:
         ref = ImageRef(stage=0, dataset=dataset, image_id=stem, source=str(image_path),
@@ -108,19 +119,21 @@ def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None) -> dict:
             state = evaluator.prepare(image, ref)
         except ValueError as exc:  # shape mismatch, wrong channels, unreadable label
             raise UsageError(f"{stem}: {exc}") from exc
-        bf1 = None
+        bf1 = hd95 = msd = None
         if with_contours:
-            gt = load_ground_truth(ref)
-            bf1 = boundary_f1(contours_of(gt.membranes), state["original"]["contours"], CONTOUR_TOLERANCE_PX)
+            gt_c = contours_of(load_ground_truth(ref).membranes)
+            bf1 = boundary_f1(gt_c, state["original"]["contours"], CONTOUR_TOLERANCE_PX)
+            hd95, msd = surface_distances(gt_c, state["original"]["contours"])
         per_image.append({"image": stem, "f1": state["f1_gt_original"], "dice": state["dice_gt_original"],
-                          "boundary_f1": bf1})
+                          "boundary_f1": bf1, "hd95_px": hd95, "msd_px": msd})
 
     def mean(key):
         values = [row[key] for row in per_image if row[key] is not None]
         return float(sum(values) / len(values)) if values else None
 
-    return {"kind": kind, "dataset": dataset, "segmenter": evaluator.stardist_model or "membrane detector",
+    return {"kind": kind, "dataset": dataset, "segmenter": segmenter,
             "f1": mean("f1"), "dice": mean("dice"), "boundary_f1": mean("boundary_f1"),
+            "hd95_px": mean("hd95_px"), "msd_px": mean("msd_px"),
             "images": len(per_image), "per_image": per_image}
 
 
@@ -144,6 +157,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("images_dir", metavar="IMAGES_DIR")
     ev.add_argument("masks_dir", metavar="MASKS_DIR")
     ev.add_argument("--json", action="store_true", help="print one JSON object with per-image values")
+    ev.add_argument("--membranes", default=None, metavar="sato|unet|PATH",
+                    help="membrane detector for isbi_membranes (default: the runner's, Sato)")
     nf = sub.add_parser("noise-floor", help="measure the segmenter's noise floor on the catalog test split")
     nf.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="DATASET")
     nf.add_argument("--out", default=str(NOISE_FLOOR_JSON))
@@ -183,7 +198,7 @@ def main(argv=None) -> int:
             _check_kind(args.kind)
             pair_files(args.images_dir, args.masks_dir)  # input errors before any model loads
             with contextlib.redirect_stdout(sys.stderr):  # StarDist prints while loading: keep stdout JSON
-                result = evaluate_folder(args.kind, args.images_dir, args.masks_dir)
+                result = evaluate_folder(args.kind, args.images_dir, args.masks_dir, membranes=args.membranes)
             if args.json:
                 print(json.dumps(result, indent=1))
             else:

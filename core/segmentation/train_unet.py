@@ -1,0 +1,256 @@
+"""Train the U-Net membrane detector (:mod:`core.segmentation.unet`) on CPU.
+
+    python -m core.segmentation.train_unet isbi2012_em --minutes 60
+    python -m core.segmentation.train_unet isbi2012_em --minutes 5 --out /tmp/unet   # quick check
+    python -m core.segmentation.train_unet isbi2012_em --rethreshold   # threshold again on val (finer grid)
+
+Images and splits come from the catalog (:func:`core.segmentation.data.membrane_pairs`): the
+network trains on the ``train`` images of the named dataset(s) and is validated on their ``val``
+images; ``test`` images are never read here.  Training: random 256² crops, random 90° rotations /
+flips, intensity scale/shift/gamma jitter, batch 4, Adam (lr 1e-3, 3e-4 for the last 30 % of the
+time budget), loss BCE + soft Dice, float32, one torch thread (``--threads``).
+
+Every ``--val-minutes`` the validation images are predicted and the boundary F1 at 2 px (of the
+skeletonised masks, as :func:`core.segmentation.contours.accuracy`) is computed over a threshold grid;
+the best (weights, threshold) so far is kept.  A checkpoint (model, optimiser, step, elapsed time, best)
+is written every ``--snapshot-minutes`` and on SIGTERM/SIGINT; starting the same command again resumes
+from it (``--fresh`` ignores it).  On exit the best weights go to ``<out>/weights.pt`` (state dict) and
+``<out>/biocodec.json`` (architecture, threshold, min_size, ``training_images`` = catalog ids of every
+train and val image, steps, loss, val boundary F1); the log is ``<out>/train.log``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+
+from core.segmentation import unet as U
+
+THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
+CHECKPOINT = "checkpoint.pt"
+
+
+class Log:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def __call__(self, msg: str) -> None:
+        line = f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime())} {msg}"
+        print(line, flush=True)
+        with open(self.path, "a") as f:
+            f.write(line + "\n")
+
+
+def random_batch(images, masks, rng: np.random.Generator, batch: int, crop: int):
+    """(x, y) float32 arrays (batch, 1, crop, crop) of augmented random crops."""
+    xs, ys = [], []
+    for _ in range(batch):
+        i = int(rng.integers(len(images)))
+        img, m = images[i], masks[i]
+        h, w = img.shape
+        c = min(crop, h, w)
+        y0, x0 = int(rng.integers(h - c + 1)), int(rng.integers(w - c + 1))
+        x, y = img[y0:y0 + c, x0:x0 + c], m[y0:y0 + c, x0:x0 + c]
+        k = int(rng.integers(4))
+        x, y = np.rot90(x, k), np.rot90(y, k)
+        if rng.random() < 0.5:
+            x, y = x[:, ::-1], y[:, ::-1]
+        x = np.clip(x, 0, 1) ** rng.uniform(0.8, 1.25)
+        x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
+        xs.append(np.ascontiguousarray(x, np.float32))
+        ys.append(np.ascontiguousarray(y, np.float32))
+    return np.stack(xs)[:, None], np.stack(ys)[:, None]
+
+
+def loss_fn(logits, target):
+    torch = U._torch()
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, target)
+    p = torch.sigmoid(logits)
+    inter = (p * target).sum()
+    dice = 1 - (2 * inter + 1) / (p.sum() + target.sum() + 1)
+    return bce + dice
+
+
+def boundary_scores(probs, gts, thresholds=THRESHOLDS, min_size: int = 64) -> dict[float, float]:
+    """threshold → mean boundary F1 at 2 px of the skeletonised masks vs the skeletonised labels."""
+    from core.segmentation.contours import contours_of
+    from core.segmentation.metrics import boundary_f1
+
+    gt_c = [contours_of(g) for g in gts]
+    return {t: float(np.mean([boundary_f1(g, contours_of(U.mask_from_probability(p, t, min_size)), 2.0)
+                              for p, g in zip(probs, gt_c)])) for t in thresholds}
+
+
+def train(datasets, out: Path, minutes: float, *, data_root=None, threads: int = 1, batch: int = 4,
+          crop: int = 256, base: int = 16, max_channels: int = 64, seed: int = 0, val_minutes: float = 4.0,
+          snapshot_minutes: float = 3.0, min_size: int = 64, fresh: bool = False, max_steps: int | None = None,
+          log=None) -> dict:
+    torch = U._torch()
+    from core.catalog import catalog_id
+    from core.segmentation.data import membrane_pairs
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    log = log or Log(out / "train.log")
+    trn = [p for d in datasets for p in membrane_pairs(d, ("train",), data_root)]
+    val = [p for d in datasets for p in membrane_pairs(d, ("val",), data_root)]
+    images = [U.prepare_input(px) for _r, px, _m in trn]
+    masks = [np.asarray(m, bool) for _r, _p, m in trn]
+    val_x = [U.prepare_input(px) for _r, px, _m in val]
+    val_y = [np.asarray(m, bool) for _r, _p, m in val]
+    arch = {"base": base, "depth": 4, "max_channels": max_channels}
+    model = U.build_unet(**arch)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    state = {"step": 0, "elapsed_s": 0.0, "best_bf1": -1.0, "best_threshold": 0.5, "best_step": 0,
+             "best_weights": None, "losses": []}
+    rng = np.random.default_rng(seed)
+    ckpt = out / CHECKPOINT
+    if ckpt.is_file() and not fresh:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        rng = np.random.default_rng()
+        rng.bit_generator.state = saved["rng"]
+        log(f"resumed from {ckpt} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min trained)")
+    log(f"datasets {datasets}: {len(trn)} train, {len(val)} val images; {U.n_parameters(model)} parameters; "
+        f"budget {minutes} min; threads {threads}")
+
+    stop = {"flag": False}
+
+    def on_signal(signum, _frame):
+        stop["flag"] = True
+        log(f"signal {signum}: saving and stopping")
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+    def save_checkpoint():
+        tmp = ckpt.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "state": state,
+                    "rng": rng.bit_generator.state}, tmp)
+        tmp.replace(ckpt)
+
+    def validate():
+        probs = [U.predict_probability(model, normalized=x) for x in val_x]
+        scores = boundary_scores(probs, val_y, min_size=min_size)
+        t, s = max(scores.items(), key=lambda kv: kv[1])
+        if s > state["best_bf1"]:
+            state.update(best_bf1=s, best_threshold=t, best_step=state["step"],
+                         best_weights={k: v.detach().clone() for k, v in model.state_dict().items()})
+        log(f"val step {state['step']}: boundary F1 {s:.4f} at threshold {t} (best {state['best_bf1']:.4f} "
+            f"at step {state['best_step']})")
+
+    budget_s = minutes * 60
+    t_start, t0 = time.time(), state["elapsed_s"]
+    last_val = last_snap = time.time()
+    recent = []
+    model.train()
+    try:
+        while not stop["flag"]:
+            elapsed = t0 + time.time() - t_start
+            if elapsed >= budget_s or (max_steps is not None and state["step"] >= max_steps):
+                break
+            lr = 1e-3 if elapsed < 0.7 * budget_s else 3e-4
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x, y = random_batch(images, masks, rng, batch, crop)
+            loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            state["step"] += 1
+            recent.append(float(loss.detach()))
+            state["elapsed_s"] = t0 + time.time() - t_start
+            if state["step"] % 25 == 0:
+                state["losses"].append([state["step"], float(np.mean(recent))])
+                log(f"step {state['step']} loss {np.mean(recent):.4f} lr {lr:g} "
+                    f"{state['elapsed_s'] / 60:.1f} min")
+                recent = []
+            if time.time() - last_val >= val_minutes * 60:
+                validate()
+                last_val = time.time()
+            if time.time() - last_snap >= snapshot_minutes * 60:
+                save_checkpoint()
+                last_snap = time.time()
+        validate()
+        save_checkpoint()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+    weights = state["best_weights"] or model.state_dict()
+    torch.save(weights, out / U.WEIGHTS_FILE)
+    meta = {
+        "kind": "unet-membranes", "datasets": list(datasets), "architecture": arch,
+        "parameters": U.n_parameters(model), "input": "grayscale, core.segmentation.data.normalize (1-99.8 %), "
+        "clipped to [0, 1]", "threshold": state["best_threshold"], "min_size": min_size,
+        "training_images": [catalog_id(r) for r, _x, _y in [*trn, *val]],
+        "train_images": [catalog_id(r) for r, _x, _y in trn], "validation_images": [catalog_id(r) for r, _x, _y in val],
+        "steps": state["step"], "best_step": state["best_step"], "train_minutes": round(state["elapsed_s"] / 60, 2),
+        "batch": batch, "crop": crop, "final_loss": state["losses"][-1][1] if state["losses"] else None,
+        "val_boundary_f1": state["best_bf1"], "stopped_by_signal": stop["flag"],
+        "threads": threads, "seed": seed,
+    }
+    (out / U.META_FILE).write_text(json.dumps(meta, indent=2))
+    log(f"wrote {out / U.WEIGHTS_FILE} (step {state['best_step']}, val BF1 {state['best_bf1']:.4f}, "
+        f"threshold {state['best_threshold']})")
+    return meta
+
+
+def rethreshold(folder: Path, thresholds=None, data_root=None, log=print) -> dict:
+    """Choose the threshold of a trained model folder again on its datasets' ``val`` images (finer grid than
+    during training) and rewrite ``biocodec.json``; the test split is not read."""
+    from core.segmentation.data import membrane_pairs
+
+    det = U.load_membrane_unet(folder)
+    meta = det.meta
+    val = [p for d in meta["datasets"] for p in membrane_pairs(d, ("val",), data_root)]
+    probs = [U.predict_probability(det.model, px) for _r, px, _m in val]
+    grid = thresholds or tuple(round(t, 3) for t in np.arange(0.3, 0.951, 0.05))
+    scores = boundary_scores(probs, [np.asarray(m, bool) for _r, _p, m in val], grid, det.min_size)
+    t, s = max(scores.items(), key=lambda kv: kv[1])
+    log("val boundary F1 by threshold: " + ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()))
+    meta.update(threshold=float(t), val_boundary_f1=s, threshold_grid=list(grid),
+                threshold_chosen_on="val (python -m core.segmentation.train_unet --rethreshold)")
+    (Path(folder) / U.META_FILE).write_text(json.dumps(meta, indent=2))
+    log(f"threshold {t}: val boundary F1 {s:.4f}")
+    return meta
+
+
+def main(argv=None) -> int:
+    from core.paths import SEG_MODELS_DIR
+
+    p = argparse.ArgumentParser(prog="python -m core.segmentation.train_unet", description=__doc__.split("\n")[0])
+    p.add_argument("datasets", nargs="+", help="catalog dataset(s) with membrane labels, e.g. isbi2012_em")
+    p.add_argument("--minutes", type=float, default=60.0, help="training time budget (wall, summed over resumes)")
+    p.add_argument("--out", default=str(SEG_MODELS_DIR / U.DEFAULT_MODEL_NAME))
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--crop", type=int, default=256)
+    p.add_argument("--base", type=int, default=16)
+    p.add_argument("--max-channels", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-minutes", type=float, default=4.0)
+    p.add_argument("--snapshot-minutes", type=float, default=3.0)
+    p.add_argument("--max-steps", type=int, default=None)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
+    p.add_argument("--rethreshold", action="store_true",
+                   help="do not train: choose the threshold of the model in --out again on the val images")
+    p.add_argument("--data-root", default=None)
+    a = p.parse_args(argv)
+    U._torch().set_num_threads(a.threads)
+    if a.rethreshold:
+        rethreshold(Path(a.out), data_root=a.data_root)
+        return 0
+    train(a.datasets, Path(a.out), a.minutes, data_root=a.data_root, threads=a.threads, batch=a.batch, crop=a.crop,
+          base=a.base, max_channels=a.max_channels, seed=a.seed, val_minutes=a.val_minutes, snapshot_minutes=a.snapshot_minutes,
+          fresh=a.fresh, max_steps=a.max_steps)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

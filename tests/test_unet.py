@@ -1,0 +1,198 @@
+"""U-Net membrane detector (core.segmentation.unet / train_unet): shapes, determinism, a few training steps on
+a synthetic membrane image, model folders, the BIOCODEC_MEMBRANES switch and the shipped ISBI model."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from core.segmentation import unet as U  # noqa: E402
+from core.segmentation.train_unet import boundary_scores, loss_fn, random_batch  # noqa: E402
+
+ISBI = "isbi2012_em"
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def tiny(seed=0):
+    torch.manual_seed(seed)
+    return U.build_unet(base=4, max_channels=8).eval()
+
+
+def synthetic(shape=(96, 96), seed=0):
+    """Bright noisy cells separated by dark 3-px membranes on an irregular grid: (uint8 image, bool membranes)."""
+    rng = np.random.default_rng(seed)
+    h, w = shape
+    mem = np.zeros(shape, bool)
+    for y in np.cumsum(rng.integers(14, 26, size=12)):
+        mem[max(0, y - 1):y + 2, :] = y < h
+    for x in np.cumsum(rng.integers(14, 26, size=12)):
+        mem[:, max(0, x - 1):x + 2] |= x < w
+    img = np.where(mem, 60.0, 190.0) + rng.normal(0, 12, shape)
+    return np.clip(img, 0, 255).astype(np.uint8), mem
+
+
+def write_model(folder, model, datasets=(ISBI,), threshold=0.5, min_size=1, arch=None):
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), folder / U.WEIGHTS_FILE)
+    meta = {"architecture": arch or {"base": 4, "depth": 4, "max_channels": 8}, "datasets": list(datasets),
+            "threshold": threshold, "min_size": min_size, "training_images": [f"{ISBI}/0"]}
+    (folder / U.META_FILE).write_text(json.dumps(meta))
+    return folder
+
+
+@pytest.mark.parametrize("shape", [(37, 53), (16, 16), (5, 200), (129, 64)])
+def test_any_size_gives_same_shape_probabilities(shape):
+    img = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
+    prob = U.predict_probability(tiny(), img)
+    assert prob.shape == shape and prob.dtype == np.float32
+    assert np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()
+    assert U.detect_membranes_unet(img, U.MembraneUNet(tiny(), 0.5, 1)).shape == shape
+
+
+def test_tiled_inference_matches_one_pass_inside_tiles():
+    img = np.random.default_rng(2).integers(0, 256, (150, 170)).astype(np.uint8)
+    model = tiny()
+    full = U.predict_probability(model, img, tile=1024)
+    tiled = U.predict_probability(model, img, tile=96, overlap=24)
+    assert tiled.shape == full.shape
+    # each output pixel comes from a tile that extends >= 24 px around it (or to the image border)
+    assert np.abs(tiled - full).mean() < 0.02
+
+
+def test_inference_is_deterministic_and_leaves_train_mode():
+    img, _ = synthetic((64, 80))
+    model = tiny()
+    model.train()
+    a = U.predict_probability(model, img)
+    b = U.predict_probability(model, img)
+    assert np.array_equal(a, b)
+    assert model.training  # restored
+
+
+def test_rejects_colour_images():
+    with pytest.raises(ValueError, match="grayscale"):
+        U.prepare_input(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_few_training_steps_learn_drawn_membranes():
+    img, mem = synthetic((128, 128), seed=3)
+    x = U.prepare_input(img)
+    torch.manual_seed(0)
+    model = U.build_unet(base=8, max_channels=16)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    rng = np.random.default_rng(0)
+    losses = []
+    model.train()
+    for _ in range(40):
+        xb, yb = random_batch([x], [mem], rng, batch=4, crop=64)
+        loss = loss_fn(model(torch.from_numpy(xb)), torch.from_numpy(yb))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
+    test_img, test_mem = synthetic((96, 112), seed=4)  # a new image
+    prob = U.predict_probability(model, test_img)
+    scores = boundary_scores([prob], [test_mem], thresholds=(0.5,), min_size=1)
+    trivial = boundary_scores([np.ones_like(prob)], [test_mem], thresholds=(0.5,), min_size=1)
+    assert scores[0.5] > 0.8 > trivial[0.5]
+
+
+def test_model_folder_round_trip_weights_only(tmp_path):
+    model = tiny(5)
+    folder = write_model(tmp_path / "m", model, threshold=0.4, min_size=3)
+    loaded = U.load_membrane_unet(folder)
+    assert (loaded.threshold, loaded.min_size, loaded.name) == (0.4, 3, "m")
+    img, _ = synthetic((48, 48))
+    assert np.array_equal(U.predict_probability(loaded.model, img), U.predict_probability(model, img))
+    with pytest.raises(FileNotFoundError):
+        U.load_membrane_unet(tmp_path / "missing")
+
+
+def test_env_switch_selects_unet_only_for_its_datasets(tmp_path, monkeypatch):
+    from core.segmentation import membrane_detector_for, membrane_detector_in_use
+    from core.segmentation.contours import PARAMS, MembraneParams
+
+    monkeypatch.delenv("BIOCODEC_MEMBRANES", raising=False)
+    assert membrane_detector_in_use() == "sato"
+    assert membrane_detector_for(ISBI) is PARAMS[ISBI]  # the default stays the Sato detector
+    folder = write_model(tmp_path / "m", tiny())
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", f"unet={folder}")
+    assert isinstance(membrane_detector_for(ISBI), U.MembraneUNet)
+    assert isinstance(membrane_detector_for("epfl_hippocampus_fibsem"), MembraneParams)  # not trained on EPFL
+    assert membrane_detector_for("monuseg") is None
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", "bogus")
+    with pytest.raises(ValueError, match="BIOCODEC_MEMBRANES"):
+        membrane_detector_in_use()
+
+
+def test_evaluator_and_cli_use_the_chosen_detector(tmp_path, monkeypatch):
+    from PIL import Image
+
+    import core.segmentation as segmentation
+    from core.segmentation import DownstreamEvaluator
+    from core.segmentation.__main__ import evaluate_folder
+
+    img, mem = synthetic((64, 64), seed=6)
+    detector = U.load_membrane_unet(write_model(tmp_path / "m", tiny(), threshold=0.5, min_size=1))
+    ev = DownstreamEvaluator(ISBI, membrane_params=detector)
+    seg = ev.segment(img)
+    assert np.array_equal(seg["foreground"], U.detect_membranes_unet(img, detector))
+    (tmp_path / "img").mkdir()
+    (tmp_path / "lab").mkdir()
+    Image.fromarray(img).save(tmp_path / "img" / "a.png")
+    Image.fromarray(np.where(mem, 0, 255).astype(np.uint8)).save(tmp_path / "lab" / "a.png")
+    monkeypatch.setattr(segmentation, "object_f1", lambda a, b, t: 0.5)  # the cells' F1 (numba JIT, slow) is not tested here
+    res = evaluate_folder("isbi_membranes", tmp_path / "img", tmp_path / "lab", membranes=str(tmp_path / "m"))
+    assert res["segmenter"].startswith("U-Net") and res["images"] == 1
+    assert res["boundary_f1"] is not None and res["hd95_px"] is not None
+    sato = evaluate_folder("isbi_membranes", tmp_path / "img", tmp_path / "lab", membranes="sato")
+    assert sato["segmenter"] == "membrane detector"
+
+
+SHIPPED = U.resolve_model_folder(U.DEFAULT_MODEL_NAME)
+
+
+@pytest.mark.skipif(not (SHIPPED / U.WEIGHTS_FILE).is_file(), reason="no shipped U-Net membrane model")
+def test_shipped_model_is_small_and_loads_weights_only():
+    assert (SHIPPED / U.WEIGHTS_FILE).stat().st_size <= 2.5e6
+    torch.load(SHIPPED / U.WEIGHTS_FILE, map_location="cpu", weights_only=True)
+    det = U.load_membrane_unet(U.DEFAULT_MODEL_NAME)
+    assert 0 < det.threshold < 1
+    assert det.meta["datasets"] == [ISBI]
+    assert not any(i.split("/")[1] in {str(k) for k in range(20, 30)} for i in det.meta["training_images"])
+
+
+def _isbi_test_pair():
+    try:
+        from core.segmentation.data import membrane_pairs
+
+        pairs = membrane_pairs(ISBI, ("test",))
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        pytest.skip(f"ISBI test split unavailable: {exc}")
+    return pairs[0]
+
+
+@pytest.mark.skipif(not (SHIPPED / U.WEIGHTS_FILE).is_file(), reason="no shipped U-Net membrane model")
+def test_shipped_model_beats_trivial_baseline_on_isbi_test_crop():
+    from core.segmentation.contours import contours_of
+    from core.segmentation.metrics import boundary_f1
+
+    _ref, pixels, gt = _isbi_test_pair()
+    pixels, gt = pixels[:256, :256], gt[:256, :256]
+    det = U.load_membrane_unet(U.DEFAULT_MODEL_NAME)
+    gt_c = contours_of(gt)
+    unet = boundary_f1(gt_c, contours_of(U.detect_membranes_unet(pixels, det)), 2.0)
+    dark = pixels < np.percentile(pixels, 100 * gt.mean())  # as many darkest pixels as there are membrane pixels
+    trivial = boundary_f1(gt_c, contours_of(dark), 2.0)
+    assert unet > max(0.75, trivial + 0.1)
