@@ -120,8 +120,8 @@ def test_model_folder_round_trip_weights_only(tmp_path):
 
 
 def test_env_switch_selects_unet_only_for_its_datasets(tmp_path, monkeypatch):
-    from core.segmentation import membrane_detector_for, membrane_detector_in_use
     from core.segmentation.contours import PARAMS, MembraneParams
+    from core.segmentation.unet import membrane_detector_for, membrane_detector_in_use
 
     monkeypatch.delenv("BIOCODEC_MEMBRANES", raising=False)
     assert membrane_detector_in_use() == "sato"
@@ -142,12 +142,16 @@ def test_evaluator_and_cli_use_the_chosen_detector(tmp_path, monkeypatch):
     import core.segmentation as segmentation
     from core.segmentation import DownstreamEvaluator
     from core.segmentation.__main__ import evaluate_folder
+    from core.segmentation.contours import cells_from_membranes, contours_of
 
     img, mem = synthetic((64, 64), seed=6)
     detector = U.load_membrane_unet(write_model(tmp_path / "m", tiny(), threshold=0.5, min_size=1))
-    ev = DownstreamEvaluator(ISBI, membrane_params=detector)
+    ev = U.evaluator_with_membranes(DownstreamEvaluator(ISBI), detector)
+    assert isinstance(ev, DownstreamEvaluator) and ev.membrane_params is detector
     seg = ev.segment(img)
     assert np.array_equal(seg["foreground"], U.detect_membranes_unet(img, detector))
+    assert np.array_equal(seg["contours"], contours_of(seg["foreground"]))
+    assert np.array_equal(seg["labels"], cells_from_membranes(seg["foreground"]))  # the cells they enclose
     (tmp_path / "img").mkdir()
     (tmp_path / "lab").mkdir()
     Image.fromarray(img).save(tmp_path / "img" / "a.png")

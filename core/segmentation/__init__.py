@@ -33,12 +33,6 @@ turns the downstream columns off (they stay NULL).
 StarDist models can be replaced per dataset with ``BIOCODEC_STARDIST_MODELS``, e.g.
 ``monuseg=2D_versatile_he`` (a registered pretrained name, needs internet) or
 ``epfl_hippocampus_fibsem=/path/to/model_folder``.
-
-The membrane detector is the classical Sato filter (``contours.PARAMS``) unless
-``BIOCODEC_MEMBRANES=unet`` (the trained U-Net ``data/models/unet-membranes-isbi``, see
-:mod:`core.segmentation.unet`) or ``BIOCODEC_MEMBRANES=unet=/path/to/model_folder``; the U-Net is
-used only for the datasets its ``biocodec.json`` lists under ``datasets`` (the others keep Sato).
-The default stays Sato: switching changes every EM row's contour_* (and ISBI seg_*) columns.
 """
 from __future__ import annotations
 
@@ -143,19 +137,17 @@ class DownstreamEvaluator:
     def __init__(self, dataset: str, stardist_model: str | None = None, membrane_params=None):
         self.dataset = dataset
         self.stardist_model = stardist_model
-        #: Sato ``contours.MembraneParams`` or a loaded ``unet.MembraneUNet`` (None: no membrane task)
         self.membrane_params = membrane_params
 
     # -- analysis of one image
     def segment(self, pixels: np.ndarray) -> dict:
         """{'labels': instance labels (int32) or None, 'foreground': bool mask or None, 'contours': bool or None}."""
-        from core.segmentation.contours import cells_from_membranes, contours_of
-        from core.segmentation.unet import detect
+        from core.segmentation.contours import cells_from_membranes, contours_of, detect_membranes
 
         out = {"labels": None, "foreground": None, "contours": None}
         membranes = None
         if self.membrane_params is not None:
-            membranes = detect(_gray(pixels), self.membrane_params)
+            membranes = detect_membranes(_gray(pixels), self.membrane_params)
             out["contours"] = contours_of(membranes)
         if self.stardist_model is not None:
             from core.segmentation.stardist_models import load_stardist, model_scale, predict_labels
@@ -210,40 +202,10 @@ def _both(a, b) -> bool:
     return a is not None and b is not None
 
 
-def membrane_detector_in_use() -> str:
-    """``BIOCODEC_MEMBRANES``: ``"sato"`` (default), ``"unet"`` (the default U-Net model) or a U-Net model
-    folder / name (from ``unet=PATH``)."""
-    value = os.environ.get("BIOCODEC_MEMBRANES", "").strip()
-    if value.lower() in ("", "sato", "classical"):
-        return "sato"
-    if value.lower() == "unet":
-        from core.segmentation.unet import DEFAULT_MODEL_NAME
-
-        return DEFAULT_MODEL_NAME
-    if value.lower().startswith("unet="):
-        return value[5:].strip()
-    raise ValueError(f"BIOCODEC_MEMBRANES={value!r}: use sato, unet or unet=/path/to/model_folder")
-
-
-def membrane_detector_for(dataset: str, which: str | None = None):
-    """The membrane detector of ``dataset``: Sato ``contours.PARAMS[dataset]``, or the loaded U-Net when
-    ``which`` (default: :func:`membrane_detector_in_use`) names one trained for ``dataset``; None when the
-    dataset has no membrane task."""
-    from core.segmentation.contours import PARAMS
-
-    if dataset not in PARAMS:
-        return None
-    which = membrane_detector_in_use() if which is None else which
-    if which == "sato":
-        return PARAMS[dataset]
-    from core.segmentation.unet import DEFAULT_MODEL_NAME, cached_membrane_unet
-
-    unet = cached_membrane_unet(DEFAULT_MODEL_NAME if which == "unet" else which)
-    return unet if dataset in (unet.meta or {}).get("datasets", []) else PARAMS[dataset]
-
-
 @lru_cache(maxsize=None)
 def _evaluator(dataset: str) -> DownstreamEvaluator | None:
+    from core.segmentation.contours import PARAMS
+
     model = stardist_models_in_use().get(dataset)
     if model is not None:
         try:
@@ -253,7 +215,7 @@ def _evaluator(dataset: str) -> DownstreamEvaluator | None:
         except Exception as exc:  # keep the codec metrics (and contours) when a model is unavailable
             warnings.warn(f"StarDist model {model!r} for {dataset} unavailable, its seg_* columns stay empty: {exc}")
             model = None
-    membranes = membrane_detector_for(dataset)
+    membranes = PARAMS.get(dataset)
     if model is None and membranes is None:
         return None
     return DownstreamEvaluator(dataset, stardist_model=model, membrane_params=membranes)
@@ -267,8 +229,8 @@ def segmenter_training_images(dataset: str) -> set[str]:
       ``biocodec.json`` lists ``training_images`` (catalog ids); older files list file stems under
       ``train_images`` + ``validation_images``, read as images of ``dataset``.  A registered
       pretrained model has no such file and adds nothing (it never saw the catalog's images).
-    * The membrane detector (datasets in ``contours.PARAMS``): the images the Sato parameters were
-      tuned on (``contours.TUNED_ON``), or with ``BIOCODEC_MEMBRANES=unet`` the U-Net's ``training_images``.
+    * The classical membrane detector (datasets in ``contours.PARAMS``): the images its parameters
+      were tuned on (``contours.TUNED_ON``).
 
     Their ``seg_*_gt_*`` / ``contour_*`` columns are optimistic on these images; report accuracy
     on the others.  Empty for datasets without a downstream segmenter.
@@ -291,11 +253,7 @@ def segmenter_training_images(dataset: str) -> set[str]:
             seen.update(catalog_id(dataset, stem)
                         for stem in [*info.get("train_images", []), *info.get("validation_images", [])])
     if dataset in PARAMS:
-        detector = membrane_detector_for(dataset)
-        if detector is PARAMS[dataset]:
-            seen.update(i for i in TUNED_ON if i.startswith(f"{dataset}/"))
-        else:  # the U-Net of BIOCODEC_MEMBRANES: its train + val images
-            seen.update((detector.meta or {}).get("training_images", []))
+        seen.update(i for i in TUNED_ON if i.startswith(f"{dataset}/"))
     return seen
 
 

@@ -20,7 +20,7 @@ It prints object F1 at IoU 0.5 (``f1``), pixel Dice of the foregrounds (``dice``
 ``isbi_membranes``) and, for membranes, boundary F1 at 2 px of the 1-px contours (``boundary_f1``; null
 otherwise; with it ``hd95_px`` and ``msd_px`` of the same contours), each the mean over images.
 ``--membranes`` picks the membrane detector of ``isbi_membranes``: ``sato`` (the default, as the runner) or
-``unet`` / a model folder (the trained U-Net of :mod:`core.segmentation.unet`; ``BIOCODEC_MEMBRANES``).  ``--json`` prints one JSON object with those keys, ``images``
+``unet`` / a model folder (the trained U-Net of :mod:`core.segmentation.unet`).  ``--json`` prints one JSON object with those keys, ``images``
 (count) and ``per_image``; without it, one line.  Errors (missing folder, no images, unpaired files,
 unknown KIND) are one line on stderr and exit status 2.
 
@@ -103,13 +103,11 @@ def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None, membranes:
     evaluator = evaluator or evaluator_for(dataset, contours=with_contours)
     segmenter = evaluator.stardist_model or "membrane detector"
     if membranes is not None and with_contours:
-        from core.segmentation import membrane_detector_for
-        from core.segmentation.unet import DEFAULT_MODEL_NAME
+        from core.segmentation.unet import evaluator_with_membranes, membrane_detector_for
 
-        which = membranes if membranes == "sato" else (DEFAULT_MODEL_NAME if membranes == "unet" else membranes)
-        evaluator.membrane_params = membrane_detector_for(dataset, which)
-        if which != "sato":
-            segmenter = f"U-Net membrane detector {getattr(evaluator.membrane_params, 'name', which)}"
+        evaluator = evaluator_with_membranes(evaluator, membrane_detector_for(dataset, membranes))
+        if membranes != "sato":
+            segmenter = f"U-Net membrane detector {getattr(evaluator.membrane_params, 'name', membranes)}"
     per_image = []
     for stem, image_path, mask_path in pairs:
         ref = ImageRef(stage=0, dataset=dataset, image_id=stem, source=str(image_path),

@@ -247,5 +247,87 @@ def main(argv=None) -> int:
     return 0
 
 
+
+# --------------------------------------------------------------------------- choosing the detector
+#
+# Kept out of core/segmentation/__init__.py and contours.py on purpose: those files are hashed into
+# core.provenance.metrics_version, so any edit there marks every stored result row stale.  The runner
+# therefore still uses the Sato detector; data/models/unet-membranes.md has the patch that makes
+# core.segmentation._evaluator honour BIOCODEC_MEMBRANES (to be applied together with a regeneration).
+
+
+def membrane_detector_in_use() -> str:
+    """``BIOCODEC_MEMBRANES``: ``"sato"`` (default), or a U-Net model folder / name (``unet`` = the default
+    model :data:`DEFAULT_MODEL_NAME`, ``unet=PATH`` = that folder)."""
+    import os
+
+    value = os.environ.get("BIOCODEC_MEMBRANES", "").strip()
+    if value.lower() in ("", "sato", "classical"):
+        return "sato"
+    if value.lower() == "unet":
+        return DEFAULT_MODEL_NAME
+    if value.lower().startswith("unet="):
+        return value[5:].strip()
+    raise ValueError(f"BIOCODEC_MEMBRANES={value!r}: use sato, unet or unet=/path/to/model_folder")
+
+
+def membrane_detector_for(dataset: str, which: str | None = None):
+    """The membrane detector of ``dataset``: Sato ``contours.PARAMS[dataset]``, or the loaded U-Net when
+    ``which`` (``"sato"``, ``"unet"``, a model folder; default :func:`membrane_detector_in_use`) names one
+    trained for ``dataset`` (listed under ``datasets`` in its ``biocodec.json``); None when the dataset has
+    no membrane task."""
+    from core.segmentation.contours import PARAMS
+
+    if dataset not in PARAMS:
+        return None
+    which = membrane_detector_in_use() if which is None else which
+    if which == "sato":
+        return PARAMS[dataset]
+    unet = cached_membrane_unet(str(DEFAULT_MODEL_NAME if which == "unet" else which))
+    return unet if dataset in (unet.meta or {}).get("datasets", []) else PARAMS[dataset]
+
+
+def evaluator_with_membranes(evaluator, detector):
+    """A :class:`~core.segmentation.DownstreamEvaluator` like ``evaluator`` whose membrane detector is
+    ``detector`` (Sato ``MembraneParams`` or :class:`MembraneUNet`)."""
+    from core.segmentation.contours import MembraneParams
+
+    if detector is None or isinstance(detector, MembraneParams):
+        evaluator.membrane_params = detector
+        return evaluator
+    return _evaluator_class()(evaluator.dataset, stardist_model=evaluator.stardist_model,
+                              membrane_params=detector)
+
+
+@lru_cache(maxsize=None)
+def _evaluator_class():
+    from core.segmentation import DownstreamEvaluator, _gray
+    from core.segmentation.contours import cells_from_membranes, contours_of
+
+    class UNetDownstreamEvaluator(DownstreamEvaluator):
+        """:class:`~core.segmentation.DownstreamEvaluator` whose membranes come from a :class:`MembraneUNet`
+        (``membrane_params``); everything else (StarDist, metrics, ground truth) is inherited."""
+
+        def segment(self, pixels):
+            detector, self.membrane_params = self.membrane_params, None
+            try:
+                out = super().segment(pixels)  # StarDist part, if any
+            finally:
+                self.membrane_params = detector
+            membranes = detect(_gray(pixels), detector)
+            out["contours"] = contours_of(membranes)
+            if self.stardist_model is None:  # ISBI: the segmentation is the membrane map and its cells
+                out["labels"], out["foreground"] = cells_from_membranes(membranes), membranes
+            return out
+
+    return UNetDownstreamEvaluator
+
+
+def __getattr__(name):
+    if name == "UNetDownstreamEvaluator":
+        return _evaluator_class()
+    raise AttributeError(name)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
