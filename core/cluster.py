@@ -151,7 +151,7 @@ def slurm_cluster(config: dict):
     kwargs.setdefault("processes", kwargs["cores"])
     exports = [f"export {k}={v}" for k, v in WORKER_THREAD_ENV.items()]
     kwargs["job_script_prologue"] = exports + list(kwargs.get("job_script_prologue", []))
-    kwargs.setdefault("scheduler_options", {"dashboard_address": None})
+    kwargs.setdefault("scheduler_options", {"dashboard_address": ":0"})
     return SLURMCluster(**kwargs)
 
 
@@ -164,15 +164,16 @@ def connect(scheduler: str = "local", workers: int = 1, cluster_config: str | Pa
     if scheduler == "local":
         if workers < 1:
             raise ClusterConfigError("--workers must be at least 1")
+        # dashboard_address ":0": distributed always serves HTTP (health, metrics); a random port, not 8787
         if workers == 1:  # in this process: one worker thread, nothing to start or ship
-            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+            cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
                                    memory_limit=0, silence_logs=logging.ERROR)
             with cluster, Client(cluster) as client:
                 yield client
             return
         with worker_environment():
             cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                   dashboard_address=None, silence_logs=logging.ERROR)
+                                   dashboard_address=":0", silence_logs=logging.ERROR)
             with cluster, Client(cluster) as client:
                 client.register_plugin(_LocalWorkerSetup(os.getpid()))
                 yield client

@@ -79,7 +79,7 @@ def _tcp_cluster():
     from distributed import LocalCluster
 
     with cluster.worker_environment(), LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                                                    dashboard_address=None) as local:
+                                                    dashboard_address=":0") as local:
         yield local.scheduler_address
 
 
