@@ -71,8 +71,7 @@ def _limit_torch_threads() -> None:
 
 
 class _LocalWorkerSetup(WorkerPlugin):
-    """Worker plugin of a local process cluster: die with the runner, ignore Ctrl-C (the runner stops
-    the workers), one torch thread."""
+    """Worker plugin of a local process cluster: die with the runner (even on ``kill -9``), one torch thread."""
 
     name = "biocodec-local-worker"
 

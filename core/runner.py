@@ -255,7 +255,7 @@ def execute(client, jobs: list[Job], run_id: str, repeat: int = 1, window: int |
     """
     from distributed import as_completed
 
-    window = window or max(2, 2 * len(client.scheduler_info(n_workers=-1).get("workers", {})) or 2)
+    window = window or 2 * max(1, len(client.scheduler_info(n_workers=-1)["workers"]))
     queue = list(reversed(jobs))
     open_images: dict[int, list] = {}  # job index → [prepared future, codec futures left]
     owner: dict = {}

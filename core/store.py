@@ -264,12 +264,10 @@ def short_writer(path: str | Path, patience_s: float = 120.0) -> Iterator[duckdb
 
 
 def write_batch(path: str | Path, rows: list[dict], run_id: str | None = None, **run_fields) -> int:
-    """Upsert ``rows`` and update the run's progress fields in one short connection; returns len(rows)."""
+    """Upsert ``rows`` and update the run's progress fields in one short connection and one transaction
+    (the progress column never disagrees with the rows); returns len(rows)."""
     with short_writer(path) as con:
-        n = upsert_results(con, rows)
-        if run_id is not None:
-            update_run(con, run_id, **run_fields)
-    return n
+        return upsert_results(con, rows, run_id, **run_fields)
 
 
 def _clean(value):
@@ -280,11 +278,10 @@ def _clean(value):
     return value
 
 
-def upsert_results(con, rows: Iterable[dict]) -> int:
-    """Insert or replace result rows (dicts keyed by column name; missing columns are NULL)."""
+def upsert_results(con, rows: Iterable[dict], run_id: str | None = None, **run_fields) -> int:
+    """Insert or replace result rows (dicts keyed by column name; missing columns are NULL) and, when
+    ``run_id`` is given, set that run's ``run_fields`` — all in one transaction."""
     rows = list(rows)
-    if not rows:
-        return 0
     for row in rows:
         unknown = set(row) - set(COLUMN_NAMES)
         if unknown:
@@ -293,7 +290,10 @@ def upsert_results(con, rows: Iterable[dict]) -> int:
     sql = f"INSERT OR REPLACE INTO results ({', '.join(COLUMN_NAMES)}) VALUES ({placeholders})"
     con.execute("BEGIN TRANSACTION")
     try:
-        con.executemany(sql, [[_clean(row.get(name)) for name in COLUMN_NAMES] for row in rows])
+        if rows:
+            con.executemany(sql, [[_clean(row.get(name)) for name in COLUMN_NAMES] for row in rows])
+        if run_id is not None:
+            update_run(con, run_id, **run_fields)
         con.execute("COMMIT")
     except Exception:
         con.execute("ROLLBACK")
