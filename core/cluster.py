@@ -106,11 +106,17 @@ def worker_environment() -> Iterator[None]:
     import (the environment they inherit, and distributed's ``nanny.pre-spawn-environ``)."""
     import dask
 
+    with _thread_environment(), dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_THREAD_ENV)}):
+        yield
+
+
+@contextmanager
+def _thread_environment() -> Iterator[None]:
+    """:data:`WORKER_THREAD_ENV` in ``os.environ`` while open; the previous values afterwards."""
     saved = {k: os.environ.get(k) for k in WORKER_THREAD_ENV}
     os.environ.update(WORKER_THREAD_ENV)
     try:
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": dict(WORKER_THREAD_ENV)}):
-            yield
+        yield
     finally:
         for key, value in saved.items():
             if value is None:
@@ -155,6 +161,24 @@ def slurm_cluster(config: dict):
 
 
 @contextmanager
+def one_thread_here() -> Iterator[None]:
+    """While open, this process computes as one local worker process does: :data:`WORKER_THREAD_ENV` in the
+    environment (read by torch/TensorFlow if they are imported meanwhile) and torch's pool at one thread.
+
+    The in-process cluster of ``--workers 1`` needs it: float32 convolutions and reductions (MS-SSIM,
+    learned analysis) may sum in another order on another thread count, and a killed run resumed with a
+    different count then stored values that differ in the 7th digit from a clean run (seen in CI)."""
+    torch_threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
+    with _thread_environment():
+        _limit_torch_threads()
+        try:
+            yield
+        finally:
+            if torch_threads is not None:
+                sys.modules["torch"].set_num_threads(torch_threads)
+
+
+@contextmanager
 def connect(scheduler: str = "local", workers: int = 1, cluster_config: str | Path | None = None) -> Iterator:
     """A ``distributed.Client`` for ``scheduler``; the cluster it started (if any) is closed on exit,
     which ends its worker processes."""
@@ -167,7 +191,7 @@ def connect(scheduler: str = "local", workers: int = 1, cluster_config: str | Pa
         if workers == 1:  # in this process: one worker thread, nothing to start or ship
             cluster = LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=":0",
                                    memory_limit=0, silence_logs=logging.ERROR)
-            with cluster, Client(cluster) as client:
+            with one_thread_here(), cluster, Client(cluster) as client:
                 yield client
             return
         with worker_environment():

@@ -74,6 +74,24 @@ def test_two_local_workers_store_the_same_values_as_one(images, tmp_path):
     assert run["finished_at"] is not None and not (isinstance(run["finished_at"], float) and math.isnan(run["finished_at"]))
 
 
+def test_one_worker_in_this_process_computes_on_one_thread_as_a_worker_process_does(images, tmp_path):
+    """--workers 1 runs in the runner's process: it must use a worker's one thread, or a killed run resumed
+    there stores float32 metrics summed in another order than the rows computed before (a CI failure)."""
+    import torch
+
+    before, env = torch.get_num_threads(), os.environ.get("OMP_NUM_THREADS")
+    torch.set_num_threads(2)
+    try:
+        db = tmp_path / "one.duckdb"
+        assert runner.main(["--data-root", str(images), "--db", str(db), *ARGV]) == 0
+        threads = json.loads(_run_row(db)["worker_threads"])
+        assert [t["torch"] for t in threads.values()] == [1] and all(t["OMP_NUM_THREADS"] == "1"
+                                                                     for t in threads.values())
+        assert torch.get_num_threads() == 2 and os.environ.get("OMP_NUM_THREADS") == env  # restored afterwards
+    finally:
+        torch.set_num_threads(before)
+
+
 @contextmanager
 def _tcp_cluster():
     from distributed import LocalCluster
