@@ -323,10 +323,38 @@ def save_checkpoint(model, out: Path, half: bool = True) -> Path:
     return path
 
 
-def load_state(model, path: Path) -> None:
-    """Load a state_dict saved by :func:`save_checkpoint` (entropy tables resized as needed)."""
+GAIN_PARAMETERS = frozenset({"log_gain", "log_inv_gain", "log_hyper_gain", "log_hyper_inv_gain"})
+
+
+def load_state(model, path: Path, ladder=None) -> float | None:
+    """Load a state_dict saved by :func:`save_checkpoint` (entropy tables resized as needed).
+
+    A fixed-rate mean-scale checkpoint also starts a variable-rate model (``ladder``: its λ per level): the
+    transforms and entropy models load, and the gains are set so that gain 1 — the fixed model's own
+    quantisation — sits where the checkpoint's λ falls on the ladder (log λ), with the default slope around
+    it.  Returns the checkpoint's λ in that case, else None."""
     state = torch.load(path, map_location="cpu", weights_only=True)
-    model.load_state_dict(state)
+    if ladder is None or GAIN_PARAMETERS <= set(state):
+        model.load_state_dict(state)
+        return None
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if unexpected or set(missing) != GAIN_PARAMETERS:
+        raise ValueError(f"{path} does not fit this model: missing {sorted(missing)}, unexpected {sorted(unexpected)}")
+    meta_path = path.with_name(path.stem + ".json")
+    base_lmbda = json.loads(meta_path.read_text()).get("lmbda") if meta_path.exists() else None
+    if not isinstance(base_lmbda, (int, float)):
+        raise ValueError(f"{path}: a fixed-rate start needs its λ ({meta_path.name} with a numeric 'lmbda')")
+    logs = np.log(np.asarray(ladder, dtype=float))
+    position = float(np.interp(math.log(base_lmbda), logs, np.arange(len(logs))))
+    with torch.no_grad():
+        default = model.log_gain[:, 0].clone()  # the constructor's spread: one slope from coarse to fine
+        slope = float(default[-1] - default[0]) / (model.levels - 1)
+        spread = (torch.arange(model.levels, dtype=torch.float32) - position) * slope
+        model.log_gain.copy_(spread[:, None].expand_as(model.log_gain))
+        model.log_inv_gain.copy_(-model.log_gain)
+        model.log_hyper_gain.zero_()
+        model.log_hyper_inv_gain.zero_()
+    return float(base_lmbda)
 
 
 def parse_args(argv=None):
@@ -423,12 +451,15 @@ def main(argv=None) -> dict:
                 "note": "resume snapshot of a run on the same catalog datasets (its training_images are a "
                         "subset of this checkpoint's)"}
     elif args.init:
-        load_state(model, args.init)
+        base_lmbda = load_state(model, args.init, lmbda if variable else None)
         base_meta_path = args.init.with_name(args.init.stem + ".json")
         base_meta = json.loads(base_meta_path.read_text()) if base_meta_path.exists() else {}
         base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init),
                 "steps": base_meta.get("steps", {}).get("total"), "loss": base_meta.get("loss"),
                 "lmbda": base_meta.get("lmbda"), "training_images": base_meta.get("training_images")}
+        if base_lmbda is not None:
+            base["note"] = ("fixed-rate checkpoint: transforms and entropy models loaded, gain 1 placed at its "
+                            "λ on the ladder")
     optimizer, aux_optimizer = make_optimizers(model, args.lr)
     resume_path = stem_path(out, ".resume.pt")
     start, seconds_before = 0, 0.0
@@ -487,6 +518,7 @@ def main(argv=None) -> dict:
     weights = save_checkpoint(model, out)
     base_steps = (base or {}).get("steps") or 0
     training_images = [source_name(f) for f in train_sources] + [source_name(f) for f in val_sources]
+    training_images += [i for i in (base or {}).get("training_images") or [] if i not in training_images]  # the start's
     formula = {"mse": "bpp + lmbda*255^2*MSE", "msssim": "bpp + lmbda*(1-MS-SSIM)",
                "mix": "bpp + lmbda*(alpha*(1-MS-SSIM) + (1-alpha)*G_sigma8*L1)"}[args.loss]
     meta = {

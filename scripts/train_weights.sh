@@ -2,7 +2,7 @@
 # Reproduce the shipped learned-codec checkpoints in data/weights/ (CPU; resumable; one thread per job).
 #
 #   bash scripts/train_weights.sh em       # gray  learned-msssim: EPFL + ISBI catalog train split
-#   bash scripts/train_weights.sh he       # colour learned-msssim: MoNuSeg catalog train split
+#   bash scripts/train_weights.sh he       # colour learned-msssim: MoNuSeg catalog train split, from he-msssim-q4
 #   bash scripts/train_weights.sh em-mix   # gray  learned-mix: fine-tune of the em model with the Zhao mix
 #   STEPS=20000 bash scripts/train_weights.sh em   # longer (the shipped step counts are in each JSON)
 #   LR=5e-5 bash scripts/train_weights.sh em       # resume with a lower learning rate (anneal the end)
@@ -37,7 +37,8 @@ vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
 
 case "${1:-}" in
   em)     vr em-msssim-vr 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim --warmup 300 ;;
-  he)     vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --warmup 300 ;;
+  he)     # starts from the fixed-rate colour checkpoint at λ 60 (9,700 steps; gain 1 placed at λ 60 on the ladder)
+          vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-q4.pt ;;
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;

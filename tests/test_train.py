@@ -61,11 +61,15 @@ def test_unknown_loss_is_rejected():
 
 def test_a_few_training_steps_lower_the_loss():
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    model = build_model("factorized", 1, 8, 8)
-    sampler = train.CropSampler(_smooth_images(4, 96, 1, seed=1), crop=64, seed=0)
-    opt, aux = train.make_optimizers(model, lr=1e-3)
-    losses = train.train_steps(model, sampler, opt, aux, 40, kind="mse", lmbda=0.01, batch=2, progress=False)
+    try:
+        model = build_model("factorized", 1, 8, 8)
+        sampler = train.CropSampler(_smooth_images(4, 96, 1, seed=1), crop=64, seed=0)
+        opt, aux = train.make_optimizers(model, lr=1e-3)
+        losses = train.train_steps(model, sampler, opt, aux, 40, kind="mse", lmbda=0.01, batch=2, progress=False)
+    finally:
+        torch.set_num_threads(threads)
     assert len(losses) == 40 and all(np.isfinite(losses))
     assert np.mean(losses[-5:]) < 0.7 * np.mean(losses[:5])
 
@@ -134,3 +138,28 @@ def test_validation_images_must_not_be_training_images(tmp_path):
     with pytest.raises(ValueError, match="also training"):
         train.main(["--channels", "1", "--lmbda", "1", "--train", str(tmp_path), "--val", str(tmp_path / "a.png"),
                     "--out", str(tmp_path / "x"), "--steps", "1", "--no-progress"])
+
+
+def test_a_fixed_rate_checkpoint_starts_a_variable_rate_model_at_its_own_lambda(tmp_path):
+    """Warm start: transforms and entropy models load; at the rate where the ladder crosses the checkpoint's λ the
+    gains are 1, so the variable-rate model computes exactly what the fixed one does there."""
+    from core.models.variable_rate import lambda_ladder
+
+    torch.manual_seed(0)
+    fixed = build_model("mean-scale", 3, 16, 24)
+    path = tmp_path / "fixed.pt"
+    torch.save(fixed.state_dict(), path)
+    (tmp_path / "fixed.json").write_text(json.dumps({"lmbda": 40.0}))
+    ladder = lambda_ladder(0.4, 4000, 8)  # log-spaced: λ 40 lies at level 3.5
+    gained = build_model("gained-mean-scale", 3, 16, 24, levels=8)
+    assert train.load_state(gained, path, ladder) == 40.0
+    x = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    fixed.eval(), gained.eval()
+    with torch.no_grad():
+        assert torch.allclose(gained(x, rate=3.5)["x_hat"], fixed(x)["x_hat"], atol=1e-6)
+        assert not torch.allclose(gained(x, rate=7)["x_hat"], fixed(x)["x_hat"], atol=1e-3)  # finer at the top
+    g = gained.log_gain.detach()[:, 0]
+    assert float(g[0]) < 0 < float(g[-1]) and torch.equal(gained.log_inv_gain, -gained.log_gain)
+    (tmp_path / "fixed.json").write_text(json.dumps({"lmbda": None}))
+    with pytest.raises(ValueError, match="numeric 'lmbda'"):
+        train.load_state(build_model("gained-mean-scale", 3, 16, 24, levels=8), path, ladder)
