@@ -1,7 +1,7 @@
 """One learned codec's checkpoints against another's, on the same catalog images: is the new one better?
 
     python -m bench.compare_checkpoints --old-weights OLD_DIR --new-weights NEW_DIR --codec learned-msssim \\
-        --images epfl_hippocampus_fibsem/training0161,epfl_hippocampus_fibsem/training0162 [--channels 1]
+        --images epfl_hippocampus_fibsem/training0161,epfl_hippocampus_fibsem/training0162 [--old-codec NAME]
 
 Each folder is read like ``data/weights`` (:func:`core.codecs.learned.load_codecs`); both codecs code every
 listed image (catalog ids, read with the catalog's crops) at each of their default settings.  Printed: the
@@ -47,6 +47,8 @@ def main(argv=None) -> int:
     p.add_argument("--old-weights", required=True)
     p.add_argument("--new-weights", required=True)
     p.add_argument("--codec", default="learned-msssim")
+    p.add_argument("--old-codec", help="the old folder's codec when it differs (e.g. a fixed-rate ladder "
+                   "learned-msssim-fixed against a variable-rate learned-msssim); default --codec")
     p.add_argument("--images", required=True, help="comma-separated catalog ids dataset/image_id")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
@@ -60,8 +62,9 @@ def main(argv=None) -> int:
         refs[cid] = found[0]
     images = [load_ref(refs[c]) for c in wanted]
     curves = {}
-    for label, folder in (("old", args.old_weights), ("new", args.new_weights)):
-        codec = load_codecs(folder)[args.codec]
+    for label, folder, name in (("old", args.old_weights, args.old_codec or args.codec),
+                                ("new", args.new_weights, args.codec)):
+        codec = load_codecs(folder)[name]
         for model in codec.models():
             seen = set(model.meta.get("training_images") or [])
             # checkpoints from before the catalog list file paths: their training files (their validation
@@ -72,7 +75,7 @@ def main(argv=None) -> int:
                 raise SystemExit(f"{label} checkpoint {model.model_id} saw {sorted(seen & set(wanted))}")
         curves[label] = measure(codec, images)
         for pt in curves[label]:
-            print(f"{label} {args.codec} setting {pt['setting']}: {pt['bpp']:.4f} bpp, {pt['psnr']:.2f} dB, "
+            print(f"{label} {name} setting {pt['setting']}: {pt['bpp']:.4f} bpp, {pt['psnr']:.2f} dB, "
                   f"MS-SSIM {pt['ms_ssim_db']:.2f} dB")
     result = {"images": wanted, "curves": curves}
     for metric in ("ms_ssim_db", "psnr"):
