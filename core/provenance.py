@@ -25,33 +25,37 @@ HELD_OUT_SQL = "(NOT coalesce(in_codec_training, FALSE) AND NOT coalesce(in_segm
 #: Result columns that mark rows of images a model involved was trained / validated / tuned on.
 TRAINING_FLAGS = ("in_codec_training", "in_segmenter_training")
 
-#: The code that defines the stored metrics; any change to these files changes metrics_version.
-METRIC_SOURCES = ("core/metrics.py", "core/evaluate.py", "core/segmentation/metrics.py",
-                  "core/segmentation/__init__.py", "core/segmentation/contours.py")
+#: The code that defines every row's codec metrics (bytes, bpp, PSNR, SSIM, MS-SSIM, timings).
+METRIC_SOURCES = ("core/metrics.py", "core/evaluate.py")
+#: The code that defines the downstream (seg_* / contour_*) columns; hashed only for the datasets that
+#: have them, so a segmentation change recomputes those rows and leaves the others alone.
+DOWNSTREAM_SOURCES = ("core/segmentation/__init__.py", "core/segmentation/metrics.py",
+                      "core/segmentation/contours.py", "core/segmentation/segmenters.py",
+                      "core/segmentation/unet.py", "core/segmentation/stardist_models.py",
+                      "core/segmentation/data.py")
+DOWNSTREAM_DATASETS = ("monuseg", "epfl_hippocampus_fibsem", "isbi2012_em")
 
 
 @lru_cache(maxsize=None)
 def metrics_version(dataset: str | None = None) -> str:
-    """sha256 (16 hex digits) over the metric code files (:data:`METRIC_SOURCES`) and, for a dataset
-    with downstream columns, the files of the segmenter model it uses (a retrained segmenter changes
-    the seg_* columns, so those rows are recomputed)."""
+    """sha256 (16 hex digits) over the codec-metric code (:data:`METRIC_SOURCES`) and, for a dataset with
+    downstream columns, the segmentation code (:data:`DOWNSTREAM_SOURCES`) and the files of the models it
+    uses (a retrained segmenter changes the seg_* columns, so those rows are recomputed)."""
     digest = hashlib.sha256()
-    for rel in METRIC_SOURCES:
+    downstream = dataset in DOWNSTREAM_DATASETS
+    for rel in METRIC_SOURCES + (DOWNSTREAM_SOURCES if downstream else ()):
         path = REPO_ROOT / rel
         digest.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
-    for path in segmenter_files(dataset) if dataset else []:
+    for path in segmenter_files(dataset) if downstream else []:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "metrics sha256 " + digest.hexdigest()[:16]
 
 
 def segmenter_files(dataset: str) -> list[Path]:
-    """The files of the project StarDist model ``dataset``'s downstream columns use (empty if none)."""
-    from core.segmentation import stardist_models_in_use
-    from core.segmentation.stardist_models import resolve_model_folder
+    """The files of the project models ``dataset``'s downstream columns use (empty if none)."""
+    from core.segmentation.segmenters import segmenter_files as files
 
-    name = stardist_models_in_use().get(dataset)
-    folder = resolve_model_folder(name) if name else None
-    return sorted(p for p in folder.iterdir() if p.is_file()) if folder else []
+    return files(dataset)
 
 
 @lru_cache(maxsize=None)

@@ -269,8 +269,11 @@ def test_segmenter_training_images_from_model_json_and_tuned_detector(tmp_path, 
 
     tuned_epfl = {i for i in TUNED_ON if i.startswith(EPFL + "/")}
     assert tuned_epfl == {f"{EPFL}/training{n:04d}" for n in (0, 1, 2, 3, 13, 17)}
-    # ISBI: no StarDist model; the membrane detector was tuned on images 0-5
+    # ISBI: no object segmenter; the Sato membrane detector was tuned on images 0-5, the U-Net trained on 0-19
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", "sato")
     assert segmenter_training_images(ISBI) == {f"{ISBI}/{n}" for n in range(6)}
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", f"{ISBI}=unet-membranes-isbi")
+    assert segmenter_training_images(ISBI) == {f"{ISBI}/{n}" for n in range(20)}
     assert segmenter_training_images("kodak") == set()
     # shipped MoNuSeg model: catalog ids from its biocodec.json, no membrane detector
     seen = segmenter_training_images("monuseg")
@@ -281,12 +284,12 @@ def test_segmenter_training_images_from_model_json_and_tuned_detector(tmp_path, 
     (old / "config.json").write_text("{}")
     (old / "biocodec.json").write_text(json.dumps({"dataset": "epfl", "train_images": ["training0046"],
                                                    "validation_images": ["training0090"]}))
-    monkeypatch.setenv("BIOCODEC_STARDIST_MODELS", f"{EPFL}={old}")
+    monkeypatch.setenv("BIOCODEC_SEGMENTERS", f"{EPFL}={old}")
     assert segmenter_training_images(EPFL) == {f"{EPFL}/training0046", f"{EPFL}/training0090"} | tuned_epfl
     # training_images (catalog ids) wins over the old keys
     (old / "biocodec.json").write_text(json.dumps({"training_images": [f"{EPFL}/training0118"],
                                                    "train_images": ["ignored"]}))
     assert segmenter_training_images(EPFL) == {f"{EPFL}/training0118"} | tuned_epfl
     # a registered pretrained model (no folder here) adds nothing
-    monkeypatch.setenv("BIOCODEC_STARDIST_MODELS", "monuseg=2D_versatile_he")
+    monkeypatch.setenv("BIOCODEC_SEGMENTERS", "monuseg=2D_versatile_he")
     assert segmenter_training_images("monuseg") == set()

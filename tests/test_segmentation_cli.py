@@ -136,7 +136,8 @@ def test_evaluate_human_line(folders, capsys):
     images, masks, _ = folders["isbi_membranes"]
     assert cli.main(["evaluate", "isbi_membranes", str(images), str(masks)]) == 0
     line = capsys.readouterr().out.strip()
-    assert "\n" not in line and line.startswith("isbi_membranes (membrane detector): 2 image(s); object F1")
+    assert "\n" not in line and line.startswith("isbi_membranes (U-Net membrane detector unet-membranes-isbi): "
+                                                 "2 image(s); object F1")
     assert "boundary F1 @ 2 px 0." in line
 
 
@@ -264,5 +265,5 @@ def test_stored_noise_floor_file():
             for metric in ("dice", "f1") + (("boundary_f1",) if dataset != "monuseg" else ()):
                 stats = entry[pert][metric]
                 assert 0 <= stats["min"] <= stats["mean"] <= 1
-    assert floors["monuseg"]["segmenter"]["stardist_model"] == "monuseg_he"
+    assert floors["monuseg"]["segmenter"]["object_segmenter"] == "monuseg_he"
     assert floors["monuseg"]["segmenter"]["model_sha256"]

@@ -1,5 +1,6 @@
-"""U-Net membrane detector (core.segmentation.unet / train_unet): shapes, determinism, a few training steps on
-a synthetic membrane image, model folders, the BIOCODEC_MEMBRANES switch and the shipped ISBI model."""
+"""U-Nets (core.segmentation.unet / train_unet / segmenters): shapes, determinism, a few training steps on
+a synthetic membrane image, model folders, foreground (object) models, the segmenter table and its
+BIOCODEC_MEMBRANES / BIOCODEC_SEGMENTERS overrides, and the shipped ISBI model."""
 from __future__ import annotations
 
 import json
@@ -13,6 +14,7 @@ from core.segmentation import unet as U  # noqa: E402
 from core.segmentation.train_unet import boundary_scores, loss_fn, random_batch  # noqa: E402
 
 ISBI = "isbi2012_em"
+EPFL = "epfl_hippocampus_fibsem"
 
 
 @pytest.fixture(autouse=True)
@@ -41,11 +43,13 @@ def synthetic(shape=(96, 96), seed=0):
     return np.clip(img, 0, 255).astype(np.uint8), mem
 
 
-def write_model(folder, model, datasets=(ISBI,), threshold=0.5, min_size=1, arch=None):
+def write_model(folder, model, datasets=(ISBI,), threshold=0.5, min_size=1, arch=None, target=None):
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(model.state_dict(), folder / U.WEIGHTS_FILE)
     meta = {"architecture": arch or {"base": 4, "depth": 4, "max_channels": 8}, "datasets": list(datasets),
-            "threshold": threshold, "min_size": min_size, "training_images": [f"{ISBI}/0"]}
+            "threshold": threshold, "min_size": min_size, "training_images": [f"{datasets[0]}/0"]}
+    if target is not None:
+        meta["target"] = target
     (folder / U.META_FILE).write_text(json.dumps(meta))
     return folder
 
@@ -56,7 +60,7 @@ def test_any_size_gives_same_shape_probabilities(shape):
     prob = U.predict_probability(tiny(), img)
     assert prob.shape == shape and prob.dtype == np.float32
     assert np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()
-    assert U.detect_membranes_unet(img, U.MembraneUNet(tiny(), 0.5, 1)).shape == shape
+    assert U.detect_membranes_unet(img, U.TrainedUNet(tiny(), 0.5, 1)).shape == shape
 
 
 def test_tiled_inference_matches_one_pass_inside_tiles():
@@ -111,29 +115,78 @@ def test_few_training_steps_learn_drawn_membranes():
 def test_model_folder_round_trip_weights_only(tmp_path):
     model = tiny(5)
     folder = write_model(tmp_path / "m", model, threshold=0.4, min_size=3)
-    loaded = U.load_membrane_unet(folder)
+    loaded = U.load_unet(folder)
     assert (loaded.threshold, loaded.min_size, loaded.name) == (0.4, 3, "m")
     img, _ = synthetic((48, 48))
     assert np.array_equal(U.predict_probability(loaded.model, img), U.predict_probability(model, img))
     with pytest.raises(FileNotFoundError):
-        U.load_membrane_unet(tmp_path / "missing")
+        U.load_unet(tmp_path / "missing")
 
 
-def test_env_switch_selects_unet_only_for_its_datasets(tmp_path, monkeypatch):
-    from core.segmentation.contours import PARAMS, MembraneParams
-    from core.segmentation.unet import membrane_detector_for, membrane_detector_in_use
+def test_segmenter_table_and_its_overrides(tmp_path, monkeypatch):
+    from core.segmentation import segmenters as S
+    from core.segmentation.contours import PARAMS
 
     monkeypatch.delenv("BIOCODEC_MEMBRANES", raising=False)
-    assert membrane_detector_in_use() == "sato"
-    assert membrane_detector_for(ISBI) is PARAMS[ISBI]  # the default stays the Sato detector
+    monkeypatch.delenv("BIOCODEC_SEGMENTERS", raising=False)
+    assert S.membranes_in_use() == S.DEFAULT_MEMBRANES
+    assert S.segmenters_in_use() == S.DEFAULT_SEGMENTERS
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", "sato")  # the classical detector everywhere
+    assert S.membrane_detector_for(ISBI) is PARAMS[ISBI]
+    assert S.membrane_detector_for(EPFL) is PARAMS[EPFL]
+    assert S.membrane_detector_for("monuseg") is None
     folder = write_model(tmp_path / "m", tiny())
-    monkeypatch.setenv("BIOCODEC_MEMBRANES", f"unet={folder}")
-    assert isinstance(membrane_detector_for(ISBI), U.MembraneUNet)
-    assert isinstance(membrane_detector_for("epfl_hippocampus_fibsem"), MembraneParams)  # not trained on EPFL
-    assert membrane_detector_for("monuseg") is None
-    monkeypatch.setenv("BIOCODEC_MEMBRANES", "bogus")
-    with pytest.raises(ValueError, match="BIOCODEC_MEMBRANES"):
-        membrane_detector_in_use()
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", f"{ISBI}={folder}")
+    detector = S.membrane_detector_for(ISBI)
+    assert isinstance(detector, U.TrainedUNet) and detector.name == "m"
+    assert folder.resolve() / U.WEIGHTS_FILE in S.segmenter_files(ISBI)  # hashed into metrics_version
+    assert f"{ISBI}/0" in S.training_images(ISBI)
+    for bogus, message in (("monuseg=x", "no membrane task"), ("isbi2012_em", "DATASET=MODEL")):
+        monkeypatch.setenv("BIOCODEC_MEMBRANES", bogus)
+        with pytest.raises(ValueError, match=message):
+            S.membranes_in_use()
+    fg = write_model(tmp_path / "fg", tiny(), datasets=(EPFL,), target="foreground")
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", f"{EPFL}={fg}")
+    with pytest.raises(ValueError, match="not a U-Net membrane model"):
+        S.membrane_detector_for(EPFL)
+
+
+def test_foreground_unet_is_an_object_segmenter_whose_objects_are_components(tmp_path, monkeypatch):
+    from skimage.measure import label
+
+    from core.segmentation import evaluator_for
+    from core.segmentation import segmenters as S
+
+    fg = write_model(tmp_path / "fg", tiny(3), datasets=(EPFL,), threshold=0.5, min_size=1, target="foreground")
+    monkeypatch.setenv("BIOCODEC_SEGMENTERS", f"{EPFL}={fg}")
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", "sato")
+    seg = S.object_segmenter_for(EPFL)
+    assert seg.kind == "unet"
+    img, _ = synthetic((64, 80), seed=2)
+    labels = seg.labels(img)
+    mask = U.detect_foreground_unet(img, seg.model)
+    assert labels.dtype == np.int32 and labels.shape == img.shape
+    assert np.array_equal(labels > 0, mask) and labels.max() == label(mask, connectivity=2).max()
+    ev = evaluator_for(EPFL)
+    out = ev.segment(img)
+    assert np.array_equal(out["labels"], labels) and out["contours"] is not None
+    assert ev.name == f"{fg} + Sato membrane detector"
+    membranes = write_model(tmp_path / "mem", tiny(), datasets=(EPFL,))
+    monkeypatch.setenv("BIOCODEC_SEGMENTERS", f"{EPFL}={membranes}")
+    with pytest.raises(ValueError, match="not an object segmenter"):
+        S.object_segmenter_for(EPFL)
+
+
+def test_foreground_training_pairs_and_dice_validation():
+    from core.segmentation.train_unet import dice_scores, training_pairs
+
+    gt = np.zeros((32, 32), bool)
+    gt[8:20, 8:20] = True
+    prob = np.where(gt, 0.7, 0.1).astype(np.float32)
+    scores = dice_scores([prob], [gt], thresholds=(0.5, 0.8), min_size=1)
+    assert scores == {0.5: 1.0, 0.8: 0.0}
+    with pytest.raises(ValueError, match="unknown target"):
+        training_pairs([EPFL], "train", "nuclei")
 
 
 def test_evaluator_and_cli_use_the_chosen_detector(tmp_path, monkeypatch):
@@ -145,9 +198,8 @@ def test_evaluator_and_cli_use_the_chosen_detector(tmp_path, monkeypatch):
     from core.segmentation.contours import cells_from_membranes, contours_of
 
     img, mem = synthetic((64, 64), seed=6)
-    detector = U.load_membrane_unet(write_model(tmp_path / "m", tiny(), threshold=0.5, min_size=1))
-    ev = U.evaluator_with_membranes(DownstreamEvaluator(ISBI), detector)
-    assert isinstance(ev, DownstreamEvaluator) and ev.membrane_params is detector
+    detector = U.load_unet(write_model(tmp_path / "m", tiny(), threshold=0.5, min_size=1))
+    ev = DownstreamEvaluator(ISBI, membranes=detector)
     seg = ev.segment(img)
     assert np.array_equal(seg["foreground"], U.detect_membranes_unet(img, detector))
     assert np.array_equal(seg["contours"], contours_of(seg["foreground"]))
@@ -158,10 +210,10 @@ def test_evaluator_and_cli_use_the_chosen_detector(tmp_path, monkeypatch):
     Image.fromarray(np.where(mem, 0, 255).astype(np.uint8)).save(tmp_path / "lab" / "a.png")
     monkeypatch.setattr(segmentation, "object_f1", lambda a, b, t: 0.5)  # the cells' F1 (numba JIT, slow) is not tested here
     res = evaluate_folder("isbi_membranes", tmp_path / "img", tmp_path / "lab", membranes=str(tmp_path / "m"))
-    assert res["segmenter"].startswith("U-Net") and res["images"] == 1
+    assert res["segmenter"] == "U-Net membrane detector m" and res["images"] == 1
     assert res["boundary_f1"] is not None and res["hd95_px"] is not None
     sato = evaluate_folder("isbi_membranes", tmp_path / "img", tmp_path / "lab", membranes="sato")
-    assert sato["segmenter"] == "membrane detector"
+    assert sato["segmenter"] == "Sato membrane detector"
 
 
 SHIPPED = U.resolve_model_folder(U.DEFAULT_MODEL_NAME)
@@ -171,7 +223,7 @@ SHIPPED = U.resolve_model_folder(U.DEFAULT_MODEL_NAME)
 def test_shipped_model_is_small_and_loads_weights_only():
     assert (SHIPPED / U.WEIGHTS_FILE).stat().st_size <= 2.5e6
     torch.load(SHIPPED / U.WEIGHTS_FILE, map_location="cpu", weights_only=True)
-    det = U.load_membrane_unet(U.DEFAULT_MODEL_NAME)
+    det = U.load_unet(U.DEFAULT_MODEL_NAME)
     assert 0 < det.threshold < 1
     assert det.meta["datasets"] == [ISBI]
     assert not any(i.split("/")[1] in {str(k) for k in range(20, 30)} for i in det.meta["training_images"])
@@ -194,7 +246,7 @@ def test_shipped_model_beats_trivial_baseline_on_isbi_test_crop():
 
     _ref, pixels, gt = _isbi_test_pair()
     pixels, gt = pixels[:256, :256], gt[:256, :256]
-    det = U.load_membrane_unet(U.DEFAULT_MODEL_NAME)
+    det = U.load_unet(U.DEFAULT_MODEL_NAME)
     gt_c = contours_of(gt)
     unet = boundary_f1(gt_c, contours_of(U.detect_membranes_unet(pixels, det)), 2.0)
     dark = pixels < np.percentile(pixels, 100 * gt.mean())  # as many darkest pixels as there are membrane pixels

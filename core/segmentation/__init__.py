@@ -6,14 +6,14 @@ ground truth) and ``evaluator.compare(state, reconstruction) -> dict`` per codec
 setting.  The dict holds the downstream columns of ``core.store.RESULT_COLUMNS``
 (:data:`DOWNSTREAM_COLUMNS`; None where a column does not apply).
 
-Tasks per dataset:
+Tasks per dataset (the models are chosen in :mod:`core.segmentation.segmenters`, one table):
 
 ========================  ===========================================  =====================================
 dataset                   segmentation (seg_* columns)                 contours (contour_* columns)
 ========================  ===========================================  =====================================
-monuseg                   StarDist H&E nuclei (``monuseg_he``)         —
-epfl_hippocampus_fibsem   StarDist mitochondria (``epfl_mito``)        classical membrane detector
-isbi2012_em               membrane mask (Dice/IoU), enclosed cells     classical membrane detector
+monuseg                   H&E nuclei (object segmenter)                —
+epfl_hippocampus_fibsem   mitochondria (object segmenter)              membrane detector
+isbi2012_em               membrane mask (Dice/IoU), enclosed cells     membrane detector
                           (object F1)
 ========================  ===========================================  =====================================
 
@@ -26,13 +26,9 @@ isbi2012_em               membrane mask (Dice/IoU), enclosed cells     classical
   Hausdorff and mean symmetric surface distance (px) between the 1-px contours of
   the original's and the reconstruction's membrane masks.
 
-Cost per codec setting (CPU, 1 TF thread, measured on a loaded 2-core machine): EPFL
-1024×768 ≈ 1.5 s, ISBI 512² ≈ 0.25 s, MoNuSeg 999² ≈ 3.6 s; ``BIOCODEC_DOWNSTREAM=off``
-turns the downstream columns off (they stay NULL).
-
-StarDist models can be replaced per dataset with ``BIOCODEC_STARDIST_MODELS``, e.g.
-``monuseg=2D_versatile_he`` (a registered pretrained name, needs internet) or
-``epfl_hippocampus_fibsem=/path/to/model_folder``.
+``BIOCODEC_DOWNSTREAM=off`` turns the downstream columns off (they stay NULL).  Models can be replaced
+per dataset with ``BIOCODEC_SEGMENTERS`` / ``BIOCODEC_MEMBRANES`` (:mod:`core.segmentation.segmenters`),
+e.g. ``BIOCODEC_SEGMENTERS=monuseg=2D_versatile_he`` (a registered pretrained StarDist, needs internet).
 """
 from __future__ import annotations
 
@@ -47,7 +43,6 @@ from core.segmentation.metrics import boundary_f1, dice, iou, object_f1, surface
 
 DOWNSTREAM_COLUMNS = ("seg_dice", "seg_iou", "seg_f1", "seg_dice_gt_original", "seg_dice_gt_reconstruction",
                       "seg_f1_gt_original", "seg_f1_gt_reconstruction", "contour_bf1", "contour_hd95", "contour_msd")
-DEFAULT_MODELS = {"monuseg": "monuseg_he", "epfl_hippocampus_fibsem": "epfl_mito"}
 CONTOUR_TOLERANCE_PX = 2.0
 OBJECT_IOU = 0.5
 EPFL = "epfl_hippocampus_fibsem"
@@ -111,17 +106,6 @@ def load_ground_truth(ref) -> GroundTruth | None:
 # --------------------------------------------------------------------------- evaluator
 
 
-def stardist_models_in_use() -> dict[str, str]:
-    """dataset → StarDist model name: :data:`DEFAULT_MODELS`, overridden per dataset by
-    ``BIOCODEC_STARDIST_MODELS="monuseg=NAME,epfl_hippocampus_fibsem=NAME"``."""
-    out = dict(DEFAULT_MODELS)
-    for part in os.environ.get("BIOCODEC_STARDIST_MODELS", "").split(","):
-        if "=" in part:
-            dataset, _, model = part.partition("=")
-            out[dataset.strip()] = model.strip()
-    return out
-
-
 def _gray(pixels: np.ndarray) -> np.ndarray:
     pixels = np.asarray(pixels)
     if pixels.ndim == 3 and pixels.shape[-1] == 1:
@@ -134,26 +118,38 @@ def _gray(pixels: np.ndarray) -> np.ndarray:
 class DownstreamEvaluator:
     """Segments original and reconstruction of one dataset's images and compares them (see module doc)."""
 
-    def __init__(self, dataset: str, stardist_model: str | None = None, membrane_params=None):
+    def __init__(self, dataset: str, objects=None, membranes=None):
+        """``objects``: a :class:`~core.segmentation.segmenters.ObjectSegmenter` (or None); ``membranes``: a
+        membrane detector, Sato ``MembraneParams`` or a :class:`~core.segmentation.unet.TrainedUNet` (or None)."""
         self.dataset = dataset
-        self.stardist_model = stardist_model
-        self.membrane_params = membrane_params
+        self.objects = objects
+        self.membranes = membranes
+
+    @property
+    def name(self) -> str:
+        """What segments: the object segmenter's and the membrane detector's names."""
+        from core.segmentation.contours import MembraneParams
+
+        parts = [self.objects.name] if self.objects is not None else []
+        if self.membranes is not None:
+            parts.append("Sato membrane detector" if isinstance(self.membranes, MembraneParams)
+                         else f"U-Net membrane detector {self.membranes.name}")
+        return " + ".join(parts) or "none"
 
     # -- analysis of one image
     def segment(self, pixels: np.ndarray) -> dict:
         """{'labels': instance labels (int32) or None, 'foreground': bool mask or None, 'contours': bool or None}."""
-        from core.segmentation.contours import cells_from_membranes, contours_of, detect_membranes
+        from core.segmentation.contours import cells_from_membranes, contours_of
+        from core.segmentation.unet import detect
 
         out = {"labels": None, "foreground": None, "contours": None}
         membranes = None
-        if self.membrane_params is not None:
-            membranes = detect_membranes(_gray(pixels), self.membrane_params)
+        if self.membranes is not None:
+            membranes = detect(_gray(pixels), self.membranes)
             out["contours"] = contours_of(membranes)
-        if self.stardist_model is not None:
-            from core.segmentation.stardist_models import load_stardist, model_scale, predict_labels
-
+        if self.objects is not None:
             pix = _gray(pixels) if self.dataset != "monuseg" else np.asarray(pixels)
-            labels = predict_labels(load_stardist(self.stardist_model), pix, model_scale(self.stardist_model))
+            labels = self.objects.labels(pix)
             out["labels"], out["foreground"] = labels, labels > 0
         elif membranes is not None:  # ISBI: the segmentation is the membrane map and the cells it encloses
             out["labels"], out["foreground"] = cells_from_membranes(membranes), membranes
@@ -202,59 +198,40 @@ def _both(a, b) -> bool:
     return a is not None and b is not None
 
 
+def evaluator_for(dataset: str, contours: bool = True, membranes: str | None = None,
+                  strict: bool = True) -> DownstreamEvaluator | None:
+    """The evaluator of ``dataset`` with the segmenters of :mod:`core.segmentation.segmenters` (``membranes``
+    names another membrane detector; ``contours=False`` leaves it out); None without a downstream task.
+    ``strict=False`` keeps going without an object segmenter that cannot be loaded (a warning; its
+    ``seg_*`` columns stay empty)."""
+    from core.segmentation import segmenters as S
+
+    try:
+        objects = S.object_segmenter_for(dataset)
+    except Exception as exc:
+        if strict:
+            raise
+        warnings.warn(f"segmenter {S.segmenters_in_use().get(dataset)!r} for {dataset} unavailable, "
+                      f"its seg_* columns stay empty: {exc}")
+        objects = None
+    detector = S.membrane_detector_for(dataset, membranes) if contours else None
+    if objects is None and detector is None:
+        return None
+    return DownstreamEvaluator(dataset, objects=objects, membranes=detector)
+
+
 @lru_cache(maxsize=None)
 def _evaluator(dataset: str) -> DownstreamEvaluator | None:
-    from core.segmentation.contours import PARAMS
-
-    model = stardist_models_in_use().get(dataset)
-    if model is not None:
-        try:
-            from core.segmentation.stardist_models import load_stardist
-
-            load_stardist(model)
-        except Exception as exc:  # keep the codec metrics (and contours) when a model is unavailable
-            warnings.warn(f"StarDist model {model!r} for {dataset} unavailable, its seg_* columns stay empty: {exc}")
-            model = None
-    membranes = PARAMS.get(dataset)
-    if model is None and membranes is None:
-        return None
-    return DownstreamEvaluator(dataset, stardist_model=model, membrane_params=membranes)
+    return evaluator_for(dataset, strict=False)
 
 
 def segmenter_training_images(dataset: str) -> set[str]:
-    """Catalog ids (``"dataset/image_id"``) the downstream segmenter(s) of ``dataset`` trained,
-    validated or were tuned on.
+    """Catalog ids (``"dataset/image_id"``) the downstream segmenter(s) of ``dataset`` trained, validated or
+    were tuned on (:func:`core.segmentation.segmenters.training_images`).  Their ``seg_*_gt_*`` /
+    ``contour_*`` columns are optimistic on these images; report accuracy on the others."""
+    from core.segmentation.segmenters import training_images
 
-    * The StarDist model in use (``BIOCODEC_STARDIST_MODELS`` or :data:`DEFAULT_MODELS`): its
-      ``biocodec.json`` lists ``training_images`` (catalog ids); older files list file stems under
-      ``train_images`` + ``validation_images``, read as images of ``dataset``.  A registered
-      pretrained model has no such file and adds nothing (it never saw the catalog's images).
-    * The classical membrane detector (datasets in ``contours.PARAMS``): the images its parameters
-      were tuned on (``contours.TUNED_ON``).
-
-    Their ``seg_*_gt_*`` / ``contour_*`` columns are optimistic on these images; report accuracy
-    on the others.  Empty for datasets without a downstream segmenter.
-    """
-    import json
-
-    from core.catalog import catalog_id
-    from core.segmentation.contours import PARAMS, TUNED_ON
-    from core.segmentation.stardist_models import resolve_model_folder
-
-    seen: set[str] = set()
-    model = stardist_models_in_use().get(dataset)
-    folder = resolve_model_folder(model) if model else None
-    meta = folder / "biocodec.json" if folder else None
-    if meta is not None and meta.is_file():
-        info = json.loads(meta.read_text())
-        if "training_images" in info:
-            seen.update(info["training_images"])
-        else:
-            seen.update(catalog_id(dataset, stem)
-                        for stem in [*info.get("train_images", []), *info.get("validation_images", [])])
-    if dataset in PARAMS:
-        seen.update(i for i in TUNED_ON if i.startswith(f"{dataset}/"))
-    return seen
+    return training_images(dataset) if dataset in ("monuseg", EPFL, ISBI) else set()
 
 
 def downstream_for(ref) -> DownstreamEvaluator | None:

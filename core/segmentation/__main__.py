@@ -9,8 +9,8 @@ against the mask of the same file stem in MASKS_DIR:
 ==================  ======================  =================================================  ==================
 KIND                runner's dataset        masks                                              segmenter
 ==================  ======================  =================================================  ==================
-``monuseg``         monuseg                 instance labels (uint16 PNG, 0 = background)       StarDist monuseg_he
-``epfl_mito``       epfl_hippocampus_fibsem binary 0/255 PNG (threshold 128; 8-connected       StarDist epfl_mito
+``monuseg``         monuseg                 instance labels (uint16 PNG, 0 = background)       object segmenter
+``epfl_mito``       epfl_hippocampus_fibsem binary 0/255 PNG (threshold 128; 8-connected       object segmenter
                                             components are the objects)
 ``isbi_membranes``  isbi2012_em             ISBI label PNG (0 = membrane, 255 = cell;          membrane detector
                                             objects = the enclosed cells)
@@ -19,8 +19,8 @@ KIND                runner's dataset        masks                               
 It prints object F1 at IoU 0.5 (``f1``), pixel Dice of the foregrounds (``dice``; membranes for
 ``isbi_membranes``) and, for membranes, boundary F1 at 2 px of the 1-px contours (``boundary_f1``; null
 otherwise; with it ``hd95_px`` and ``msd_px`` of the same contours), each the mean over images.
-``--membranes`` picks the membrane detector of ``isbi_membranes``: ``sato`` (the default, as the runner) or
-``unet`` / a model folder (the trained U-Net of :mod:`core.segmentation.unet`).  ``--json`` prints one JSON object with those keys, ``images``
+The segmenters are the runner's (:mod:`core.segmentation.segmenters`); ``--membranes`` picks another
+membrane detector for ``isbi_membranes``: ``sato`` or a U-Net membrane model folder / name under ``data/models``.  ``--json`` prints one JSON object with those keys, ``images``
 (count) and ``per_image``; without it, one line.  Errors (missing folder, no images, unpaired files,
 unknown KIND) are one line on stderr and exit status 2.
 
@@ -100,14 +100,14 @@ def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None, membranes:
 
     dataset, label_kind, with_contours = _check_kind(kind)
     pairs = pair_files(images_dir, masks_dir)
-    evaluator = evaluator or evaluator_for(dataset, contours=with_contours)
-    segmenter = evaluator.stardist_model or "membrane detector"
-    if membranes is not None and with_contours:
-        from core.segmentation.unet import evaluator_with_membranes, membrane_detector_for
+    if evaluator is None:
+        if membranes is not None and with_contours:
+            from core.segmentation import evaluator_for as make
 
-        evaluator = evaluator_with_membranes(evaluator, membrane_detector_for(dataset, membranes))
-        if membranes != "sato":
-            segmenter = f"U-Net membrane detector {getattr(evaluator.membrane_params, 'name', membranes)}"
+            evaluator = make(dataset, membranes=membranes)
+        else:
+            evaluator = evaluator_for(dataset, contours=with_contours)
+    segmenter = evaluator.name
     per_image = []
     for stem, image_path, mask_path in pairs:
         ref = ImageRef(stage=0, dataset=dataset, image_id=stem, source=str(image_path),
@@ -155,8 +155,8 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("images_dir", metavar="IMAGES_DIR")
     ev.add_argument("masks_dir", metavar="MASKS_DIR")
     ev.add_argument("--json", action="store_true", help="print one JSON object with per-image values")
-    ev.add_argument("--membranes", default=None, metavar="sato|unet|PATH",
-                    help="membrane detector for isbi_membranes (default: the runner's, Sato)")
+    ev.add_argument("--membranes", default=None, metavar="sato|MODEL",
+                    help="membrane detector for isbi_membranes (default: the runner's)")
     nf = sub.add_parser("noise-floor", help="measure the segmenter's noise floor on the catalog test split")
     nf.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="DATASET")
     nf.add_argument("--out", default=str(NOISE_FLOOR_JSON))

@@ -152,40 +152,34 @@ def summarize(per_image: list[dict]) -> dict:
 
 
 def evaluator_for(dataset: str, contours: bool = True):
-    """The runner's segmenter of ``dataset`` (StarDist model of ``BIOCODEC_STARDIST_MODELS`` /
-    :data:`~core.segmentation.DEFAULT_MODELS`, membrane detector of ``contours.PARAMS`` unless
-    ``contours=False``), loading the model now so that a missing model is an error, not empty columns."""
-    from core.segmentation import DownstreamEvaluator, stardist_models_in_use
-    from core.segmentation.contours import PARAMS
+    """The runner's segmenter of ``dataset`` (:mod:`core.segmentation.segmenters`; no membrane detector with
+    ``contours=False``), loaded now so that a missing model is an error, not empty columns."""
+    from core.segmentation import evaluator_for as make
 
-    model = stardist_models_in_use().get(dataset)
-    membranes = PARAMS.get(dataset) if contours else None
-    if model is None and membranes is None:
+    evaluator = make(dataset, contours=contours)
+    if evaluator is None:
         raise ValueError(f"dataset {dataset!r} has no downstream segmenter")
-    if model is not None:
-        from core.segmentation.stardist_models import load_stardist
-
-        load_stardist(model)
-    return DownstreamEvaluator(dataset, stardist_model=model, membrane_params=membranes)
+    return evaluator
 
 
 def segmenter_info(dataset: str, contours: bool = True) -> dict:
-    """What identifies ``dataset``'s segmenter: StarDist model name and sha256 over its files (None for
-    none or a registered pretrained one), membrane detector parameters, and ``metrics_version``."""
+    """What identifies ``dataset``'s segmenters: the object segmenter's and membrane detector's names, sha256
+    over their model files (None when there are none: Sato, a registered pretrained model), the Sato
+    parameters where Sato is used, and ``metrics_version``."""
     from dataclasses import asdict
 
     from core.provenance import metrics_version, segmenter_files
-    from core.segmentation import stardist_models_in_use
+    from core.segmentation import segmenters as S
     from core.segmentation.contours import PARAMS
 
     files = segmenter_files(dataset)
     digest = hashlib.sha256()
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    membranes = PARAMS.get(dataset) if contours else None
-    return {"stardist_model": stardist_models_in_use().get(dataset),
+    membranes = S.membranes_in_use().get(dataset) if contours else None
+    return {"object_segmenter": S.segmenters_in_use().get(dataset), "membrane_detector": membranes,
             "model_sha256": digest.hexdigest()[:16] if files else None,
-            "membrane_detector": asdict(membranes) if membranes is not None else None,
+            "sato_parameters": asdict(PARAMS[dataset]) if membranes == S.SATO else None,
             "metrics_version": metrics_version(dataset)}
 
 

@@ -33,7 +33,7 @@ STEPS_PER_EPOCH = 25
 
 RECIPES = {
     # H&E nuclei (median ≈ 24 px long at 40x): full resolution, RGB.
-    "monuseg": dict(name="monuseg_he", catalog="monuseg", scale=1.0, n_channel_in=3,
+    "monuseg": dict(name="monuseg_he", catalog="monuseg", scale=1.0, n_channel_in=3, colour_jitter=0.1,
                     config=dict(n_rays=32, grid=(2, 2), unet_n_depth=3, unet_n_filter_base=16,
                                 net_conv_after_unet=64, train_patch_size=(256, 256), train_batch_size=4,
                                 train_n_val_patches=8, train_learning_rate=1e-3)),
@@ -64,14 +64,20 @@ def rescale_pair(image: np.ndarray, labels: np.ndarray, scale: float):
     return img, lab
 
 
-def augmenter(rng: np.random.Generator):
-    """Random 90° rotations / flips, and mild intensity scale + shift (per patch)."""
+def augmenter(rng: np.random.Generator, colour_jitter: float = 0.0):
+    """Random 90° rotations / flips, and mild intensity scale + shift (per patch).
+
+    ``colour_jitter`` > 0 (RGB only) also scales and shifts each channel on its own by up to that
+    fraction (stain / scanner colour variation, as StarDist's H&E examples do), after the joint jitter."""
     def augment(x, y):
         k = int(rng.integers(4))
         x, y = np.rot90(x, k, axes=(0, 1)), np.rot90(y, k, axes=(0, 1))
         if rng.random() < 0.5:
             x, y = x[:, ::-1], y[:, ::-1]
         x = x * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1)
+        if colour_jitter > 0 and x.ndim == 3 and x.shape[-1] == 3:
+            j = colour_jitter
+            x = x * rng.uniform(1 - j, 1 + j, size=3) + rng.uniform(-j / 2, j / 2, size=3)
         return np.ascontiguousarray(x, dtype=np.float32), np.ascontiguousarray(y)
     return augment
 
@@ -109,7 +115,9 @@ def _prepare(pairs, scale: float):
 
 
 def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data_root=None,
-          epochs: int = 1000) -> Path:
+          epochs: int = 1000, init: Path | None = None) -> Path:
+    """Train recipe ``dataset`` into ``out/<name>``; ``init`` = a model folder (same recipe) whose
+    ``weights_best.h5`` the training starts from (a continuation: its steps are added in the metadata)."""
     from core.segmentation.tfsetup import configure_tensorflow
 
     tf = configure_tensorflow(threads)
@@ -132,6 +140,12 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
     out.mkdir(parents=True, exist_ok=True)
     model = StarDist2D(conf, name=recipe["name"], basedir=str(out))
     model.prepare_for_training()
+    previous = {}
+    if init is not None:
+        model.keras_model.load_weights(str(Path(init) / "weights_best.h5"))
+        meta_init = Path(init) / "biocodec.json"
+        previous = json.loads(meta_init.read_text()) if meta_init.is_file() else {}
+        print(f"starting from {init} ({previous.get('epochs', '?')} epochs)", flush=True)
     deadline = time.monotonic() + minutes * 60
     epochs_run = [0]
 
@@ -146,7 +160,8 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
 
     model.callbacks.append(TimeLimit())
     t0 = time.monotonic()
-    model.train(X_trn, Y_trn, validation_data=(X_val, Y_val), augmenter=augmenter(rng), seed=seed)
+    model.train(X_trn, Y_trn, validation_data=(X_val, Y_val),
+                augmenter=augmenter(rng, recipe.get("colour_jitter", 0.0)), seed=seed)
     train_s = time.monotonic() - t0
     t1 = time.monotonic()
     model.optimize_thresholds(X_val, Y_val, predict_kwargs={"show_tile_progress": False})
@@ -156,8 +171,13 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
             "dataset": dataset, "catalog_dataset": recipe["catalog"],
             "training_images": [catalog_id(r) for r, _x, _y in [*trn_pairs, *val_pairs]],
             "train_images": [r.image_id for r, _x, _y in trn_pairs],
-            "validation_images": [r.image_id for r, _x, _y in val_pairs], "epochs": epochs_run[0],
+            "validation_images": [r.image_id for r, _x, _y in val_pairs],
+            "epochs": epochs_run[0] + int(previous.get("epochs", 0)),
+            "epochs_this_run": epochs_run[0], "started_from": str(init) if init is not None else None,
+            "colour_jitter": recipe.get("colour_jitter", 0.0),
             "steps_per_epoch": STEPS_PER_EPOCH, "train_seconds": round(train_s, 1),
+            "train_seconds_total": round(train_s + float(previous.get("train_seconds_total",
+                                                                         previous.get("train_seconds", 0))), 1),
             "threshold_seconds": round(thresh_s, 1), "tf_threads": threads, "seed": seed}
     (folder / "biocodec.json").write_text(json.dumps(meta, indent=2))
     for junk in ("weights_now.h5", "weights_last.h5"):
@@ -176,11 +196,14 @@ def main(argv=None) -> int:
                         "and 25 (epfl)")
     p.add_argument("--threads", type=int, default=1, help="TensorFlow intra/inter-op threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", type=Path, default=None,
+                   help="continue from this model folder's weights_best.h5 (e.g. data/models/monuseg_he)")
     p.add_argument("--skip-train", action="store_true", help="only evaluate an existing model folder")
     args = p.parse_args(argv)
     folder = args.out / RECIPES[args.dataset]["name"]
     if not args.skip_train:
-        folder = train(args.dataset, args.out, args.minutes, args.threads, args.seed, args.data_root, args.epochs)
+        folder = train(args.dataset, args.out, args.minutes, args.threads, args.seed, args.data_root, args.epochs,
+                       args.init)
     from core.segmentation.stardist_models import load_stardist, model_scale
 
     model = load_stardist(str(folder))

@@ -1,17 +1,23 @@
-"""Train the U-Net membrane detector (:mod:`core.segmentation.unet`) on CPU.
+"""Train the project's U-Nets (:mod:`core.segmentation.unet`) on CPU: membrane detectors and foreground segmenters.
 
     python -m core.segmentation.train_unet isbi2012_em --minutes 60
     python -m core.segmentation.train_unet isbi2012_em --minutes 5 --out /tmp/unet   # quick check
     python -m core.segmentation.train_unet isbi2012_em --rethreshold   # threshold again on val (finer grid)
+    python -m core.segmentation.train_unet epfl_hippocampus_fibsem --target foreground --min-size 100 \
+        --out data/models/unet-mito-epfl --minutes 60                  # EPFL mitochondria
 
-Images and splits come from the catalog (:func:`core.segmentation.data.membrane_pairs`): the
-network trains on the ``train`` images of the named dataset(s) and is validated on their ``val``
+``--target membranes`` (default) learns the datasets' membrane masks
+(:func:`core.segmentation.data.membrane_pairs`) and is validated by boundary F1; ``--target foreground``
+learns the foreground of their instance labels (:func:`core.segmentation.data.instance_pairs`; objects are
+its connected components at inference) and is validated by pixel Dice.  Images and splits come from the
+catalog: the network trains on the ``train`` images of the named dataset(s) and is validated on their ``val``
 images; ``test`` images are never read here.  Training: random 256² crops, random 90° rotations /
 flips, intensity scale/shift/gamma jitter, batch 4, Adam (lr 1e-3, 3e-4 for the last 30 % of the
 time budget), loss BCE + soft Dice, float32, one torch thread (``--threads``).
 
 Every ``--val-minutes`` the validation images are predicted and the boundary F1 at 2 px (of the
-skeletonised masks, as :func:`core.segmentation.contours.accuracy`) is computed over a threshold grid;
+skeletonised masks, as :func:`core.segmentation.contours.accuracy`) or the pixel Dice (foreground) is computed
+over a threshold grid;
 the best (weights, threshold) so far is kept.  A checkpoint (model, optimiser, step, elapsed time, best)
 is written every ``--snapshot-minutes`` and on SIGTERM/SIGINT; starting the same command again resumes
 from it (``--fresh`` ignores it).  On exit the best weights go to ``<out>/weights.pt`` (state dict) and
@@ -32,6 +38,23 @@ from core.segmentation import unet as U
 
 THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9)
 CHECKPOINT = "checkpoint.pt"
+#: target → the validation metric that picks weights and threshold
+TARGETS = {"membranes": "boundary F1 at 2 px", "foreground": "pixel Dice"}
+
+
+def training_pairs(datasets, split: str, target: str, data_root=None):
+    """[(ImageRef, grayscale pixels, boolean mask)] of ``split`` for ``target`` (membranes / instance foreground)."""
+    from core.segmentation.data import instance_pairs, membrane_pairs
+
+    if target not in TARGETS:
+        raise ValueError(f"unknown target {target!r} ({', '.join(TARGETS)})")
+    if target == "membranes":
+        return [p for d in datasets for p in membrane_pairs(d, (split,), data_root)]
+    pairs = [(r, px, np.asarray(lab) > 0) for d in datasets for r, px, lab in instance_pairs(d, (split,), data_root)]
+    for ref, px, _ in pairs:
+        if np.asarray(px).ndim != 2:
+            raise ValueError(f"{ref.dataset}/{ref.image_id}: the U-Net needs grayscale, got {np.shape(px)}")
+    return pairs
 
 
 class Log:
@@ -85,20 +108,31 @@ def boundary_scores(probs, gts, thresholds=THRESHOLDS, min_size: int = 64) -> di
                               for p, g in zip(probs, gt_c)])) for t in thresholds}
 
 
-def train(datasets, out: Path, minutes: float, *, data_root=None, threads: int = 1, batch: int = 4,
+def dice_scores(probs, gts, thresholds=THRESHOLDS, min_size: int = 64) -> dict[float, float]:
+    """threshold → mean pixel Dice of the thresholded probability (small components removed) vs the masks."""
+    from core.segmentation.metrics import dice
+
+    return {t: float(np.mean([dice(g, U.mask_from_probability(p, t, min_size)) for p, g in zip(probs, gts)]))
+            for t in thresholds}
+
+
+def validation_scores(target: str, probs, gts, thresholds=THRESHOLDS, min_size: int = 64) -> dict[float, float]:
+    return (boundary_scores if target == "membranes" else dice_scores)(probs, gts, thresholds, min_size)
+
+
+def train(datasets, out: Path, minutes: float, *, target: str = "membranes", data_root=None, threads: int = 1, batch: int = 4,
           crop: int = 256, base: int = 16, max_channels: int = 64, seed: int = 0, val_minutes: float = 4.0,
           snapshot_minutes: float = 3.0, min_size: int = 64, fresh: bool = False, max_steps: int | None = None,
           log=None) -> dict:
     torch = U._torch()
     from core.catalog import catalog_id
-    from core.segmentation.data import membrane_pairs
 
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
     log = log or Log(out / "train.log")
-    trn = [p for d in datasets for p in membrane_pairs(d, ("train",), data_root)]
-    val = [p for d in datasets for p in membrane_pairs(d, ("val",), data_root)]
+    trn = training_pairs(datasets, "train", target, data_root)
+    val = training_pairs(datasets, "val", target, data_root)
     images = [U.prepare_input(px) for _r, px, _m in trn]
     masks = [np.asarray(m, bool) for _r, _p, m in trn]
     val_x = [U.prepare_input(px) for _r, px, _m in val]
@@ -106,7 +140,7 @@ def train(datasets, out: Path, minutes: float, *, data_root=None, threads: int =
     arch = {"base": base, "depth": 4, "max_channels": max_channels}
     model = U.build_unet(**arch)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    state = {"step": 0, "elapsed_s": 0.0, "best_bf1": -1.0, "best_threshold": 0.5, "best_step": 0,
+    state = {"step": 0, "elapsed_s": 0.0, "best_score": -1.0, "best_threshold": 0.5, "best_step": 0,
              "best_weights": None, "losses": []}
     rng = np.random.default_rng(seed)
     ckpt = out / CHECKPOINT
@@ -115,10 +149,12 @@ def train(datasets, out: Path, minutes: float, *, data_root=None, threads: int =
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
+        if "best_bf1" in state:  # checkpoints written before --target existed
+            state["best_score"] = state.pop("best_bf1")
         rng = np.random.default_rng()
         rng.bit_generator.state = saved["rng"]
         log(f"resumed from {ckpt} at step {state['step']} ({state['elapsed_s'] / 60:.1f} min trained)")
-    log(f"datasets {datasets}: {len(trn)} train, {len(val)} val images; {U.n_parameters(model)} parameters; "
+    log(f"target {target} (validated by {TARGETS[target]}); datasets {datasets}: {len(trn)} train, {len(val)} val images; {U.n_parameters(model)} parameters; "
         f"budget {minutes} min; threads {threads}")
 
     stop = {"flag": False}
@@ -137,12 +173,12 @@ def train(datasets, out: Path, minutes: float, *, data_root=None, threads: int =
 
     def validate():
         probs = [U.predict_probability(model, normalized=x) for x in val_x]
-        scores = boundary_scores(probs, val_y, min_size=min_size)
+        scores = validation_scores(target, probs, val_y, min_size=min_size)
         t, s = max(scores.items(), key=lambda kv: kv[1])
-        if s > state["best_bf1"]:
-            state.update(best_bf1=s, best_threshold=t, best_step=state["step"],
+        if s > state["best_score"]:
+            state.update(best_score=s, best_threshold=t, best_step=state["step"],
                          best_weights={k: v.detach().clone() for k, v in model.state_dict().items()})
-        log(f"val step {state['step']}: boundary F1 {s:.4f} at threshold {t} (best {state['best_bf1']:.4f} "
+        log(f"val step {state['step']}: {TARGETS[target]} {s:.4f} at threshold {t} (best {state['best_score']:.4f} "
             f"at step {state['best_step']})")
 
     budget_s = minutes * 60
@@ -185,18 +221,18 @@ def train(datasets, out: Path, minutes: float, *, data_root=None, threads: int =
     weights = state["best_weights"] or model.state_dict()
     torch.save(weights, out / U.WEIGHTS_FILE)
     meta = {
-        "kind": "unet-membranes", "datasets": list(datasets), "architecture": arch,
+        "kind": f"unet-{target}", "target": target, "datasets": list(datasets), "architecture": arch,
         "parameters": U.n_parameters(model), "input": "grayscale, core.segmentation.data.normalize (1-99.8 %), "
         "clipped to [0, 1]", "threshold": state["best_threshold"], "min_size": min_size,
         "training_images": [catalog_id(r) for r, _x, _y in [*trn, *val]],
         "train_images": [catalog_id(r) for r, _x, _y in trn], "validation_images": [catalog_id(r) for r, _x, _y in val],
         "steps": state["step"], "best_step": state["best_step"], "train_minutes": round(state["elapsed_s"] / 60, 2),
         "batch": batch, "crop": crop, "final_loss": state["losses"][-1][1] if state["losses"] else None,
-        "val_boundary_f1": state["best_bf1"], "stopped_by_signal": stop["flag"],
+        f"val_{'boundary_f1' if target == 'membranes' else 'dice'}": state["best_score"], "stopped_by_signal": stop["flag"],
         "threads": threads, "seed": seed,
     }
     (out / U.META_FILE).write_text(json.dumps(meta, indent=2))
-    log(f"wrote {out / U.WEIGHTS_FILE} (step {state['best_step']}, val BF1 {state['best_bf1']:.4f}, "
+    log(f"wrote {out / U.WEIGHTS_FILE} (step {state['best_step']}, val {TARGETS[target]} {state['best_score']:.4f}, "
         f"threshold {state['best_threshold']})")
     return meta
 
@@ -204,20 +240,20 @@ def train(datasets, out: Path, minutes: float, *, data_root=None, threads: int =
 def rethreshold(folder: Path, thresholds=None, data_root=None, log=print) -> dict:
     """Choose the threshold of a trained model folder again on its datasets' ``val`` images (finer grid than
     during training) and rewrite ``biocodec.json``; the test split is not read."""
-    from core.segmentation.data import membrane_pairs
-
-    det = U.load_membrane_unet(folder)
+    det = U.load_unet(folder)
     meta = det.meta
-    val = [p for d in meta["datasets"] for p in membrane_pairs(d, ("val",), data_root)]
+    target = meta.get("target", "membranes")
+    val = training_pairs(meta["datasets"], "val", target, data_root)
     probs = [U.predict_probability(det.model, px) for _r, px, _m in val]
     grid = thresholds or tuple(round(t, 3) for t in np.arange(0.3, 0.951, 0.05))
-    scores = boundary_scores(probs, [np.asarray(m, bool) for _r, _p, m in val], grid, det.min_size)
+    scores = validation_scores(target, probs, [np.asarray(m, bool) for _r, _p, m in val], grid, det.min_size)
     t, s = max(scores.items(), key=lambda kv: kv[1])
-    log("val boundary F1 by threshold: " + ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()))
-    meta.update(threshold=float(t), val_boundary_f1=s, threshold_grid=list(grid),
+    log(f"val {TARGETS[target]} by threshold: " + ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()))
+    key = "val_boundary_f1" if target == "membranes" else "val_dice"
+    meta.update({"threshold": float(t), key: s}, threshold_grid=list(grid),
                 threshold_chosen_on="val (python -m core.segmentation.train_unet --rethreshold)")
     (Path(folder) / U.META_FILE).write_text(json.dumps(meta, indent=2))
-    log(f"threshold {t}: val boundary F1 {s:.4f}")
+    log(f"threshold {t}: val {TARGETS[target]} {s:.4f}")
     return meta
 
 
@@ -225,7 +261,10 @@ def main(argv=None) -> int:
     from core.paths import SEG_MODELS_DIR
 
     p = argparse.ArgumentParser(prog="python -m core.segmentation.train_unet", description=__doc__.split("\n")[0])
-    p.add_argument("datasets", nargs="+", help="catalog dataset(s) with membrane labels, e.g. isbi2012_em")
+    p.add_argument("datasets", nargs="+", help="catalog dataset(s) with the target's labels, e.g. isbi2012_em")
+    p.add_argument("--target", choices=sorted(TARGETS), default="membranes",
+                   help="membranes (membrane masks; boundary F1) or foreground (instance labels' foreground; Dice)")
+    p.add_argument("--min-size", type=int, default=64, help="components smaller than this (px) are removed")
     p.add_argument("--minutes", type=float, default=60.0, help="training time budget (wall, summed over resumes)")
     p.add_argument("--out", default=str(SEG_MODELS_DIR / U.DEFAULT_MODEL_NAME))
     p.add_argument("--threads", type=int, default=1)
@@ -246,7 +285,7 @@ def main(argv=None) -> int:
     if a.rethreshold:
         rethreshold(Path(a.out), data_root=a.data_root)
         return 0
-    train(a.datasets, Path(a.out), a.minutes, data_root=a.data_root, threads=a.threads, batch=a.batch, crop=a.crop,
+    train(a.datasets, Path(a.out), a.minutes, target=a.target, min_size=a.min_size, data_root=a.data_root, threads=a.threads, batch=a.batch, crop=a.crop,
           base=a.base, max_channels=a.max_channels, seed=a.seed, val_minutes=a.val_minutes, snapshot_minutes=a.snapshot_minutes,
           fresh=a.fresh, max_steps=a.max_steps)
     return 0

@@ -1,15 +1,17 @@
-"""A compact trained U-Net membrane detector for EM images (beside the classical Sato detector).
+"""Compact trained U-Nets for EM images: membrane detectors (beside the classical Sato detector) and
+foreground segmenters (EPFL mitochondria).
 
 The network (:class:`UNet`) maps a grayscale image, normalised like the Sato path
 (:func:`core.segmentation.data.normalize`, 1–99.8 percentiles, clipped to [0, 1]), to a
-membrane probability per pixel.  Four resolution levels (3×3 conv–BN–ReLU pairs, 2×2 max
+probability per pixel of its target (``biocodec.json`` ``target``: ``membranes`` or ``foreground``).  Four resolution levels (3×3 conv–BN–ReLU pairs, 2×2 max
 pooling, bilinear upsampling + skip concatenation); any image size is accepted: the input is
 reflect-padded to a multiple of 16 and large images are predicted in overlapping tiles.
 
-:func:`detect_membranes_unet` thresholds the probability at the threshold chosen on the
-validation split (stored with the weights) and drops components smaller than ``min_size`` px,
-exactly like :func:`core.segmentation.contours.detect_membranes`, so
-:func:`~core.segmentation.contours.contours_of` skeletonises its output the same way.
+:func:`detect_membranes_unet` / :func:`detect_foreground_unet` threshold the probability at the
+threshold chosen on the validation split (stored with the weights) and drop components smaller than
+``min_size`` px, exactly like :func:`core.segmentation.contours.detect_membranes`, so
+:func:`~core.segmentation.contours.contours_of` skeletonises a membrane mask the same way.  Which model a
+dataset uses is decided in :mod:`core.segmentation.segmenters`.
 
 Trained by :mod:`core.segmentation.train_unet`; a model folder holds ``weights.pt`` (a plain
 state dict, loadable with ``torch.load(..., weights_only=True)``) and ``biocodec.json``
@@ -19,7 +21,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -143,8 +144,8 @@ def mask_from_probability(prob: np.ndarray, threshold: float, min_size: int) -> 
 
 
 @dataclass
-class MembraneUNet:
-    """A loaded detector: the network in eval mode plus its post-processing parameters."""
+class TrainedUNet:
+    """A loaded model: the network in eval mode plus its post-processing parameters and metadata."""
 
     model: object
     threshold: float = 0.5
@@ -154,10 +155,15 @@ class MembraneUNet:
 
 
 def detect_membranes_unet(pixels: np.ndarray, model) -> np.ndarray:
-    """Boolean membrane mask of a grayscale EM image by a :class:`MembraneUNet` (or a bare module, threshold 0.5)."""
-    if isinstance(model, MembraneUNet):
+    """Boolean membrane mask of a grayscale EM image by a :class:`TrainedUNet` (or a bare module, threshold 0.5)."""
+    if isinstance(model, TrainedUNet):
         return mask_from_probability(predict_probability(model.model, pixels), model.threshold, model.min_size)
     return mask_from_probability(predict_probability(model, pixels), 0.5, 64)
+
+
+def detect_foreground_unet(pixels: np.ndarray, model: TrainedUNet) -> np.ndarray:
+    """Boolean foreground mask (e.g. mitochondria) of a grayscale image by a foreground :class:`TrainedUNet`."""
+    return mask_from_probability(predict_probability(model.model, pixels), model.threshold, model.min_size)
 
 
 def resolve_model_folder(name_or_path: str | Path) -> Path:
@@ -170,26 +176,20 @@ def resolve_model_folder(name_or_path: str | Path) -> Path:
     return SEG_MODELS_DIR / str(name_or_path)
 
 
-def load_membrane_unet(name_or_path: str | Path = DEFAULT_MODEL_NAME) -> MembraneUNet:
+def load_unet(name_or_path: str | Path = DEFAULT_MODEL_NAME) -> TrainedUNet:
     """Load a model folder written by :mod:`core.segmentation.train_unet` (weights with ``weights_only=True``)."""
     torch = _torch()
     folder = resolve_model_folder(name_or_path)
     meta_path, weights = folder / META_FILE, folder / WEIGHTS_FILE
     if not weights.is_file() or not meta_path.is_file():
-        raise FileNotFoundError(f"no U-Net membrane model in {folder} (needs {WEIGHTS_FILE} and {META_FILE})")
+        raise FileNotFoundError(f"no U-Net model in {folder} (needs {WEIGHTS_FILE} and {META_FILE})")
     meta = json.loads(meta_path.read_text())
     arch = meta.get("architecture", {})
     model = build_unet(**{k: arch[k] for k in ("base", "depth", "max_channels") if k in arch})
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model.eval()
-    return MembraneUNet(model, float(meta.get("threshold", 0.5)), int(meta.get("min_size", 64)), folder.name, meta)
-
-
-@lru_cache(maxsize=None)
-def cached_membrane_unet(name_or_path: str) -> MembraneUNet:
-    """:func:`load_membrane_unet`, once per process."""
-    return load_membrane_unet(name_or_path)
+    return TrainedUNet(model, float(meta.get("threshold", 0.5)), int(meta.get("min_size", 64)), folder.name, meta)
 
 
 # --------------------------------------------------------------------------- accuracy vs labels / vs Sato
@@ -197,7 +197,7 @@ def cached_membrane_unet(name_or_path: str) -> MembraneUNet:
 
 def accuracy(pairs, detector, tolerance: float = 2.0) -> dict:
     """Mean boundary F1 (at ``tolerance`` px), HD95 and MSD (px) of the detected vs the labelled contours,
-    per image as well; ``detector`` is a :class:`MembraneUNet` or Sato :class:`~core.segmentation.contours.MembraneParams`
+    per image as well; ``detector`` is a :class:`TrainedUNet` or Sato :class:`~core.segmentation.contours.MembraneParams`
     (the same computation as :func:`core.segmentation.contours.accuracy`)."""
     from core.catalog import catalog_id
     from core.segmentation.contours import contours_of
@@ -214,7 +214,7 @@ def accuracy(pairs, detector, tolerance: float = 2.0) -> dict:
 
 
 def detect(image: np.ndarray, detector) -> np.ndarray:
-    """Boolean membrane mask by either detector: a :class:`MembraneUNet` or Sato ``MembraneParams``."""
+    """Boolean membrane mask by either detector: a :class:`TrainedUNet` or Sato ``MembraneParams``."""
     from core.segmentation.contours import MembraneParams, detect_membranes
 
     if isinstance(detector, MembraneParams):
@@ -239,94 +239,12 @@ def main(argv=None) -> int:
     a = p.parse_args(argv)
     _torch().set_num_threads(a.threads)
     pairs = membrane_pairs(a.dataset, (a.split,), a.data_root)
-    unet = load_membrane_unet(a.model)
+    unet = load_unet(a.model)
     report = {"dataset": a.dataset, "split": a.split, "model": str(resolve_model_folder(a.model)),
               "threshold": unet.threshold, "min_size": unet.min_size,
               "unet": accuracy(pairs, unet), "sato": accuracy(pairs, PARAMS[a.dataset])}
     print(json.dumps(report, indent=1))
     return 0
-
-
-
-# --------------------------------------------------------------------------- choosing the detector
-#
-# Kept out of core/segmentation/__init__.py and contours.py on purpose: those files are hashed into
-# core.provenance.metrics_version, so any edit there marks every stored result row stale.  The runner
-# therefore still uses the Sato detector; data/models/unet-membranes.md has the patch that makes
-# core.segmentation._evaluator honour BIOCODEC_MEMBRANES (to be applied together with a regeneration).
-
-
-def membrane_detector_in_use() -> str:
-    """``BIOCODEC_MEMBRANES``: ``"sato"`` (default), or a U-Net model folder / name (``unet`` = the default
-    model :data:`DEFAULT_MODEL_NAME`, ``unet=PATH`` = that folder)."""
-    import os
-
-    value = os.environ.get("BIOCODEC_MEMBRANES", "").strip()
-    if value.lower() in ("", "sato", "classical"):
-        return "sato"
-    if value.lower() == "unet":
-        return DEFAULT_MODEL_NAME
-    if value.lower().startswith("unet="):
-        return value[5:].strip()
-    raise ValueError(f"BIOCODEC_MEMBRANES={value!r}: use sato, unet or unet=/path/to/model_folder")
-
-
-def membrane_detector_for(dataset: str, which: str | None = None):
-    """The membrane detector of ``dataset``: Sato ``contours.PARAMS[dataset]``, or the loaded U-Net when
-    ``which`` (``"sato"``, ``"unet"``, a model folder; default :func:`membrane_detector_in_use`) names one
-    trained for ``dataset`` (listed under ``datasets`` in its ``biocodec.json``); None when the dataset has
-    no membrane task."""
-    from core.segmentation.contours import PARAMS
-
-    if dataset not in PARAMS:
-        return None
-    which = membrane_detector_in_use() if which is None else which
-    if which == "sato":
-        return PARAMS[dataset]
-    unet = cached_membrane_unet(str(DEFAULT_MODEL_NAME if which == "unet" else which))
-    return unet if dataset in (unet.meta or {}).get("datasets", []) else PARAMS[dataset]
-
-
-def evaluator_with_membranes(evaluator, detector):
-    """A :class:`~core.segmentation.DownstreamEvaluator` like ``evaluator`` whose membrane detector is
-    ``detector`` (Sato ``MembraneParams`` or :class:`MembraneUNet`)."""
-    from core.segmentation.contours import MembraneParams
-
-    if detector is None or isinstance(detector, MembraneParams):
-        evaluator.membrane_params = detector
-        return evaluator
-    return _evaluator_class()(evaluator.dataset, stardist_model=evaluator.stardist_model,
-                              membrane_params=detector)
-
-
-@lru_cache(maxsize=None)
-def _evaluator_class():
-    from core.segmentation import DownstreamEvaluator, _gray
-    from core.segmentation.contours import cells_from_membranes, contours_of
-
-    class UNetDownstreamEvaluator(DownstreamEvaluator):
-        """:class:`~core.segmentation.DownstreamEvaluator` whose membranes come from a :class:`MembraneUNet`
-        (``membrane_params``); everything else (StarDist, metrics, ground truth) is inherited."""
-
-        def segment(self, pixels):
-            detector, self.membrane_params = self.membrane_params, None
-            try:
-                out = super().segment(pixels)  # StarDist part, if any
-            finally:
-                self.membrane_params = detector
-            membranes = detect(_gray(pixels), detector)
-            out["contours"] = contours_of(membranes)
-            if self.stardist_model is None:  # ISBI: the segmentation is the membrane map and its cells
-                out["labels"], out["foreground"] = cells_from_membranes(membranes), membranes
-            return out
-
-    return UNetDownstreamEvaluator
-
-
-def __getattr__(name):
-    if name == "UNetDownstreamEvaluator":
-        return _evaluator_class()
-    raise AttributeError(name)
 
 
 if __name__ == "__main__":
