@@ -267,3 +267,19 @@ def test_stored_noise_floor_file():
                 assert 0 <= stats["min"] <= stats["mean"] <= 1
     assert floors["monuseg"]["segmenter"]["object_segmenter"] == "monuseg_he"
     assert floors["monuseg"]["segmenter"]["model_sha256"]
+
+
+def test_noise_floor_table_names_the_segmenters_each_entry_measured():
+    floors = {"isbi2012_em": {"images": 2, "segmenter": {"object_segmenter": None,
+                                                          "membrane_detector": "unet-membranes-isbi"},
+                              "noise": {"dice": {"mean": 0.99, "min": 0.98}}, "shift": {}},
+              "epfl_hippocampus_fibsem": {"images": 3, "segmenter": {"object_segmenter": "unet-mito-epfl",
+                                                                     "membrane_detector": "sato"},
+                                          "noise": {}, "shift": {"f1": {"mean": 0.97, "min": 0.9}}},
+              "monuseg": {"images": 1, "segmenter": {"stardist_model": "monuseg_he"},  # a file of the older format
+                          "noise": {"dice": {"mean": 0.9, "min": 0.9}}}}
+    rows = nf.floor_table(floors)
+    assert [(r["dataset"], r["segmenter"], r["perturbation"], r["metric"], r["mean"]) for r in rows] == [
+        ("epfl_hippocampus_fibsem", "unet-mito-epfl + Sato membrane detector", "shift", "f1", 0.97),
+        ("isbi2012_em", "unet-membranes-isbi", "noise", "dice", 0.99),
+        ("monuseg", "monuseg_he", "noise", "dice", 0.9)]

@@ -139,7 +139,10 @@ def test_segmenter_table_and_its_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("BIOCODEC_MEMBRANES", f"{ISBI}={folder}")
     detector = S.membrane_detector_for(ISBI)
     assert isinstance(detector, U.TrainedUNet) and detector.name == "m"
-    assert folder.resolve() / U.WEIGHTS_FILE in S.segmenter_files(ISBI)  # hashed into metrics_version
+    (folder / "train.log").write_text("step 1")
+    (folder / "accuracy.json").write_text("{}")
+    files = S.segmenter_files(ISBI)  # hashed into metrics_version: what the model computes, not reports about it
+    assert {p.name for p in files} == {U.WEIGHTS_FILE, U.META_FILE}
     assert f"{ISBI}/0" in S.training_images(ISBI)
     for bogus, message in (("monuseg=x", "no membrane task"), ("isbi2012_em", "DATASET=MODEL")):
         monkeypatch.setenv("BIOCODEC_MEMBRANES", bogus)

@@ -250,10 +250,11 @@ def safe_point_markers(table: pd.DataFrame | None, points: pd.DataFrame) -> pd.D
 
 
 def noise_floor_table(floors: dict) -> pd.DataFrame:
-    """The noise floor as a table: dataset, perturbation (noise / shift), metric, mean, min, images."""
+    """The noise floor as a table: dataset, segmenter, perturbation (noise / shift), metric, mean, min, images."""
     from core.segmentation.noise_floor import floor_table
 
-    return pd.DataFrame(floor_table(floors), columns=["dataset", "perturbation", "metric", "mean", "min", "images"])
+    return pd.DataFrame(floor_table(floors),
+                        columns=["dataset", "segmenter", "perturbation", "metric", "mean", "min", "images"])
 
 
 # --------------------------------------------------------------------------- how much a BD-rate rests on

@@ -252,12 +252,21 @@ def floor_value(floors: dict, dataset: str, metric: str = "dice", perturbation: 
         return None
 
 
+def segmenter_label(entry: dict) -> str:
+    """Which segmenters a noise-floor entry measured, in words (object segmenter + membrane detector)."""
+    info = entry.get("segmenter") or {}
+    names = [info.get("object_segmenter") or info.get("stardist_model"), info.get("membrane_detector")]
+    names = [n if n != "sato" else "Sato membrane detector" for n in names if isinstance(n, str)]
+    return " + ".join(names) or "unknown"
+
+
 def floor_table(floors: dict) -> list[dict]:
-    """Flat rows (dataset, perturbation, metric, mean, min, images) of a loaded noise floor."""
+    """Flat rows (dataset, segmenter, perturbation, metric, mean, min, images) of a loaded noise floor."""
     rows = []
     for dataset, entry in sorted(floors.items()):
         for pert in PERTURBATIONS:
             for metric, stats in (entry.get(pert) or {}).items():
-                rows.append({"dataset": dataset, "perturbation": pert, "metric": metric,
-                             "mean": stats.get("mean"), "min": stats.get("min"), "images": entry.get("images")})
+                rows.append({"dataset": dataset, "segmenter": segmenter_label(entry), "perturbation": pert,
+                             "metric": metric, "mean": stats.get("mean"), "min": stats.get("min"),
+                             "images": entry.get("images")})
     return rows

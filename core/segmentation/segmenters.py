@@ -28,6 +28,8 @@ import numpy as np
 EPFL = "epfl_hippocampus_fibsem"
 ISBI = "isbi2012_em"
 SATO = "sato"
+#: files in a model folder that describe it without changing what it computes
+REPORT_FILES = ("accuracy.json", "checkpoint.pt")
 
 #: dataset → object segmenter (StarDist or U-Net foreground model)
 DEFAULT_SEGMENTERS = {"monuseg": "monuseg_he", EPFL: "epfl_mito"}
@@ -150,12 +152,14 @@ def membrane_detector_for(dataset: str, name: str | None = None):
 
 def segmenter_files(dataset: str) -> list[Path]:
     """The files of the project models ``dataset``'s downstream columns use (registered pretrained names
-    and the Sato detector, whose parameters live in ``contours.py``, add none)."""
+    and the Sato detector, whose parameters live in ``contours.py``, add none; reports about a model —
+    :data:`REPORT_FILES`, logs, notes — are not part of it)."""
     files: list[Path] = []
     for name in (segmenters_in_use().get(dataset), membranes_in_use().get(dataset)):
         folder = model_folder(name) if name and name != SATO else None
         if folder is not None:
-            files.extend(sorted(p for p in folder.iterdir() if p.is_file() and p.suffix != ".log"))
+            files.extend(sorted(p for p in folder.iterdir() if p.is_file() and p.name not in REPORT_FILES
+                                and p.suffix not in (".log", ".md")))
     return files
 
 
