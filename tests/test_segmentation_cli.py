@@ -283,3 +283,29 @@ def test_noise_floor_table_names_the_segmenters_each_entry_measured():
         ("epfl_hippocampus_fibsem", "unet-mito-epfl + Sato membrane detector", "shift", "f1", 0.97),
         ("isbi2012_em", "unet-membranes-isbi", "noise", "dice", 0.99),
         ("monuseg", "monuseg_he", "noise", "dice", 0.9)]
+
+
+@pytest.mark.parametrize("kind", ["epfl_mito", "isbi_membranes"])
+def test_accuracy_on_a_catalog_split_equals_evaluate_on_the_same_pixels(kind, folders, capsys, monkeypatch):
+    """``accuracy KIND --split test`` scores catalog refs (their crops, their ground truth) exactly as ``evaluate``
+    scores the same pixels written to folders."""
+    import dataclasses
+
+    import core.catalog
+    from core.io import read_label
+
+    dataset = CASES[kind]
+    refs = []
+    for ref in core.catalog.split_refs(dataset, ("test",))[:2]:
+        mask = read_label(ref.ground_truth)
+        y, x = _window(mask < 128 if kind == "isbi_membranes" else mask > 0, CROP)
+        refs.append(dataclasses.replace(ref, crop=(y, x, y + CROP, x + CROP)))
+    monkeypatch.setattr(core.catalog, "split_refs", lambda *a, **k: refs)
+    assert cli.main(["accuracy", kind, "--split", "test", "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    images, masks, _ = folders[kind]
+    want = _run_json(capsys, kind, images, masks)
+    assert got["split"] == "test" and got["images"] == 2 and got["segmenter"] == want["segmenter"]
+    for key in ("f1", "dice", "boundary_f1"):
+        assert got[key] == want[key]
+    assert [r["image"] for r in got["per_image"]] == [r["image"] for r in want["per_image"]]

@@ -1,6 +1,7 @@
 """Command line of the project's segmenters.
 
     python -m core.segmentation evaluate KIND IMAGES_DIR MASKS_DIR [--json] [--membranes sato|unet|PATH]
+    python -m core.segmentation accuracy KIND [--split test] [--json] [--membranes sato|MODEL]
     python -m core.segmentation noise-floor [--datasets D ...] [--out data/models/noise_floor.json]
 
 ``evaluate`` runs the segmenter the runner uses for KIND on every image of IMAGES_DIR and scores it
@@ -23,6 +24,9 @@ The segmenters are the runner's (:mod:`core.segmentation.segmenters`); ``--membr
 membrane detector for ``isbi_membranes``: ``sato`` or a U-Net membrane model folder / name under ``data/models``.  ``--json`` prints one JSON object with those keys, ``images``
 (count) and ``per_image``; without it, one line.  Errors (missing folder, no images, unpaired files,
 unknown KIND) are one line on stderr and exit status 2.
+
+``accuracy`` gives the same numbers on the catalog images of KIND's dataset in ``--split`` (default ``test``,
+the held-out images; ground truth and crops as the runner uses them).
 
 ``noise-floor``: :mod:`core.segmentation.noise_floor`.  Run it with ``OMP_NUM_THREADS=1`` on a shared machine.
 """
@@ -84,6 +88,16 @@ def _check_kind(kind: str) -> tuple[str, str, bool]:
     return KINDS[kind]
 
 
+def _evaluator(dataset: str, with_contours: bool, membranes: str | None):
+    from core.segmentation.noise_floor import evaluator_for
+
+    if membranes is not None and with_contours:
+        from core.segmentation import evaluator_for as make
+
+        return make(dataset, membranes=membranes)
+    return evaluator_for(dataset, contours=with_contours)
+
+
 def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None, membranes: str | None = None) -> dict:
     """Scores of the runner's segmenter for ``kind`` on the paired images/masks (see the module docstring).
 
@@ -92,44 +106,54 @@ def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None, membranes:
     gives the Dice and object F1 vs ground truth the runner stores as ``seg_*_gt_original``.
     """
     from core.catalog import ImageRef
+
+    dataset, label_kind, with_contours = _check_kind(kind)
+    refs = [ImageRef(stage=0, dataset=dataset, image_id=stem, source=str(image_path), ground_truth=str(mask_path),
+                     label_kind=label_kind) for stem, image_path, mask_path in pair_files(images_dir, masks_dir)]
+    return score_refs(kind, refs, evaluator or _evaluator(dataset, with_contours, membranes))
+
+
+def evaluate_split(kind: str, split: str = "test", data_root=None, membranes: str | None = None) -> dict:
+    """:func:`evaluate_folder` on the catalog images of ``kind``'s dataset in ``split`` (their ground truth and
+    crops as the runner uses them); ``split`` ``test`` gives the held-out accuracy."""
+    from core.catalog import split_refs
+
+    dataset, _label_kind, with_contours = _check_kind(kind)
+    refs = split_refs(dataset, (split,), data_root)
+    if not refs:
+        raise UsageError(f"the catalog has no {dataset} images in split {split!r} (data root missing?)")
+    return {**score_refs(kind, refs, _evaluator(dataset, with_contours, membranes)), "split": split}
+
+
+def score_refs(kind: str, refs, evaluator) -> dict:
+    """Mean and per-image object F1 @ IoU 0.5, pixel Dice and (membranes) boundary F1 / HD95 / MSD of
+    ``evaluator``'s segmentation of each ref's image vs its ground truth."""
     from core.datasets import load_ref
     from core.segmentation import CONTOUR_TOLERANCE_PX, load_ground_truth
     from core.segmentation.contours import contours_of
     from core.segmentation.metrics import boundary_f1, surface_distances
-    from core.segmentation.noise_floor import evaluator_for
 
-    dataset, label_kind, with_contours = _check_kind(kind)
-    pairs = pair_files(images_dir, masks_dir)
-    if evaluator is None:
-        if membranes is not None and with_contours:
-            from core.segmentation import evaluator_for as make
-
-            evaluator = make(dataset, membranes=membranes)
-        else:
-            evaluator = evaluator_for(dataset, contours=with_contours)
-    segmenter = evaluator.name
+    dataset, _label_kind, with_contours = _check_kind(kind)
     per_image = []
-    for stem, image_path, mask_path in pairs:
-        ref = ImageRef(stage=0, dataset=dataset, image_id=stem, source=str(image_path),
-                       ground_truth=str(mask_path), label_kind=label_kind)
+    for ref in refs:
         try:
             image = load_ref(ref)
             state = evaluator.prepare(image, ref)
         except ValueError as exc:  # shape mismatch, wrong channels, unreadable label
-            raise UsageError(f"{stem}: {exc}") from exc
+            raise UsageError(f"{ref.image_id}: {exc}") from exc
         bf1 = hd95 = msd = None
         if with_contours:
             gt_c = contours_of(load_ground_truth(ref).membranes)
             bf1 = boundary_f1(gt_c, state["original"]["contours"], CONTOUR_TOLERANCE_PX)
             hd95, msd = surface_distances(gt_c, state["original"]["contours"])
-        per_image.append({"image": stem, "f1": state["f1_gt_original"], "dice": state["dice_gt_original"],
+        per_image.append({"image": ref.image_id, "f1": state["f1_gt_original"], "dice": state["dice_gt_original"],
                           "boundary_f1": bf1, "hd95_px": hd95, "msd_px": msd})
 
     def mean(key):
         values = [row[key] for row in per_image if row[key] is not None]
         return float(sum(values) / len(values)) if values else None
 
-    return {"kind": kind, "dataset": dataset, "segmenter": segmenter,
+    return {"kind": kind, "dataset": dataset, "segmenter": evaluator.name,
             "f1": mean("f1"), "dice": mean("dice"), "boundary_f1": mean("boundary_f1"),
             "hd95_px": mean("hd95_px"), "msd_px": mean("msd_px"),
             "images": len(per_image), "per_image": per_image}
@@ -156,6 +180,13 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("masks_dir", metavar="MASKS_DIR")
     ev.add_argument("--json", action="store_true", help="print one JSON object with per-image values")
     ev.add_argument("--membranes", default=None, metavar="sato|MODEL",
+                    help="membrane detector for isbi_membranes (default: the runner's)")
+    ac = sub.add_parser("accuracy", help="score the segmenter of KIND on a catalog split (default: test)")
+    ac.add_argument("kind", metavar="KIND", help=", ".join(KINDS))
+    ac.add_argument("--split", default="test", help="catalog split (default test: held-out images)")
+    ac.add_argument("--data-root", default=None)
+    ac.add_argument("--json", action="store_true", help="print one JSON object with per-image values")
+    ac.add_argument("--membranes", default=None, metavar="sato|MODEL",
                     help="membrane detector for isbi_membranes (default: the runner's)")
     nf = sub.add_parser("noise-floor", help="measure the segmenter's noise floor on the catalog test split")
     nf.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="DATASET")
@@ -201,6 +232,12 @@ def main(argv=None) -> int:
                 print(json.dumps(result, indent=1))
             else:
                 print(summary_line(result))
+            return 0
+        if args.command == "accuracy":
+            _check_kind(args.kind)
+            with contextlib.redirect_stdout(sys.stderr):
+                result = evaluate_split(args.kind, args.split, args.data_root, membranes=args.membranes)
+            print(json.dumps(result, indent=1) if args.json else summary_line(result) + f" ({args.split} split)")
             return 0
         return _noise_floor(args, argv)
     except (UsageError, FileNotFoundError) as exc:
