@@ -32,7 +32,7 @@ SATO = "sato"
 REPORT_FILES = ("accuracy.json", "checkpoint.pt")
 
 #: dataset → object segmenter (StarDist or U-Net foreground model)
-DEFAULT_SEGMENTERS = {"monuseg": "monuseg_he", EPFL: "epfl_mito"}
+DEFAULT_SEGMENTERS = {"monuseg": "monuseg_he", EPFL: "unet-mito-epfl"}
 #: dataset → membrane detector ("sato" or a U-Net membrane model)
 DEFAULT_MEMBRANES = {ISBI: "unet-membranes-isbi", EPFL: SATO}
 
