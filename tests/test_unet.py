@@ -222,8 +222,8 @@ def test_evaluator_and_cli_use_the_chosen_detector(tmp_path, monkeypatch):
 SHIPPED = U.resolve_model_folder(U.DEFAULT_MODEL_NAME)
 #: shipped U-Net → (its dataset, its target, catalog ids of that dataset's test split, which it must never have seen)
 SHIPPED_UNETS = {"unet-membranes-isbi": (ISBI, "membranes", {f"{ISBI}/{k}" for k in range(20, 30)}),
-                 "unet-mito-epfl": (EPFL, "foreground", {f"{EPFL}/training{k:04d}"
-                                                          for k in (24, 28, 61, 62, 63, 105, 161, 162, 163, 164)})}
+                 **{name: (EPFL, target, {f"{EPFL}/training{k:04d}" for k in (24, 28, 61, 62, 63, 105, 161, 162, 163, 164)})
+                    for name, target in (("unet-mito-epfl", "foreground"), ("unet-membranes-epfl", "membranes"))}}
 
 
 @pytest.mark.parametrize("name", sorted(SHIPPED_UNETS))

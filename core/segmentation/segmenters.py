@@ -34,7 +34,7 @@ REPORT_FILES = ("accuracy.json", "checkpoint.pt")
 #: dataset → object segmenter (StarDist or U-Net foreground model)
 DEFAULT_SEGMENTERS = {"monuseg": "monuseg_he", EPFL: "unet-mito-epfl"}
 #: dataset → membrane detector ("sato" or a U-Net membrane model)
-DEFAULT_MEMBRANES = {ISBI: "unet-membranes-isbi", EPFL: SATO}
+DEFAULT_MEMBRANES = {ISBI: "unet-membranes-isbi", EPFL: "unet-membranes-epfl"}
 
 
 def _overrides(variable: str) -> dict[str, str]:
