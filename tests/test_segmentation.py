@@ -288,11 +288,16 @@ def test_segmenter_training_images_from_model_json_and_tuned_detector(tmp_path, 
     (old / "biocodec.json").write_text(json.dumps({"dataset": "epfl", "train_images": ["training0046"],
                                                    "validation_images": ["training0090"]}))
     monkeypatch.setenv("BIOCODEC_SEGMENTERS", f"{EPFL}={old}")
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", "sato")  # EPFL's membranes by Sato: the images it was tuned on
     assert segmenter_training_images(EPFL) == {f"{EPFL}/training0046", f"{EPFL}/training0090"} | tuned_epfl
     # training_images (catalog ids) wins over the old keys
     (old / "biocodec.json").write_text(json.dumps({"training_images": [f"{EPFL}/training0118"],
                                                    "train_images": ["ignored"]}))
     assert segmenter_training_images(EPFL) == {f"{EPFL}/training0118"} | tuned_epfl
+    monkeypatch.delenv("BIOCODEC_MEMBRANES")  # the default EPFL membrane U-Net adds its train + val slices (17)
+    unet = json.loads((MODELS_DIR / "unet-membranes-epfl" / "biocodec.json").read_text())["training_images"]
+    assert len(unet) == 17 and f"{EPFL}/training0135" in unet
+    assert segmenter_training_images(EPFL) == {f"{EPFL}/training0118"} | set(unet)
     # a registered pretrained model (no folder here) adds nothing
     monkeypatch.setenv("BIOCODEC_SEGMENTERS", "monuseg=2D_versatile_he")
     assert segmenter_training_images("monuseg") == set()
