@@ -33,7 +33,6 @@ DOWNSTREAM_SOURCES = ("core/segmentation/__init__.py", "core/segmentation/metric
                       "core/segmentation/contours.py", "core/segmentation/segmenters.py",
                       "core/segmentation/unet.py", "core/segmentation/stardist_models.py",
                       "core/segmentation/data.py")
-DOWNSTREAM_DATASETS = ("monuseg", "epfl_hippocampus_fibsem", "isbi2012_em")
 
 
 @lru_cache(maxsize=None)
@@ -42,13 +41,21 @@ def metrics_version(dataset: str | None = None) -> str:
     downstream columns, the segmentation code (:data:`DOWNSTREAM_SOURCES`) and the files of the models it
     uses (a retrained segmenter changes the seg_* columns, so those rows are recomputed)."""
     digest = hashlib.sha256()
-    downstream = dataset in DOWNSTREAM_DATASETS
+    downstream = dataset in downstream_datasets()
     for rel in METRIC_SOURCES + (DOWNSTREAM_SOURCES if downstream else ()):
         path = REPO_ROOT / rel
         digest.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
     for path in segmenter_files(dataset) if downstream else []:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "metrics sha256 " + digest.hexdigest()[:16]
+
+
+def downstream_datasets() -> tuple[str, ...]:
+    """The datasets with downstream (seg_* / contour_*) columns: those in the segmenter tables of
+    :mod:`core.segmentation.segmenters`."""
+    from core.segmentation.segmenters import DEFAULT_MEMBRANES, DEFAULT_SEGMENTERS
+
+    return tuple(sorted({*DEFAULT_SEGMENTERS, *DEFAULT_MEMBRANES}))
 
 
 def segmenter_files(dataset: str) -> list[Path]:

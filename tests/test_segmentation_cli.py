@@ -309,3 +309,27 @@ def test_accuracy_on_a_catalog_split_equals_evaluate_on_the_same_pixels(kind, fo
     for key in ("f1", "dice", "boundary_f1"):
         assert got[key] == want[key]
     assert [r["image"] for r in got["per_image"]] == [r["image"] for r in want["per_image"]]
+
+
+def test_noise_floor_datasets_are_the_downstream_datasets():
+    from core.provenance import downstream_datasets
+
+    assert nf.DATASETS == downstream_datasets() == ("epfl_hippocampus_fibsem", "isbi2012_em", "monuseg")
+
+
+def test_metrics_version_follows_segmenters_only_for_downstream_datasets(monkeypatch):
+    from core.provenance import metrics_version
+
+    def versions():
+        metrics_version.cache_clear()  # cached per process (the environment of a run does not change)
+        try:
+            return {d: metrics_version(d) for d in ("kodak", "isbi2012_em", "monuseg")}
+        finally:
+            metrics_version.cache_clear()
+
+    monkeypatch.delenv("BIOCODEC_MEMBRANES", raising=False)
+    before = versions()
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", "sato")  # ISBI's membranes by another detector: its rows change
+    after = versions()
+    assert after["isbi2012_em"] != before["isbi2012_em"]
+    assert after["kodak"] == before["kodak"] and after["monuseg"] == before["monuseg"]

@@ -88,16 +88,6 @@ def _check_kind(kind: str) -> tuple[str, str, bool]:
     return KINDS[kind]
 
 
-def _evaluator(dataset: str, with_contours: bool, membranes: str | None):
-    from core.segmentation.noise_floor import evaluator_for
-
-    if membranes is not None and with_contours:
-        from core.segmentation import evaluator_for as make
-
-        return make(dataset, membranes=membranes)
-    return evaluator_for(dataset, contours=with_contours)
-
-
 def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None, membranes: str | None = None) -> dict:
     """Scores of the runner's segmenter for ``kind`` on the paired images/masks (see the module docstring).
 
@@ -106,23 +96,25 @@ def evaluate_folder(kind: str, images_dir, masks_dir, evaluator=None, membranes:
     gives the Dice and object F1 vs ground truth the runner stores as ``seg_*_gt_original``.
     """
     from core.catalog import ImageRef
+    from core.segmentation.noise_floor import evaluator_for
 
     dataset, label_kind, with_contours = _check_kind(kind)
     refs = [ImageRef(stage=0, dataset=dataset, image_id=stem, source=str(image_path), ground_truth=str(mask_path),
                      label_kind=label_kind) for stem, image_path, mask_path in pair_files(images_dir, masks_dir)]
-    return score_refs(kind, refs, evaluator or _evaluator(dataset, with_contours, membranes))
+    return score_refs(kind, refs, evaluator or evaluator_for(dataset, with_contours, membranes))
 
 
 def evaluate_split(kind: str, split: str = "test", data_root=None, membranes: str | None = None) -> dict:
     """:func:`evaluate_folder` on the catalog images of ``kind``'s dataset in ``split`` (their ground truth and
     crops as the runner uses them); ``split`` ``test`` gives the held-out accuracy."""
     from core.catalog import split_refs
+    from core.segmentation.noise_floor import evaluator_for
 
     dataset, _label_kind, with_contours = _check_kind(kind)
     refs = split_refs(dataset, (split,), data_root)
     if not refs:
         raise UsageError(f"the catalog has no {dataset} images in split {split!r} (data root missing?)")
-    return {**score_refs(kind, refs, _evaluator(dataset, with_contours, membranes)), "split": split}
+    return {**score_refs(kind, refs, evaluator_for(dataset, with_contours, membranes)), "split": split}
 
 
 def score_refs(kind: str, refs, evaluator) -> dict:
@@ -200,10 +192,11 @@ def _parser() -> argparse.ArgumentParser:
 def _noise_floor(args, argv) -> int:
     from core.segmentation.noise_floor import measure, write_noise_floor
 
-    unknown = [d for d in args.datasets if d not in ("monuseg", "epfl_hippocampus_fibsem", "isbi2012_em")]
+    from core.segmentation.noise_floor import DATASETS
+
+    unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
-        raise UsageError(f"no downstream segmenter for {', '.join(unknown)}; "
-                         "choose from epfl_hippocampus_fibsem, isbi2012_em, monuseg")
+        raise UsageError(f"no downstream segmenter for {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
     results = {}
     for dataset in args.datasets:
         with contextlib.redirect_stdout(sys.stderr):

@@ -37,10 +37,10 @@ import numpy as np
 from core.paths import SEG_MODELS_DIR
 
 NOISE_FLOOR_JSON = SEG_MODELS_DIR / "noise_floor.json"
+DATASETS = ("epfl_hippocampus_fibsem", "isbi2012_em", "monuseg")  # == core.provenance.downstream_datasets() (tested)
 SIGMA = 0.5
 SHIFT_PX = 1
 SEED = 20261201
-DATASETS = ("epfl_hippocampus_fibsem", "isbi2012_em", "monuseg")
 PERTURBATIONS = ("noise", "shift")
 METRICS = ("dice", "f1", "boundary_f1")
 #: The downstream columns each agreement metric corresponds to (what a noise floor is a ceiling for).
@@ -151,12 +151,13 @@ def summarize(per_image: list[dict]) -> dict:
 # --------------------------------------------------------------------------- the segmenter
 
 
-def evaluator_for(dataset: str, contours: bool = True):
-    """The runner's segmenter of ``dataset`` (:mod:`core.segmentation.segmenters`; no membrane detector with
-    ``contours=False``), loaded now so that a missing model is an error, not empty columns."""
+def evaluator_for(dataset: str, contours: bool = True, membranes: str | None = None):
+    """The runner's segmenter of ``dataset`` (:mod:`core.segmentation.segmenters`; ``membranes`` names another
+    membrane detector, ``contours=False`` leaves it out), loaded now so that a missing model is an error, not
+    empty columns."""
     from core.segmentation import evaluator_for as make
 
-    evaluator = make(dataset, contours=contours)
+    evaluator = make(dataset, contours=contours, membranes=membranes)
     if evaluator is None:
         raise ValueError(f"dataset {dataset!r} has no downstream segmenter")
     return evaluator
