@@ -8,6 +8,7 @@ name                   default                                     override
 :data:`CATALOG_TOML`   ``data/stages.toml``                         –
 :data:`WEIGHTS_DIR`    ``data/weights`` (learned-codec checkpoints) –
 :data:`SEG_MODELS_DIR` ``data/models`` (segmenter models)           –
+:data:`SEGMENTERS_TOML` ``data/segmenters.toml`` (segmenter per dataset) ``$BIOCODEC_SEGMENTERS`` …
 :func:`default_db`     ``results.duckdb`` in the repository         ``$BIOCODEC_DB``
 :func:`data_root`      ``../shared/data`` beside the repository     ``$BIOCODEC_DATA_ROOT``
 =====================  ==========================================  ==================================
@@ -25,6 +26,7 @@ DATA_DIR = REPO_ROOT / "data"
 CATALOG_TOML = DATA_DIR / "stages.toml"
 WEIGHTS_DIR = DATA_DIR / "weights"
 SEG_MODELS_DIR = DATA_DIR / "models"
+SEGMENTERS_TOML = DATA_DIR / "segmenters.toml"
 SHARED_DATA_ROOT = (REPO_ROOT.parent / "shared" / "data").resolve()
 
 

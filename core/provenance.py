@@ -38,15 +38,20 @@ DOWNSTREAM_SOURCES = ("core/segmentation/__init__.py", "core/segmentation/metric
 @lru_cache(maxsize=None)
 def metrics_version(dataset: str | None = None) -> str:
     """sha256 (16 hex digits) over the codec-metric code (:data:`METRIC_SOURCES`) and, for a dataset with
-    downstream columns, the segmentation code (:data:`DOWNSTREAM_SOURCES`) and the files of the models it
-    uses (a retrained segmenter changes the seg_* columns, so those rows are recomputed)."""
+    downstream columns, the segmentation code (:data:`DOWNSTREAM_SOURCES`), the names of its segmenters
+    (its entry of ``data/segmenters.toml`` after overrides) and the files of the models it uses: a new or
+    retrained segmenter for one dataset recomputes that dataset's rows and no others."""
     digest = hashlib.sha256()
     downstream = dataset in downstream_datasets()
     for rel in METRIC_SOURCES + (DOWNSTREAM_SOURCES if downstream else ()):
         path = REPO_ROOT / rel
         digest.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
-    for path in segmenter_files(dataset) if downstream else []:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    if downstream:
+        from core.segmentation.segmenters import describe
+
+        digest.update(json.dumps(describe(dataset), sort_keys=True).encode() + b"\0")
+        for path in segmenter_files(dataset):
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return "metrics sha256 " + digest.hexdigest()[:16]
 
 

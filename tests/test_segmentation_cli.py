@@ -333,3 +333,38 @@ def test_metrics_version_follows_segmenters_only_for_downstream_datasets(monkeyp
     after = versions()
     assert after["isbi2012_em"] != before["isbi2012_em"]
     assert after["kodak"] == before["kodak"] and after["monuseg"] == before["monuseg"]
+
+
+def test_changing_one_dataset_in_the_segmenter_table_restales_only_its_rows(monkeypatch):
+    from core.provenance import metrics_version
+    from core.segmentation import segmenters as S
+
+    def versions():
+        metrics_version.cache_clear()
+        try:
+            return {d: metrics_version(d) for d in ("kodak", "epfl_hippocampus_fibsem", "isbi2012_em", "monuseg")}
+        finally:
+            metrics_version.cache_clear()
+
+    for var in ("BIOCODEC_SEGMENTERS", "BIOCODEC_MEMBRANES"):
+        monkeypatch.delenv(var, raising=False)
+    before = versions()
+    other = "monuseg_he" if S.DEFAULT_SEGMENTERS["monuseg"] != "monuseg_he" else "monuseg_he_121ep"
+    monkeypatch.setitem(S.DEFAULT_SEGMENTERS, "monuseg", other)  # = editing [monuseg] in data/segmenters.toml
+    after = versions()
+    assert after["monuseg"] != before["monuseg"]
+    assert {d: v for d, v in after.items() if d != "monuseg"} == {d: v for d, v in before.items() if d != "monuseg"}
+
+
+def test_segmenter_table_is_read_from_data_and_refuses_bad_entries(tmp_path):
+    from core.paths import SEGMENTERS_TOML
+    from core.segmentation import segmenters as S
+
+    table = S.read_table(SEGMENTERS_TOML)
+    assert {d: e["objects"] for d, e in table.items() if "objects" in e} == S.DEFAULT_SEGMENTERS
+    assert {d: e["membranes"] for d, e in table.items() if "membranes" in e} == S.DEFAULT_MEMBRANES
+    for bad in ('[monuseg]\nobject = "monuseg_he"\n', '[monuseg]\nobjects = ""\n', '[monuseg]\n', 'monuseg = "x"\n'):
+        path = tmp_path / "segmenters.toml"
+        path.write_text(bad)
+        with pytest.raises(ValueError, match="must set objects"):
+            S.read_table(path)

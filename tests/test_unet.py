@@ -60,7 +60,7 @@ def test_any_size_gives_same_shape_probabilities(shape):
     prob = U.predict_probability(tiny(), img)
     assert prob.shape == shape and prob.dtype == np.float32
     assert np.isfinite(prob).all() and (prob >= 0).all() and (prob <= 1).all()
-    assert U.detect_membranes_unet(img, U.TrainedUNet(tiny(), 0.5, 1)).shape == shape
+    assert U.detect_mask(img, U.TrainedUNet(tiny(), 0.5, 1)).shape == shape
 
 
 def test_tiled_inference_matches_one_pass_inside_tiles():
@@ -167,7 +167,7 @@ def test_foreground_unet_is_an_object_segmenter_whose_objects_are_components(tmp
     assert seg.kind == "unet"
     img, _ = synthetic((64, 80), seed=2)
     labels = seg.labels(img)
-    mask = U.detect_foreground_unet(img, seg.model)
+    mask = U.detect_mask(img, seg.model)
     assert labels.dtype == np.int32 and labels.shape == img.shape
     assert np.array_equal(labels > 0, mask) and labels.max() == label(mask, connectivity=2).max()
     ev = evaluator_for(EPFL)
@@ -204,7 +204,7 @@ def test_evaluator_and_cli_use_the_chosen_detector(tmp_path, monkeypatch):
     detector = U.load_unet(write_model(tmp_path / "m", tiny(), threshold=0.5, min_size=1))
     ev = DownstreamEvaluator(ISBI, membranes=detector)
     seg = ev.segment(img)
-    assert np.array_equal(seg["foreground"], U.detect_membranes_unet(img, detector))
+    assert np.array_equal(seg["foreground"], U.detect_mask(img, detector))
     assert np.array_equal(seg["contours"], contours_of(seg["foreground"]))
     assert np.array_equal(seg["labels"], cells_from_membranes(seg["foreground"]))  # the cells they enclose
     (tmp_path / "img").mkdir()
@@ -257,7 +257,7 @@ def test_shipped_model_beats_trivial_baseline_on_isbi_test_crop():
     pixels, gt = pixels[:256, :256], gt[:256, :256]
     det = U.load_unet(U.DEFAULT_MODEL_NAME)
     gt_c = contours_of(gt)
-    unet = boundary_f1(gt_c, contours_of(U.detect_membranes_unet(pixels, det)), 2.0)
+    unet = boundary_f1(gt_c, contours_of(U.detect_mask(pixels, det)), 2.0)
     dark = pixels < np.percentile(pixels, 100 * gt.mean())  # as many darkest pixels as there are membrane pixels
     trivial = boundary_f1(gt_c, contours_of(dark), 2.0)
     assert unet > max(0.75, trivial + 0.1)
@@ -279,3 +279,41 @@ def test_shipped_mitochondria_unet_on_a_held_out_epfl_slice():
     labels = load_object_segmenter("unet-mito-epfl").labels(pixels)
     assert labels.shape == pixels.shape and labels.dtype == np.int32
     assert object_f1(gt, labels, 0.5) >= 0.70 and dice(gt > 0, labels > 0) >= 0.75
+
+
+def test_blur_max_pool_halves_keeps_constants_and_is_smoother_under_shifts():
+    x = torch.full((1, 3, 16, 12), 0.7)
+    assert torch.allclose(U.blur_max_pool(x), torch.full((1, 3, 8, 6), 0.7))
+    # a one-pixel line crossing a pooling-cell border: plain 2×2 max-pooling jumps it a whole output row,
+    # the blurred pooling moves it by half a row (outputs close under the 1-px shift)
+    line = torch.zeros(1, 1, 16, 16)
+    line[..., 7, :] = 1.0
+    moved = torch.roll(line, 1, dims=2)
+    plain = torch.nn.functional.max_pool2d
+    assert (plain(line, 2) - plain(moved, 2)).abs().max() == 1.0
+    assert (U.blur_max_pool(line) - U.blur_max_pool(moved)).abs().max() <= 0.5
+    with pytest.raises(ValueError, match="pooling"):
+        U.build_unet(pooling="avg")
+
+
+def test_blurmax_unet_takes_max_pooling_weights_and_fine_tunes_from_them(tmp_path, monkeypatch):
+    from core.segmentation import train_unet as T
+
+    img, mem = synthetic((64, 64))
+    base = write_model(tmp_path / "base", tiny(3), threshold=0.5, min_size=1)
+    meta = json.loads((base / U.META_FILE).read_text())
+    meta.update(architecture={"base": 4, "depth": 4, "max_channels": 8}, target="membranes",
+                datasets=[ISBI], training_images=[f"{ISBI}/train-volume-00"], steps=7)
+    (base / U.META_FILE).write_text(json.dumps(meta))
+    pairs = [(type("Ref", (), {"dataset": ISBI, "image_id": f"s{i}", "crop": None})(), img, mem) for i in range(2)]
+    monkeypatch.setattr(T, "training_pairs", lambda datasets, split, target, data_root=None: pairs)
+    monkeypatch.setattr("core.catalog.catalog_id", lambda ref, *a: f"{ref.dataset}/{ref.image_id}")
+    out = T.train([ISBI], tmp_path / "aa", minutes=5, base=4, max_channels=8, crop=32, batch=2, max_steps=2,
+                  pooling="blurmax", init=base, lr=1e-4, val_minutes=100, snapshot_minutes=100, min_size=1)
+    assert out["architecture"]["pooling"] == "blurmax" and out["init"]["model"] == "base" and out["steps"] == 2
+    assert f"{ISBI}/train-volume-00" in out["training_images"] and out["lr"] == [1e-4, 3e-5]
+    loaded = U.load_unet(tmp_path / "aa")
+    assert U.predict_probability(loaded.model, img).shape == img.shape
+    with pytest.raises(ValueError, match="not 'foreground'"):
+        T.train([ISBI], tmp_path / "fg", minutes=5, base=4, max_channels=8, target="foreground", init=base,
+                max_steps=1)

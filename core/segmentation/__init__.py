@@ -229,14 +229,17 @@ def segmenter_training_images(dataset: str) -> set[str]:
     """Catalog ids (``"dataset/image_id"``) the downstream segmenter(s) of ``dataset`` trained, validated or
     were tuned on (:func:`core.segmentation.segmenters.training_images`).  Their ``seg_*_gt_*`` /
     ``contour_*`` columns are optimistic on these images; report accuracy on the others."""
+    from core.provenance import downstream_datasets
     from core.segmentation.segmenters import training_images
 
-    return training_images(dataset) if dataset in ("monuseg", EPFL, ISBI) else set()
+    return training_images(dataset) if dataset in downstream_datasets() else set()
 
 
 def downstream_for(ref) -> DownstreamEvaluator | None:
     """The evaluator for ``ref``'s dataset (cached per process), or None when it has no downstream task."""
-    if ref.dataset not in ("monuseg", EPFL, ISBI):
+    from core.provenance import downstream_datasets
+
+    if ref.dataset not in downstream_datasets():
         return None
     if os.environ.get("BIOCODEC_DOWNSTREAM", "").lower() in ("0", "off", "no", "false"):
         return None

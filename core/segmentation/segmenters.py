@@ -1,6 +1,6 @@
-"""Which segmenter each downstream dataset uses: one table, overridable, loaded once per process.
+"""Which segmenter each downstream dataset uses: one table (``data/segmenters.toml``), overridable.
 
-Two roles per dataset (:data:`DEFAULT_SEGMENTERS`, :data:`DEFAULT_MEMBRANES`):
+Two roles per dataset (:data:`DEFAULT_SEGMENTERS`, :data:`DEFAULT_MEMBRANES`, read from the table):
 
 * the **object segmenter** (``seg_*`` columns of MoNuSeg and EPFL): a StarDist 2D model folder (or a
   registered pretrained name) or a U-Net foreground model folder (``biocodec.json`` ``target``
@@ -12,13 +12,15 @@ Names are folders under ``data/models`` or paths.  Overrides, per dataset, comma
 ``BIOCODEC_SEGMENTERS="monuseg=2D_versatile_he,epfl_hippocampus_fibsem=epfl_mito"`` and
 ``BIOCODEC_MEMBRANES="isbi2012_em=sato"`` (``BIOCODEC_MEMBRANES=sato`` alone: Sato everywhere).
 
-:func:`segmenter_files` lists the model files a dataset's downstream columns depend on (hashed into
-:func:`core.provenance.metrics_version`), :func:`training_images` the catalog ids those models saw.
+:func:`segmenter_files` lists the model files a dataset's downstream columns depend on and :func:`describe`
+names its segmenters (both hashed into :func:`core.provenance.metrics_version` for that dataset only), and
+:func:`training_images` gives the catalog ids those models saw.
 """
 from __future__ import annotations
 
 import json
 import os
+import tomllib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -31,10 +33,28 @@ SATO = "sato"
 #: files in a model folder that describe it without changing what it computes
 REPORT_FILES = ("accuracy.json", "checkpoint.pt")
 
-#: dataset → object segmenter (StarDist or U-Net foreground model)
-DEFAULT_SEGMENTERS = {"monuseg": "monuseg_he", EPFL: "unet-mito-epfl"}
-#: dataset → membrane detector ("sato" or a U-Net membrane model)
-DEFAULT_MEMBRANES = {ISBI: "unet-membranes-isbi", EPFL: "unet-membranes-epfl"}
+ROLES = ("objects", "membranes")
+
+
+def read_table(path: Path | None = None) -> dict[str, dict[str, str]]:
+    """dataset → {role: model name} of ``data/segmenters.toml`` (roles :data:`ROLES`); a clear error for
+    anything else in it."""
+    from core.paths import SEGMENTERS_TOML
+
+    path = Path(path or SEGMENTERS_TOML)
+    table = tomllib.loads(path.read_text())
+    for dataset, entry in table.items():
+        if not isinstance(entry, dict) or not entry or set(entry) - set(ROLES) or \
+                not all(isinstance(v, str) and v.strip() for v in entry.values()):
+            raise ValueError(f"{path}: [{dataset}] must set {' and/or '.join(ROLES)} to model names, got {entry!r}")
+    return table
+
+
+_TABLE = read_table()
+#: dataset → object segmenter (StarDist or U-Net foreground model), from ``data/segmenters.toml``
+DEFAULT_SEGMENTERS = {d: e["objects"] for d, e in _TABLE.items() if "objects" in e}
+#: dataset → membrane detector ("sato" or a U-Net membrane model), from ``data/segmenters.toml``
+DEFAULT_MEMBRANES = {d: e["membranes"] for d, e in _TABLE.items() if "membranes" in e}
 
 
 def _overrides(variable: str) -> dict[str, str]:
@@ -97,10 +117,10 @@ class ObjectSegmenter:
 
     def labels(self, pixels: np.ndarray) -> np.ndarray:
         if self.kind == "unet":
-            from core.segmentation.unet import detect_foreground_unet
+            from core.segmentation.unet import detect_mask
             from skimage.measure import label
 
-            return label(detect_foreground_unet(pixels, self.model), connectivity=2).astype(np.int32)
+            return label(detect_mask(pixels, self.model), connectivity=2).astype(np.int32)
         from core.segmentation.stardist_models import predict_labels
 
         return predict_labels(self.model, pixels, self.scale)

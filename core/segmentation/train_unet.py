@@ -12,8 +12,13 @@ learns the foreground of their instance labels (:func:`core.segmentation.data.in
 its connected components at inference) and is validated by pixel Dice.  Images and splits come from the
 catalog: the network trains on the ``train`` images of the named dataset(s) and is validated on their ``val``
 images; ``test`` images are never read here.  Training: random 256² crops, random 90° rotations /
-flips, intensity scale/shift/gamma jitter, batch 4, Adam (lr 1e-3, 3e-4 for the last 30 % of the
-time budget), loss BCE + soft Dice, float32, one torch thread (``--threads``).
+flips, intensity scale/shift/gamma jitter, batch 4, Adam (``--lr``, default 1e-3, and 0.3× that for the last
+30 % of the time budget), loss BCE + soft Dice, float32, one torch thread (``--threads``).  ``--pooling blurmax``
+builds the anti-aliased U-Net (:data:`core.segmentation.unet.POOLINGS`); ``--init FOLDER`` starts from a trained
+model's weights, e.g. to fine-tune a max-pooling model into a blurmax one::
+
+    python -m core.segmentation.train_unet epfl_hippocampus_fibsem --target foreground --min-size 100 \
+        --pooling blurmax --init data/models/unet-mito-epfl --lr 3e-4 --minutes 25 --out .train/mito-aa
 
 Every ``--val-minutes`` the validation images are predicted and the boundary F1 at 2 px (of the
 skeletonised masks, as :func:`core.segmentation.contours.accuracy`) or the pixel Dice (foreground) is computed
@@ -123,7 +128,7 @@ def validation_scores(target: str, probs, gts, thresholds=THRESHOLDS, min_size: 
 def train(datasets, out: Path, minutes: float, *, target: str = "membranes", data_root=None, threads: int = 1, batch: int = 4,
           crop: int = 256, base: int = 16, max_channels: int = 64, seed: int = 0, val_minutes: float = 4.0,
           snapshot_minutes: float = 3.0, min_size: int = 64, fresh: bool = False, max_steps: int | None = None,
-          log=None) -> dict:
+          pooling: str = "max", init: str | Path | None = None, lr: float = 1e-3, log=None) -> dict:
     torch = U._torch()
     from core.catalog import catalog_id
 
@@ -137,9 +142,18 @@ def train(datasets, out: Path, minutes: float, *, target: str = "membranes", dat
     masks = [np.asarray(m, bool) for _r, _p, m in trn]
     val_x = [U.prepare_input(px) for _r, px, _m in val]
     val_y = [np.asarray(m, bool) for _r, _p, m in val]
-    arch = {"base": base, "depth": 4, "max_channels": max_channels}
+    arch = {"base": base, "depth": 4, "max_channels": max_channels, "pooling": pooling}
     model = U.build_unet(**arch)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    base_model = None
+    if init is not None:  # continue from a trained model's weights (same convolutions; pooling may differ)
+        base_model = U.load_unet(init)
+        if {k: v for k, v in base_model.meta["architecture"].items() if k != "pooling"} != \
+                {k: v for k, v in arch.items() if k != "pooling"}:
+            raise ValueError(f"--init {init}: architecture {base_model.meta['architecture']} does not fit {arch}")
+        if base_model.meta.get("target", "membranes") != target:
+            raise ValueError(f"--init {init} was trained for {base_model.meta.get('target', 'membranes')!r}, not {target!r}")
+        model.load_state_dict(base_model.model.state_dict())
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
     state = {"step": 0, "elapsed_s": 0.0, "best_score": -1.0, "best_threshold": 0.5, "best_step": 0,
              "best_weights": None, "losses": []}
     rng = np.random.default_rng(seed)
@@ -185,15 +199,17 @@ def train(datasets, out: Path, minutes: float, *, target: str = "membranes", dat
     t_start, t0 = time.time(), state["elapsed_s"]
     last_val = last_snap = time.time()
     recent = []
+    if base_model is not None and state["step"] == 0:
+        validate()  # the starting point: the initial weights under this architecture
     model.train()
     try:
         while not stop["flag"]:
             elapsed = t0 + time.time() - t_start
             if elapsed >= budget_s or (max_steps is not None and state["step"] >= max_steps):
                 break
-            lr = 1e-3 if elapsed < 0.7 * budget_s else 3e-4
+            step_lr = lr if elapsed < 0.7 * budget_s else 0.3 * lr
             for g in opt.param_groups:
-                g["lr"] = lr
+                g["lr"] = step_lr
             x, y = random_batch(images, masks, rng, batch, crop)
             loss = loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y))
             opt.zero_grad()
@@ -204,7 +220,7 @@ def train(datasets, out: Path, minutes: float, *, target: str = "membranes", dat
             state["elapsed_s"] = t0 + time.time() - t_start
             if state["step"] % 25 == 0:
                 state["losses"].append([state["step"], float(np.mean(recent))])
-                log(f"step {state['step']} loss {np.mean(recent):.4f} lr {lr:g} "
+                log(f"step {state['step']} loss {np.mean(recent):.4f} lr {step_lr:g} "
                     f"{state['elapsed_s'] / 60:.1f} min")
                 recent = []
             if time.time() - last_val >= val_minutes * 60:
@@ -229,8 +245,12 @@ def train(datasets, out: Path, minutes: float, *, target: str = "membranes", dat
         "steps": state["step"], "best_step": state["best_step"], "train_minutes": round(state["elapsed_s"] / 60, 2),
         "batch": batch, "crop": crop, "final_loss": state["losses"][-1][1] if state["losses"] else None,
         f"val_{'boundary_f1' if target == 'membranes' else 'dice'}": state["best_score"], "stopped_by_signal": stop["flag"],
-        "threads": threads, "seed": seed,
+        "threads": threads, "seed": seed, "lr": [lr, 0.3 * lr],
     }
+    if base_model is not None:
+        meta["init"] = {"model": base_model.name, "architecture": base_model.meta["architecture"],
+                        "steps": base_model.meta.get("steps"), "training_images": base_model.meta.get("training_images")}
+        meta["training_images"] = sorted(set(meta["training_images"]) | set(base_model.meta.get("training_images", [])))
     (out / U.META_FILE).write_text(json.dumps(meta, indent=2))
     log(f"wrote {out / U.WEIGHTS_FILE} (step {state['best_step']}, val {TARGETS[target]} {state['best_score']:.4f}, "
         f"threshold {state['best_threshold']})")
@@ -272,6 +292,10 @@ def main(argv=None) -> int:
     p.add_argument("--crop", type=int, default=256)
     p.add_argument("--base", type=int, default=16)
     p.add_argument("--max-channels", type=int, default=64)
+    p.add_argument("--pooling", choices=U.POOLINGS, default="max",
+                   help="blurmax = anti-aliased max-pooling (shift-stable; Zhang 2019)")
+    p.add_argument("--init", default=None, help="start from this model folder's weights (fine-tune)")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (0.3× for the last 30 %% of the budget)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--val-minutes", type=float, default=4.0)
     p.add_argument("--snapshot-minutes", type=float, default=3.0)
@@ -287,7 +311,7 @@ def main(argv=None) -> int:
         return 0
     train(a.datasets, Path(a.out), a.minutes, target=a.target, min_size=a.min_size, data_root=a.data_root, threads=a.threads, batch=a.batch, crop=a.crop,
           base=a.base, max_channels=a.max_channels, seed=a.seed, val_minutes=a.val_minutes, snapshot_minutes=a.snapshot_minutes,
-          fresh=a.fresh, max_steps=a.max_steps)
+          fresh=a.fresh, max_steps=a.max_steps, pooling=a.pooling, init=a.init, lr=a.lr)
     return 0
 
 

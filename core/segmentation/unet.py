@@ -4,11 +4,11 @@ foreground segmenters (EPFL mitochondria).
 The network (:class:`UNet`) maps a grayscale image, normalised like the Sato path
 (:func:`core.segmentation.data.normalize`, 1–99.8 percentiles, clipped to [0, 1]), to a
 probability per pixel of its target (``biocodec.json`` ``target``: ``membranes`` or ``foreground``).  Four resolution levels (3×3 conv–BN–ReLU pairs, 2×2 max
-pooling, bilinear upsampling + skip concatenation); any image size is accepted: the input is
+pooling, plain or anti-aliased (:data:`POOLINGS`), bilinear upsampling + skip concatenation); any image size is accepted: the input is
 reflect-padded to a multiple of 16 and large images are predicted in overlapping tiles.
 
-:func:`detect_membranes_unet` / :func:`detect_foreground_unet` threshold the probability at the
-threshold chosen on the validation split (stored with the weights) and drop components smaller than
+:func:`detect_mask` thresholds the probability at the
+threshold chosen on the validation split (stored with the weights) and drops components smaller than
 ``min_size`` px, exactly like :func:`core.segmentation.contours.detect_membranes`, so
 :func:`~core.segmentation.contours.contours_of` skeletonises a membrane mask the same way.  Which model a
 dataset uses is decided in :mod:`core.segmentation.segmenters`.
@@ -37,11 +37,32 @@ def _torch():
     return torch
 
 
-def build_unet(base: int = 16, depth: int = 4, max_channels: int = 64):
-    """The U-Net module (``depth`` poolings, channels base·2^k capped at ``max_channels``)."""
+#: pooling of the down path: "max" (2×2 max-pooling) or "blurmax" (anti-aliased max-pooling of Zhang, "Making
+#: convolutional networks shift-invariant again", ICML 2019: max over 2×2 at stride 1, then a [1 2 1]² binomial
+#: blur at stride 2).  Both have no parameters, so weights trained with one load into the other.
+POOLINGS = ("max", "blurmax")
+
+
+def blur_max_pool(x):
+    """Anti-aliased 2× down-sampling of (N, C, H, W), H and W even: 2×2 max at stride 1 (edge-replicated to
+    keep H × W), then a normalised [1 2 1]ᵀ[1 2 1] blur (reflect-padded) at stride 2 → (N, C, H/2, W/2)."""
+    torch = _torch()
+    F = torch.nn.functional
+    x = F.pad(F.max_pool2d(x, 2, stride=1), (0, 1, 0, 1), mode="replicate")
+    taps = torch.tensor([1.0, 2.0, 1.0], dtype=x.dtype, device=x.device)
+    kernel = (taps[:, None] * taps[None, :] / 16.0).expand(x.shape[1], 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="reflect"), kernel, stride=2, groups=x.shape[1])
+
+
+def build_unet(base: int = 16, depth: int = 4, max_channels: int = 64, pooling: str = "max"):
+    """The U-Net module (``depth`` poolings of kind ``pooling`` (:data:`POOLINGS`), channels base·2^k capped at
+    ``max_channels``)."""
     torch = _torch()
     nn = torch.nn
     F = torch.nn.functional
+    if pooling not in POOLINGS:
+        raise ValueError(f"unknown pooling {pooling!r} ({', '.join(POOLINGS)})")
+    pool = blur_max_pool if pooling == "blurmax" else (lambda x: F.max_pool2d(x, 2))
 
     def block(cin, cout):
         return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
@@ -63,7 +84,7 @@ def build_unet(base: int = 16, depth: int = 4, max_channels: int = 64):
             for blk in self.down:
                 x = blk(x)
                 skips.append(x)
-                x = F.max_pool2d(x, 2)
+                x = pool(x)
             x = self.bottom(x)
             for blk in self.up:
                 skip = skips.pop()
@@ -154,16 +175,12 @@ class TrainedUNet:
     meta: dict | None = None
 
 
-def detect_membranes_unet(pixels: np.ndarray, model) -> np.ndarray:
-    """Boolean membrane mask of a grayscale EM image by a :class:`TrainedUNet` (or a bare module, threshold 0.5)."""
+def detect_mask(pixels: np.ndarray, model) -> np.ndarray:
+    """Boolean mask of a grayscale image by a :class:`TrainedUNet` (membranes or foreground, whichever it was
+    trained for: its threshold and ``min_size``), or by a bare module (threshold 0.5, ``min_size`` 64)."""
     if isinstance(model, TrainedUNet):
         return mask_from_probability(predict_probability(model.model, pixels), model.threshold, model.min_size)
     return mask_from_probability(predict_probability(model, pixels), 0.5, 64)
-
-
-def detect_foreground_unet(pixels: np.ndarray, model: TrainedUNet) -> np.ndarray:
-    """Boolean foreground mask (e.g. mitochondria) of a grayscale image by a foreground :class:`TrainedUNet`."""
-    return mask_from_probability(predict_probability(model.model, pixels), model.threshold, model.min_size)
 
 
 def resolve_model_folder(name_or_path: str | Path) -> Path:
@@ -185,7 +202,7 @@ def load_unet(name_or_path: str | Path = DEFAULT_MODEL_NAME) -> TrainedUNet:
         raise FileNotFoundError(f"no U-Net model in {folder} (needs {WEIGHTS_FILE} and {META_FILE})")
     meta = json.loads(meta_path.read_text())
     arch = meta.get("architecture", {})
-    model = build_unet(**{k: arch[k] for k in ("base", "depth", "max_channels") if k in arch})
+    model = build_unet(**{k: arch[k] for k in ("base", "depth", "max_channels", "pooling") if k in arch})
     state = torch.load(weights, map_location="cpu", weights_only=True)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     model.eval()
@@ -219,7 +236,7 @@ def detect(image: np.ndarray, detector) -> np.ndarray:
 
     if isinstance(detector, MembraneParams):
         return detect_membranes(image, detector)
-    return detect_membranes_unet(image, detector)
+    return detect_mask(image, detector)
 
 
 def main(argv=None) -> int:
