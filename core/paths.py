@@ -1,17 +1,17 @@
 """Default locations, defined once: the repository, its data folders, the results database and
 the shared benchmark data root.
 
-=====================  ==========================================  ==================================
-name                   default                                     override
-=====================  ==========================================  ==================================
-:data:`REPO_ROOT`      the folder holding ``core/``                 –
-:data:`CATALOG_TOML`   ``data/stages.toml``                         –
-:data:`WEIGHTS_DIR`    ``data/weights`` (learned-codec checkpoints) –
-:data:`SEG_MODELS_DIR` ``data/models`` (segmenter models)           –
-:data:`SEGMENTERS_TOML` ``data/segmenters.toml`` (segmenter per dataset) ``$BIOCODEC_SEGMENTERS`` …
-:func:`default_db`     ``results.duckdb`` in the repository         ``$BIOCODEC_DB``
-:func:`data_root`      ``../shared/data`` beside the repository     ``$BIOCODEC_DATA_ROOT``
-=====================  ==========================================  ==================================
+=======================  ================================================  =================================================
+name                     default                                           override
+=======================  ================================================  =================================================
+:data:`REPO_ROOT`        the folder holding ``core/``                      –
+:data:`CATALOG_TOML`     ``data/stages.toml``                              –
+:data:`WEIGHTS_DIR`      ``data/weights`` (learned-codec checkpoints)      –
+:data:`SEG_MODELS_DIR`   ``data/models`` (segmenter models)                –
+:data:`SEGMENTERS_TOML`  ``data/segmenters.toml`` (segmenter per dataset)  ``$BIOCODEC_SEGMENTERS``, ``$BIOCODEC_MEMBRANES``
+:func:`default_db`       ``results.duckdb`` in the repository              ``$BIOCODEC_DB``
+:func:`data_root`        ``../shared/data`` beside the repository          ``$BIOCODEC_DATA_ROOT``
+=======================  ================================================  =================================================
 
 Every entry point (runner, dashboard, file CLI, training, bench) takes its defaults from here,
 so a command gives the same answer from any working directory.
