@@ -265,7 +265,10 @@ def test_stored_noise_floor_file():
             for metric in ("dice", "f1") + (("boundary_f1",) if dataset != "monuseg" else ()):
                 stats = entry[pert][metric]
                 assert 0 <= stats["min"] <= stats["mean"] <= 1
-    assert floors["monuseg"]["segmenter"]["object_segmenter"] == "monuseg_he"
+        # measured with the segmenters in use now (data/segmenters.toml): same names, same model files
+        current = nf.segmenter_info(dataset)
+        for key in ("object_segmenter", "membrane_detector", "model_sha256"):
+            assert entry["segmenter"][key] == current[key], (dataset, key)
     assert floors["monuseg"]["segmenter"]["model_sha256"]
 
 
