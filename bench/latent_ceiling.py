@@ -7,8 +7,8 @@ quality stops rising with rate)
 Two ceilings on catalog **test** images, both independent of the entropy coder:
 
 * **learned**: the shipped variable-rate checkpoint of ``--codec`` for the images' channel count at its top gain
-  level, run (a) as trained (additive-noise quantisation proxy, i.e. the training forward pass) and (b) with the
-  latent not quantised at all, ``g_s(g_a(x) · gain · inverse gain)``: the transforms' own ceiling, which no rate
+  level, run (a) through the model's forward pass in eval mode (latents rounded around the predicted means; no
+  entropy coding) and (b) with the latent not quantised at all, ``g_s(g_a(x) · gain · inverse gain)``: the transforms' own ceiling, which no rate
   can exceed.
 * **linear**: the best linear code with k values per 16×16 block (PCA of the blocks of up to 6 ``train``
   images, applied to the test blocks; for 3 channels the 16×16×3 block), for k = the checkpoint's M and the other
@@ -50,7 +50,7 @@ def linear_ceiling(train_blocks: np.ndarray, test_blocks: np.ndarray, ks) -> dic
 
 
 def learned_ceiling(model, x: np.ndarray) -> dict[str, float]:
-    """{'top_rate': PSNR of the training forward pass at the top level, 'unquantised': PSNR without
+    """{'top_rate': PSNR of the eval-mode forward pass (rounded latents) at the top level, 'unquantised': PSNR without
     quantisation} of one (H, W[, C]) image in [0, 1] (H, W multiples of 64)."""
     import torch
 
