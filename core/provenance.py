@@ -50,9 +50,16 @@ def metrics_version(dataset: str | None = None) -> str:
         from core.segmentation.segmenters import describe
 
         digest.update(json.dumps(describe(dataset), sort_keys=True).encode() + b"\0")
-        for path in segmenter_files(dataset):
-            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        hash_files(digest, segmenter_files(dataset))
     return "metrics sha256 " + digest.hexdigest()[:16]
+
+
+def hash_files(digest, files):
+    """Feed each file's name and bytes into ``digest`` (a hashlib object) and return it: the one way model files
+    are hashed (``metrics_version``, the noise floor's ``model_sha256``)."""
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest
 
 
 def downstream_datasets() -> tuple[str, ...]:

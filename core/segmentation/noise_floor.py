@@ -169,14 +169,12 @@ def segmenter_info(dataset: str, contours: bool = True) -> dict:
     parameters where Sato is used, and ``metrics_version``."""
     from dataclasses import asdict
 
-    from core.provenance import metrics_version, segmenter_files
+    from core.provenance import hash_files, metrics_version, segmenter_files
     from core.segmentation import segmenters as S
     from core.segmentation.contours import PARAMS
 
     files = segmenter_files(dataset)
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    digest = hash_files(hashlib.sha256(), files)
     membranes = S.membranes_in_use().get(dataset) if contours else None
     return {"object_segmenter": S.segmenters_in_use().get(dataset), "membrane_detector": membranes,
             "model_sha256": digest.hexdigest()[:16] if files else None,
