@@ -342,3 +342,75 @@ def test_shipped_unets_agree_with_themselves_under_a_one_pixel_shift():
     assert mito.meta["architecture"]["pooling"] == "blurmax"
     a, b = U.detect_mask(pixels, mito), nf.unshift(U.detect_mask(nf.shift(pixels), mito))
     assert dice(nf.interior(a), nf.interior(b)) >= 0.99
+
+
+def _two_cells_with_a_gap():
+    """A 40×60 membrane mask: a frame, a wall splitting it into two 36×27-px cells with a 2-px gap in it, and a
+    2-px pocket walled in inside the left cell (what a detector's mask looks like; the truth has no gap)."""
+    mem = np.zeros((40, 60), bool)
+    mem[:2, :] = mem[-2:, :] = mem[:, :2] = mem[:, -2:] = True
+    mem[:, 29:31] = True
+    mem[19:21, 29:31] = False  # the gap
+    mem[8:12, 8:11] = True
+    mem[9:11, 9] = False  # the 2-px pocket (4-connected: a cell of its own)
+    return mem
+
+
+def test_cell_rule_splits_cells_joined_by_a_gap_and_drops_pockets():
+    from core.segmentation.contours import CellRule, cells_from_membranes
+
+    mem = _two_cells_with_a_gap()
+    plain = cells_from_membranes(mem)
+    assert plain.max() == 2 and sorted(np.bincount(plain.ravel())[1:]) == [2, 1936]  # merged through the gap
+    assert np.array_equal(CellRule().cells(mem), plain)  # the default rule is the plain one (ground truth's)
+    ruled = CellRule(min_area=10, seed_px=3).cells(mem)
+    sizes = sorted(np.bincount(ruled.ravel())[1:])
+    assert ruled.max() == 2 and sizes[0] > 900 and sum(sizes) == 1936  # two cells, the gap split between them
+    assert ruled[20, 10] != ruled[20, 50] and ruled[9, 9] == 0 and not ruled[mem].any()
+    assert ruled.dtype == np.int32
+
+
+def test_tune_objects_picks_on_val_what_makes_objects_match(tmp_path, monkeypatch):
+    """``--tune-objects``: min_size of a foreground model, the cell rule of an ISBI membrane model; chosen on val
+    (the test split is never read), written into biocodec.json and used by the evaluator."""
+    import core.segmentation.data as D
+    from core.segmentation import DownstreamEvaluator
+    from core.segmentation.contours import CellRule, cells_from_membranes
+    from core.segmentation.train_unet import tune_objects
+
+    class Ref:
+        def __init__(self, dataset, kind):
+            self.dataset, self.label_kind, self.image_id = dataset, kind, "v"
+
+    splits = []
+    gt_objects = np.zeros((64, 64), np.int32)
+    gt_objects[5:25, 5:25] = 1  # 400 px; the prediction adds a 100-px false object
+    mem = _two_cells_with_a_gap()
+    truth = mem.copy()
+    truth[19:21, 29:31] = True
+    truth[9:11, 9] = True
+    pairs = {EPFL: [(Ref(EPFL, "binary_mask"), np.zeros((64, 64), np.uint8), gt_objects)],
+             ISBI: [(Ref(ISBI, "membrane_label"), np.zeros((40, 60), np.uint8), cells_from_membranes(truth))]}
+
+    def fake_pairs(dataset, split, data_root=None):
+        splits.append(split)
+        return pairs[dataset]
+
+    prob_fg = np.zeros((64, 64), np.float32)
+    prob_fg[5:25, 5:25] = prob_fg[40:50, 40:50] = 0.9
+    monkeypatch.setattr(D, "instance_pairs", fake_pairs)
+    monkeypatch.setattr(U, "predict_probability", lambda model, px: prob_fg if px.shape == (64, 64) else mem * 0.9)
+
+    mito = write_model(tmp_path / "mito", tiny(), datasets=(EPFL,), min_size=64, target="foreground")
+    meta = tune_objects(mito, log=lambda _m: None)
+    assert meta["min_size"] == 150 and meta["val_object_f1"] == 1.0 and U.load_unet(mito).min_size == 150
+    membranes = write_model(tmp_path / "isbi", tiny(), datasets=(ISBI,), min_size=1)
+    meta = tune_objects(membranes, log=lambda _m: None)
+    assert meta["val_cells_f1"] == 1.0 and meta["cells"]["seed_px"] > 0 and meta["cells"]["min_area"] > 2
+    detector = U.load_unet(membranes)
+    assert detector.cell_rule == CellRule(**meta["cells"])
+    seg = DownstreamEvaluator(ISBI, membranes=detector).segment(np.zeros((40, 60), np.uint8))
+    assert np.array_equal(seg["labels"], detector.cell_rule.cells(mem)) and seg["labels"].max() == 2
+    assert set(splits) == {("val",)}
+    with pytest.raises(ValueError, match="membrane-label"):  # EPFL's truth has no cells
+        tune_objects(write_model(tmp_path / "epflm", tiny(), datasets=(EPFL,), min_size=1), log=lambda _m: None)

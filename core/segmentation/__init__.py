@@ -14,7 +14,7 @@ dataset                   segmentation (seg_* columns)                 contours 
 monuseg                   H&E nuclei (object segmenter)                —
 epfl_hippocampus_fibsem   mitochondria (object segmenter)              membrane detector
 isbi2012_em               membrane mask (Dice/IoU), enclosed cells     membrane detector
-                          (object F1)
+                          (object F1; the detector's cell rule)
 ========================  ===========================================  =====================================
 
 * seg_dice / seg_iou: pixel overlap of the foregrounds (nuclei, mitochondria, or
@@ -136,10 +136,17 @@ class DownstreamEvaluator:
                          else f"U-Net membrane detector {self.membranes.name}")
         return " + ".join(parts) or "none"
 
+    @property
+    def cell_rule(self):
+        """How the membrane detector's mask becomes cells (its ``cell_rule``; plain components for Sato)."""
+        from core.segmentation.contours import CellRule
+
+        return getattr(self.membranes, "cell_rule", CellRule())
+
     # -- analysis of one image
     def segment(self, pixels: np.ndarray) -> dict:
         """{'labels': instance labels (int32) or None, 'foreground': bool mask or None, 'contours': bool or None}."""
-        from core.segmentation.contours import cells_from_membranes, contours_of
+        from core.segmentation.contours import contours_of
         from core.segmentation.unet import detect
 
         out = {"labels": None, "foreground": None, "contours": None}
@@ -152,7 +159,7 @@ class DownstreamEvaluator:
             labels = self.objects.labels(pix)
             out["labels"], out["foreground"] = labels, labels > 0
         elif membranes is not None:  # ISBI: the segmentation is the membrane map and the cells it encloses
-            out["labels"], out["foreground"] = cells_from_membranes(membranes), membranes
+            out["labels"], out["foreground"] = self.cell_rule.cells(membranes), membranes
         return out
 
     def prepare(self, image, ref) -> dict:

@@ -3,6 +3,7 @@
     python -m core.segmentation.train_unet isbi2012_em --minutes 60
     python -m core.segmentation.train_unet isbi2012_em --minutes 5 --out /tmp/unet   # quick check
     python -m core.segmentation.train_unet isbi2012_em --rethreshold   # threshold again on val (finer grid)
+    python -m core.segmentation.train_unet isbi2012_em --tune-objects  # mask → objects rule, on val
     python -m core.segmentation.train_unet epfl_hippocampus_fibsem --target foreground --min-size 100 \
         --out data/models/unet-mito-epfl --minutes 60                  # EPFL mitochondria
 
@@ -277,6 +278,59 @@ def rethreshold(folder: Path, thresholds=None, data_root=None, log=print) -> dic
     return meta
 
 
+MIN_SIZE_GRID = (64, 100, 150, 200, 250, 300, 400)
+CELL_SEED_GRID = (0.0, 2.0, 3.0, 4.0)
+CELL_AREA_GRID = (0, 10, 25, 50, 75, 100, 150, 200)
+
+
+def tune_objects(folder: Path, data_root=None, log=print) -> dict:
+    """Choose on the ``val`` images how a model's mask becomes objects, by object F1 at IoU 0.5 against the
+    ground truth's instances, and rewrite ``biocodec.json``; the test split is not read.
+
+    * foreground models: ``min_size`` (px) from :data:`MIN_SIZE_GRID` (objects = 8-connected components);
+    * membrane models of datasets whose ground truth is a membrane label (ISBI): the ``cells`` rule
+      (:class:`~core.segmentation.contours.CellRule`) from :data:`CELL_SEED_GRID` × :data:`CELL_AREA_GRID`.
+
+    Ties go to the first (simplest) grid entry.
+    """
+    from skimage.measure import label
+
+    from core.segmentation.contours import CellRule
+    from core.segmentation.data import instance_pairs
+    from core.segmentation.metrics import object_f1
+
+    det = U.load_unet(folder)
+    meta = det.meta
+    target = meta.get("target", "membranes")
+    val = [p for d in meta["datasets"] for p in instance_pairs(d, ("val",), data_root)]
+    if target == "membranes" and any(ref.label_kind != "membrane_label" for ref, _p, _l in val):
+        raise ValueError(f"{folder}: cells are defined only for membrane-label ground truth (ISBI); "
+                         f"{sorted({r.dataset for r, _p, _l in val if r.label_kind != 'membrane_label'})} have none")
+    probs = [U.predict_probability(det.model, px) for _r, px, _l in val]
+    if target == "foreground":
+        candidates = {m: (lambda p, m=m: label(U.mask_from_probability(p, det.threshold, m), connectivity=2))
+                      for m in MIN_SIZE_GRID}
+    else:
+        candidates = {(seed, area): (lambda p, r=CellRule(area, seed): r.cells(U.mask_from_probability(
+            p, det.threshold, det.min_size))) for seed in CELL_SEED_GRID for area in CELL_AREA_GRID}
+    scores = {key: float(np.mean([object_f1(gt, objects(p), 0.5) for p, (_r, _px, gt) in zip(probs, val)]))
+              for key, objects in candidates.items()}
+    best = max(scores, key=scores.get)
+    log("val object F1 at IoU 0.5 by " + ("min_size" if target == "foreground" else "(seed_px, min_area)") + ": "
+        + ", ".join(f"{k}: {v:.4f}" for k, v in scores.items()))
+    chosen_on = "val object F1 at IoU 0.5 (python -m core.segmentation.train_unet --tune-objects)"
+    if target == "foreground":
+        meta.update(min_size=int(best), min_size_grid=list(MIN_SIZE_GRID), val_object_f1=scores[best],
+                    min_size_chosen_on=chosen_on)
+    else:
+        meta.update(cells={"min_area": int(best[1]), "seed_px": float(best[0])}, val_cells_f1=scores[best],
+                    cells_grid={"seed_px": list(CELL_SEED_GRID), "min_area": list(CELL_AREA_GRID)},
+                    cells_chosen_on=chosen_on)
+    (Path(folder) / U.META_FILE).write_text(json.dumps(meta, indent=2))
+    log(f"chose {best}: val object F1 {scores[best]:.4f}")
+    return meta
+
+
 def main(argv=None) -> int:
     from core.paths import SEG_MODELS_DIR
 
@@ -303,11 +357,17 @@ def main(argv=None) -> int:
     p.add_argument("--fresh", action="store_true", help="ignore an existing checkpoint")
     p.add_argument("--rethreshold", action="store_true",
                    help="do not train: choose the threshold of the model in --out again on the val images")
+    p.add_argument("--tune-objects", action="store_true",
+                   help="do not train: choose how the mask of the model in --out becomes objects (foreground: "
+                        "min_size; ISBI membranes: the cell rule) on the val images, by object F1")
     p.add_argument("--data-root", default=None)
     a = p.parse_args(argv)
     U._torch().set_num_threads(a.threads)
     if a.rethreshold:
         rethreshold(Path(a.out), data_root=a.data_root)
+        return 0
+    if a.tune_objects:
+        tune_objects(Path(a.out), data_root=a.data_root)
         return 0
     train(a.datasets, Path(a.out), a.minutes, target=a.target, min_size=a.min_size, data_root=a.data_root, threads=a.threads, batch=a.batch, crop=a.crop,
           base=a.base, max_channels=a.max_channels, seed=a.seed, val_minutes=a.val_minutes, snapshot_minutes=a.snapshot_minutes,

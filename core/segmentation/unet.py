@@ -15,7 +15,7 @@ dataset uses is decided in :mod:`core.segmentation.segmenters`.
 
 Trained by :mod:`core.segmentation.train_unet`; a model folder holds ``weights.pt`` (a plain
 state dict, loadable with ``torch.load(..., weights_only=True)``) and ``biocodec.json``
-(architecture, threshold, min_size, training images, validation score).
+(architecture, threshold, min_size, for membrane models the ``cells`` rule, training images, validation score).
 """
 from __future__ import annotations
 
@@ -173,6 +173,13 @@ class TrainedUNet:
     min_size: int = 64
     name: str = ""
     meta: dict | None = None
+
+    @property
+    def cell_rule(self):
+        """How this membrane model's mask becomes cells (``biocodec.json`` ``cells``; the plain rule if absent)."""
+        from core.segmentation.contours import CellRule
+
+        return CellRule(**(self.meta or {}).get("cells", {}))
 
 
 def detect_mask(pixels: np.ndarray, model) -> np.ndarray:
