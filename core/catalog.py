@@ -158,6 +158,8 @@ def _check_splits(splits) -> tuple[str, ...] | None:
 def dataset_refs(stage_id: int, ds: dict, root: Path, splits=None) -> list[ImageRef]:
     """The ImageRefs of one dataset entry found under ``root``, restricted to ``splits`` (None = all).
 
+    Every image the requested splits' lists name must exist (:class:`CatalogError` otherwise).
+
     ``max_images`` (evenly spaced) applies after the split filter, so a test-split run
     keeps every test image the limit allows.
     """
@@ -178,7 +180,9 @@ def dataset_refs(stage_id: int, ds: dict, root: Path, splits=None) -> list[Image
     ids = [r.image_id for r in refs]
     if len(ids) != len(set(ids)):
         raise CatalogError(f"dataset {ds['name']}: image ids are not unique; fix the id templates")
-    unknown = sorted({i for s in SPLITS for i in ds.get(s, [])} - set(ids))
+    # every image a requested split lists must exist; a copy holding only some splits (a training machine's
+    # train/val, scripts/gpu_train.sh pack) serves those splits
+    unknown = sorted({i for s in (splits or SPLITS) for i in ds.get(s, [])} - set(ids))
     if unknown:
         raise CatalogError(f"dataset {ds['name']}: split lists name images that do not exist: {unknown[:5]}")
     if splits is not None:

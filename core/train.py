@@ -375,6 +375,8 @@ def parse_args(argv=None):
     p.add_argument("--train", nargs="+", help="training images or folders of your own (instead of --datasets)")
     p.add_argument("--val", nargs="*", default=[], help="held-out validation images or folders (with --train)")
     p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--minutes", type=float, default=None, help="also stop after this much wall time (this run; "
+                   "finishes the step, snapshots and writes the checkpoint, as after SIGTERM)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--crop", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-4)
@@ -509,7 +511,8 @@ def main(argv=None) -> dict:
     losses = train_steps(model, sampler, optimizer, aux_optimizer, max(0, args.steps - start), kind=args.loss,
                          lmbda=lmbda, alpha=args.alpha, batch=args.batch, device=args.device,
                          progress=not args.no_progress, start=start, on_step=snapshot,
-                         warmup=args.warmup, should_stop=lambda: stop["requested"])
+                         warmup=args.warmup, should_stop=lambda: stop["requested"] or (
+                             args.minutes is not None and time.time() - t0 > 60 * args.minutes))
     done = start + len(losses)
     if last_save["step"] != done:
         snapshot(done, force=True)

@@ -175,3 +175,21 @@ def test_missing_roots(tmp_path, monkeypatch, capsys):
     refs = stage_refs("all", None)
     assert refs and all(r.stage == 0 and r.dataset == "embedded" for r in refs)
     assert "embedded" in capsys.readouterr().err
+
+
+def test_a_copy_holding_only_train_and_val_serves_those_splits(tmp_path):
+    """A training machine's copy of a dataset (scripts/gpu_train.sh pack: no test image travels) serves train/val;
+    asking it for the test split is still a clear error naming the missing images."""
+    from PIL import Image
+
+    for sub in ("image", "label"):
+        (tmp_path / "isbi2012_em" / "train" / sub).mkdir(parents=True)
+    for i in range(20):  # slices 0-19: train 0-17, val 18-19; the test slices 20-29 are absent
+        for sub in ("image", "label"):
+            Image.fromarray(np.full((8, 8), 255, np.uint8)).save(tmp_path / "isbi2012_em" / "train" / sub / f"{i}.png")
+    assert [r.image_id for r in catalog.split_refs("isbi2012_em", ("val",), tmp_path)] == ["18", "19"]
+    assert len(catalog.split_refs("isbi2012_em", ("train",), tmp_path)) == 18
+    with pytest.raises(catalog.CatalogError, match=r"do not exist: \['20', '21'"):
+        catalog.split_refs("isbi2012_em", ("test",), tmp_path)
+    with pytest.raises(catalog.CatalogError, match="do not exist"):
+        catalog.split_refs("isbi2012_em", catalog.SPLITS, tmp_path)

@@ -111,6 +111,9 @@ def test_cli_writes_checkpoint_metadata_and_resumes(tmp_path):
     meta = train.main(common + ["--steps", "4", "--resume"])
     assert meta["steps"]["this_run"] == 4
     assert torch.load(resume, weights_only=True)["step"] == 4
+    # --minutes: a wall-time budget ends the run after the step in flight (checkpoint and snapshot written)
+    meta = train.main(common + ["--steps", "1000", "--resume", "--minutes", "0"])
+    assert meta["steps"]["this_run"] == 5 and torch.load(resume, weights_only=True)["step"] == 5
 
 
 def test_checkpoint_stores_half_precision_parameters_that_reload_exactly(tmp_path):

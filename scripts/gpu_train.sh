@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# One prepared training command for a lent GPU (issue #11): the wide variable-rate codecs that the CPU cannot train.
+#
+# Why wide: `python -m bench.latent_ceiling` showed the shipped gray model (N 64, M 96) cannot pass ~29.5 dB on EM
+# even unquantised; a linear code needs M ≈ 224 values per 16×16 block for 36 dB (data/weights/README.md).
+#
+#   bash scripts/gpu_train.sh pack     # HERE: the catalog's train/val images of EPFL and ISBI into .gpu/data (same
+#                                      # relative paths, so the catalog's split lists still apply; no test image is
+#                                      # copied) and the wheels the GPU machine lacks into .whl (both ignored)
+#   device run, carry [".gpu", ".whl"], timeout_s 600:
+#       bash scripts/gpu_train.sh run
+#   bash scripts/gpu_train.sh unpack DIR   # HERE: the files that came back (DIR = the run's files_at) into .train/gpu/
+#
+# `run` trains two gray gained mean-scale hyperpriors side by side on the one GPU for MINUTES (default 7) of wall
+# time each (`core.train --minutes`: stops after the step in flight, writes the float16 checkpoint, validates on
+# `val`):
+#
+#   name             channels  N   M    loss    λ ladder (8 gain levels)   size (float16)
+#   em-mse-wide      1         64  224  mse     0.0005 – 0.2               10.2 MB
+#   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 10.2 MB
+#
+# EM only: what travels (the tracked tree, 52 MB, plus the carried folders) must stay under 64 MiB; EPFL + ISBI
+# train/val with their label files are 14 MB, MoNuSeg's are 31 MB (25 MB as deflated TIFF: H&E noise does not compress), too much beside
+# the tree. A colour (H&E) GPU run needs a slimmer tree first.
+#
+# Batch 16 × 256² crops, Adam lr 1e-4, float32 (TF32 matmuls), the first 300 steps MSE. Only the checkpoints
+# (.pt), their metadata (.json) and logs come back ($OUT holds at most 8 files); a checkpoint is shipped to
+# data/weights/ only after `python -m bench.compare_learned` on the test split shows it better.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MINUTES=${MINUTES:-7}
+DATASETS_EM=epfl_hippocampus_fibsem,isbi2012_em
+
+pack() {
+  local py=.venv/bin/python
+  "$py" - <<'EOF'
+import shutil
+from pathlib import Path
+from core.catalog import split_refs
+from core.paths import data_root
+
+root, dest = data_root(), Path(".gpu/data")
+total = 0
+for dataset in ("epfl_hippocampus_fibsem", "isbi2012_em"):
+    refs = split_refs(dataset, ("train", "val"), root)
+    for ref in refs:  # the image and the label files the catalog checks for
+        for src in (Path(f) for f in (ref.source, ref.ground_truth, ref.membranes) if f):
+            out = dest / src.relative_to(root)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, out)
+            total += out.stat().st_size
+    print(f"{dataset}: {len(refs)} train/val images")
+print(f".gpu/data: {total / 2**20:.1f} MiB")
+EOF
+  grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+  mkdir -p .whl
+  "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux_2_34_x86_64 -d .whl compressai==1.2.8 pytorch-msssim==1.0.0
+  du -sh .gpu .whl
+}
+
+run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 bash scripts/gpu_train.sh run   checks it here (no GPU)
+  local py=${PY:-python3}
+  if ! "$py" -c "import core.train" 2>/dev/null; then
+    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+    export PYTHONPATH=/tmp/site
+  fi
+  export BIOCODEC_DATA_ROOT="$PWD/.gpu/data" PYTHONUNBUFFERED=1
+  local out=${OUT:-/tmp/out} T=.train/gpu
+  mkdir -p "$T" "$out"
+  nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
+  job() {  # job NAME CHANNELS N M LOSS LOW HIGH DATASETS CODEC
+    "$py" -m core.train --arch gained-mean-scale --levels 8 --channels "$2" --N "$3" --M "$4" --loss "$5" \
+      --lmbda-range "$6" "$7" --datasets "$8" --codec "$9" --steps 1000000 --minutes "$MINUTES" --batch 16 \
+      --crop 256 --lr 1e-4 --warmup 300 --seed 21 --device "${DEVICE:-cuda}" --threads 2 --save-minutes 3 --no-progress \
+      --out "$T/$1" > "$T/$1.log" 2>&1
+  }
+  job em-mse-wide 1 64 224 mse 0.0005 0.2 "$DATASETS_EM" learned-mse &
+  job em-msssim-wide 1 64 224 msssim 0.4 4000 "$DATASETS_EM" learned-msssim &
+  wait || true
+  for n in em-mse-wide em-msssim-wide; do
+    tail -n 12 "$T/$n.log"
+    cp "$T/$n.pt" "$T/$n.json" "$out/" 2>/dev/null || echo "$n: no checkpoint"
+  done
+  # at most 8 files come back: the logs go as one
+  tail -n 40 "$T"/*.log > "$out/logs.txt"
+}
+
+unpack() {
+  local from=${1:?give the folder the files came back to}
+  mkdir -p .train/gpu
+  cp "$from"/*.pt "$from"/*.json "$from"/logs.txt .train/gpu/
+  ls -la .train/gpu
+}
+
+case "${1:-}" in
+  pack) pack ;;
+  run) run ;;
+  unpack) shift; unpack "$@" ;;
+  *) echo "usage: $0 pack | run | unpack DIR" >&2; exit 2 ;;
+esac
