@@ -395,6 +395,8 @@ def parse_args(argv=None):
     p.add_argument("--codec", default=None, help="codec name the checkpoint belongs to (registry)")
     p.add_argument("--quality", type=int, default=None, help="rate point index within the codec (1 = fewest bytes)")
     p.add_argument("--validate-only", action="store_true", help="only (re)measure validation for OUT")
+    p.add_argument("--skip-validation", action="store_true", help="write the checkpoint without measuring the "
+                   "validation images (measure it later, elsewhere, with --validate-only)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if is_variable_rate(args.arch):
@@ -553,7 +555,7 @@ def main(argv=None) -> dict:
     if variable:
         meta["levels"] = args.levels
     meta_path.write_text(json.dumps(meta, indent=1))
-    if val_sources:
+    if val_sources and not args.skip_validation:
         meta["validation"] = validate(weights, meta, val_sources)
         meta_path.write_text(json.dumps(meta, indent=1))
         v = meta["validation"]

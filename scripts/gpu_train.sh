@@ -12,18 +12,19 @@
 #   bash scripts/gpu_train.sh unpack DIR   # HERE: the files that came back (DIR = the run's files_at) into .train/gpu/
 #
 # `run` trains two gray gained mean-scale hyperpriors side by side on the one GPU for MINUTES (default 7) of wall
-# time each (`core.train --minutes`: stops after the step in flight, writes the float16 checkpoint, validates on
-# `val`):
+# time each (`core.train --minutes`: stops after the step in flight and writes the float16 checkpoint; validation
+# is left to `unpack`, here: entropy coding 8 rate points of the 4 val slices with M = 224 took over 30 min on this
+# loaded 2-core machine, more than a device call allows):
 #
 #   name             channels  N   M    loss    λ ladder (8 gain levels)   size (float16)
-#   em-mse-wide      1         64  224  mse     0.0005 – 0.2               10.2 MB
-#   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 10.2 MB
+#   em-mse-wide      1         64  224  mse     0.0005 – 0.2               11.0 MB (with its entropy tables)
+#   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 11.0 MB
 #
 # EM only: what travels (the tracked tree, 52 MB, plus the carried folders) must stay under 64 MiB; EPFL + ISBI
 # train/val with their label files are 14 MB, MoNuSeg's are 31 MB (25 MB as deflated TIFF: H&E noise does not compress), too much beside
 # the tree. A colour (H&E) GPU run needs a slimmer tree first.
 #
-# Batch 16 × 256² crops, Adam lr 1e-4, float32 (TF32 matmuls), the first 300 steps MSE. Only the checkpoints
+# Batch 16 × 256² crops, Adam lr 1e-4, float32, the first 300 steps MSE. Only the checkpoints
 # (.pt), their metadata (.json) and logs come back ($OUT holds at most 8 files); a checkpoint is shipped to
 # data/weights/ only after `python -m bench.compare_learned` on the test split shows it better.
 set -euo pipefail
@@ -72,7 +73,7 @@ run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 bash scripts/gpu_train.sh 
   job() {  # job NAME CHANNELS N M LOSS LOW HIGH DATASETS CODEC
     "$py" -m core.train --arch gained-mean-scale --levels 8 --channels "$2" --N "$3" --M "$4" --loss "$5" \
       --lmbda-range "$6" "$7" --datasets "$8" --codec "$9" --steps 1000000 --minutes "$MINUTES" --batch 16 \
-      --crop 256 --lr 1e-4 --warmup 300 --seed 21 --device "${DEVICE:-cuda}" --threads 2 --save-minutes 3 --no-progress \
+      --crop 256 --lr 1e-4 --warmup 300 --seed 21 --device "${DEVICE:-cuda}" --threads 2 --save-minutes 3 --no-progress --skip-validation \
       --out "$T/$1" > "$T/$1.log" 2>&1
   }
   job em-mse-wide 1 64 224 mse 0.0005 0.2 "$DATASETS_EM" learned-mse &
@@ -86,10 +87,14 @@ run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 bash scripts/gpu_train.sh 
   tail -n 40 "$T"/*.log > "$out/logs.txt"
 }
 
-unpack() {
+unpack() {  # then validate each checkpoint on the catalog's val split, here
   local from=${1:?give the folder the files came back to}
   mkdir -p .train/gpu
   cp "$from"/*.pt "$from"/*.json "$from"/logs.txt .train/gpu/
+  for n in em-mse-wide em-msssim-wide; do
+    OMP_NUM_THREADS=2 .venv/bin/python -m core.train --arch gained-mean-scale --channels 1 --lmbda-range 1 2 \
+      --datasets "$DATASETS_EM" --out ".train/gpu/$n" --validate-only --threads 2
+  done
   ls -la .train/gpu
 }
 

@@ -114,6 +114,11 @@ def test_cli_writes_checkpoint_metadata_and_resumes(tmp_path):
     # --minutes: a wall-time budget ends the run after the step in flight (checkpoint and snapshot written)
     meta = train.main(common + ["--steps", "1000", "--resume", "--minutes", "0"])
     assert meta["steps"]["this_run"] == 5 and torch.load(resume, weights_only=True)["step"] == 5
+    # --skip-validation writes the checkpoint unmeasured (a GPU machine's run); --validate-only measures it later
+    meta = train.main(common + ["--steps", "6", "--resume", "--skip-validation"])
+    assert "validation" not in json.loads(js.read_text()) and meta["steps"]["this_run"] == 6
+    meta = train.main(common + ["--validate-only"])
+    assert json.loads(js.read_text())["validation"]["bpp"] == meta["validation"]["bpp"] > 0
 
 
 def test_checkpoint_stores_half_precision_parameters_that_reload_exactly(tmp_path):
