@@ -315,3 +315,50 @@ def stored_versions(con, include_errors: bool = False) -> dict[tuple, tuple[str 
 
 def count_results(con) -> int:
     return int(con.execute("SELECT count(*) FROM results").fetchone()[0])
+
+
+def compact(path: str | Path) -> tuple[int, int]:
+    """Rewrite the database file without the free blocks that rewritten rows leave behind (DuckDB does not
+    shrink a file in place): copy every table into a fresh file (``COPY FROM DATABASE``), check that each
+    table has the same rows, then replace the file atomically.  Holds the run lock, so no runner writes
+    meanwhile.  Returns (bytes before, bytes after)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no database at {path}")
+    tmp = path.with_name(path.name + ".compact")
+    with run_lock(path):
+        tmp.unlink(missing_ok=True)
+        with short_writer(tmp) as con:
+            target = con.execute("SELECT current_database()").fetchone()[0]
+            con.execute(f"ATTACH '{path}' AS src (READ_ONLY)")
+            con.execute(f'COPY FROM DATABASE src TO "{target}"')
+            tables = [t for (t,) in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'src'")
+                      .fetchall()]
+            for table in tables:
+                a, b = (con.execute(f'SELECT count(*) FROM {db}."{table}"').fetchone()[0]
+                        for db in ("src", f'"{target}"'))
+                if a != b:
+                    raise RuntimeError(f"compact: {table} has {b} rows in the copy, {a} in {path}; left unchanged")
+            con.execute("DETACH src")
+        before = path.stat().st_size
+        os.replace(tmp, path)
+    return before, path.stat().st_size
+
+
+def main(argv=None) -> int:
+    """``python -m core.store compact [DB]``: rewrite the results database without its free space."""
+    import argparse
+
+    from core.paths import default_db
+
+    p = argparse.ArgumentParser(prog="python -m core.store", description=main.__doc__.split(":")[0])
+    p.add_argument("command", choices=["compact"])
+    p.add_argument("db", nargs="?", default=None, help="database file (default: the results database)")
+    a = p.parse_args(argv)
+    before, after = compact(a.db or default_db())
+    print(f"{a.db or default_db()}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -50,3 +50,33 @@ def test_reader_is_read_only_and_reports_a_held_lock(tmp_path):
 
 def test_format_setting():
     assert [store.format_setting(s) for s in (None, 20.0, 0.75, 7)] == ["-", "20", "0.75", "7"]
+
+
+def test_compact_keeps_every_row_and_constraint_and_drops_free_space(tmp_path):
+    db = tmp_path / "c.duckdb"
+    con = store.open_writer(db)
+    store.upsert_results(con, [_row(image_id=f"i{k}", bytes=k, psnr=30.0 + k) for k in range(30)])
+    # a large batch rewritten away leaves free blocks behind (DuckDB never shrinks the file in place)
+    con.execute("INSERT INTO results (stage, dataset, image_id, codec, setting, colour_mode, bytes, psnr) "
+                "SELECT 0, 'bulk', 'b' || i, 'png', '-', 'joint', i, random() FROM range(300000) t(i)")
+    con.execute("DELETE FROM results WHERE dataset = 'bulk'")
+    con.execute("CHECKPOINT")
+    con.close()
+    with store.reader(db) as con:
+        rows = con.execute("SELECT * FROM results ORDER BY image_id").fetchall()
+        constraints = con.execute("SELECT table_name, constraint_text FROM duckdb_constraints() ORDER BY ALL").fetchall()
+    before, after = store.compact(db)
+    assert after < before / 2 and after == db.stat().st_size and not (tmp_path / "c.duckdb.compact").exists()
+    with store.reader(db) as con:
+        assert con.execute("SELECT * FROM results ORDER BY image_id").fetchall() == rows
+        assert con.execute("SELECT table_name, constraint_text FROM duckdb_constraints() ORDER BY ALL").fetchall() \
+            == constraints
+    con = store.open_writer(db)  # still the schema the runner writes: upserts replace, never duplicate
+    store.upsert_results(con, [_row(image_id="i0", bytes=1)])
+    assert store.count_results(con) == 30
+    con.close()
+    with store.run_lock(db):  # a runner holds the database: compacting waits for no one, it refuses
+        with pytest.raises(store.StoreLockedError):
+            store.compact(db)
+    with pytest.raises(FileNotFoundError):
+        store.compact(tmp_path / "absent.duckdb")
