@@ -20,7 +20,7 @@
 #   em-mse-wide      1         64  224  mse     0.0005 – 0.2               11.0 MB (with its entropy tables)
 #   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 11.0 MB
 #
-# EM only: what travels (the tracked tree, 52 MB, plus the carried folders) must stay under 64 MiB; EPFL + ISBI
+# EM only: what travels (the tracked tree, 49 MB, plus the carried folders) must stay under 64 MiB; EPFL + ISBI
 # train/val with their label files are 14 MB, MoNuSeg's are 31 MB (25 MB as deflated TIFF: H&E noise does not compress), too much beside
 # the tree. A colour (H&E) GPU run needs a slimmer tree first.
 #
