@@ -493,8 +493,7 @@ def main(argv=None) -> dict:
         stop["requested"] = True
         print(f"signal {signum}: stopping after this step", file=sys.stderr)
 
-    signal.signal(signal.SIGTERM, request_stop)
-    signal.signal(signal.SIGINT, request_stop)
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     t0 = time.time()
     last_save = {"t": time.time(), "step": start}
 
@@ -555,6 +554,8 @@ def main(argv=None) -> dict:
     if variable:
         meta["levels"] = args.levels
     meta_path.write_text(json.dumps(meta, indent=1))
+    for sig, handler in previous.items():  # checkpoint written: a signal now ends the process (e.g. validating)
+        signal.signal(sig, handler)
     if val_sources and not args.skip_validation:
         meta["validation"] = validate(weights, meta, val_sources)
         meta_path.write_text(json.dumps(meta, indent=1))

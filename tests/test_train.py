@@ -3,6 +3,7 @@ lower the loss, and the CLI writes a loadable checkpoint + metadata and resumes.
 from __future__ import annotations
 
 import json
+import signal
 
 import numpy as np
 import pytest
@@ -91,7 +92,9 @@ def test_cli_writes_checkpoint_metadata_and_resumes(tmp_path):
               "--lmbda", "4", "--batch", "2", "--crop", "80", "--train", str(tmp_path / "im0.png"),
               str(tmp_path / "im1.png"), "--val", str(tmp_path / "im2.png"), "--out", str(out),
               "--codec", "tiny", "--quality", "1", "--no-progress", "--save-every", "2"]
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     meta = train.main(common + ["--steps", "2"])
+    assert {sig: signal.getsignal(sig) for sig in handlers} == handlers  # restored once training ends
     assert pt.exists() and resume.exists() and not (tmp_path / "w" / "tiny-l4.pt").exists()
     on_disk = json.loads(js.read_text())
     assert on_disk["loss"] == "mix" and on_disk["alpha"] == 0.84 and on_disk["lmbda"] == 4.0
