@@ -399,7 +399,9 @@ def parse_args(argv=None):
                    "validation images (measure it later, elsewhere, with --validate-only)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if is_variable_rate(args.arch):
+    if args.validate_only:  # the checkpoint's JSON says what it is; only the images are needed
+        pass
+    elif is_variable_rate(args.arch):
         if not args.lmbda_range:
             p.error(f"--arch {args.arch} needs --lmbda-range LOW HIGH")
     elif args.lmbda is None:

@@ -92,8 +92,8 @@ unpack() {  # then validate each checkpoint on the catalog's val split, here
   mkdir -p .train/gpu
   cp "$from"/*.pt "$from"/*.json "$from"/logs.txt .train/gpu/
   for n in em-mse-wide em-msssim-wide; do
-    OMP_NUM_THREADS=2 .venv/bin/python -m core.train --arch gained-mean-scale --channels 1 --lmbda-range 1 2 \
-      --datasets "$DATASETS_EM" --out ".train/gpu/$n" --validate-only --threads 2
+    OMP_NUM_THREADS=2 .venv/bin/python -m core.train --channels 1 --datasets "$DATASETS_EM" --out ".train/gpu/$n" \
+      --validate-only --threads 2
   done
   ls -la .train/gpu
 }

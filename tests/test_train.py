@@ -120,7 +120,8 @@ def test_cli_writes_checkpoint_metadata_and_resumes(tmp_path):
     # --skip-validation writes the checkpoint unmeasured (a GPU machine's run); --validate-only measures it later
     meta = train.main(common + ["--steps", "6", "--resume", "--skip-validation"])
     assert "validation" not in json.loads(js.read_text()) and meta["steps"]["this_run"] == 6
-    meta = train.main(common + ["--validate-only"])
+    meta = train.main(["--channels", "1", "--train", str(tmp_path / "im0.png"), "--val", str(tmp_path / "im2.png"),
+                       "--out", str(out), "--validate-only"])  # no λ needed: the JSON holds it
     assert json.loads(js.read_text())["validation"]["bpp"] == meta["validation"]["bpp"] > 0
 
 
