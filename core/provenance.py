@@ -27,23 +27,35 @@ TRAINING_FLAGS = ("in_codec_training", "in_segmenter_training")
 
 #: The code that defines every row's codec metrics (bytes, bpp, PSNR, SSIM, MS-SSIM, timings).
 METRIC_SOURCES = ("core/metrics.py", "core/evaluate.py")
-#: The code that defines the downstream (seg_* / contour_*) columns; hashed only for the datasets that
+#: The code every dataset's downstream (seg_* / contour_*) columns go through; hashed only for the datasets that
 #: have them, so a segmentation change recomputes those rows and leaves the others alone.
 DOWNSTREAM_SOURCES = ("core/segmentation/__init__.py", "core/segmentation/metrics.py",
                       "core/segmentation/contours.py", "core/segmentation/segmenters.py",
-                      "core/segmentation/unet.py", "core/segmentation/stardist_models.py",
                       "core/segmentation/data.py")
+#: The code of each segmenter backend (:func:`core.segmentation.segmenters.backends`), hashed only for the
+#: datasets whose segmenters use it: a StarDist change recomputes MoNuSeg's rows, not the EM datasets'.
+BACKEND_SOURCES = {"stardist": ("core/segmentation/stardist_models.py", "core/segmentation/stardist_pooling.py"),
+                   "unet": ("core/segmentation/unet.py",),
+                   "sato": ()}  # its code and parameters are in contours.py
+
+
+def downstream_sources(dataset: str) -> tuple[str, ...]:
+    """The repository files (relative paths) that define ``dataset``'s downstream columns: the common
+    :data:`DOWNSTREAM_SOURCES` and the :data:`BACKEND_SOURCES` of the backends its segmenters use."""
+    from core.segmentation.segmenters import backends
+
+    return DOWNSTREAM_SOURCES + tuple(f for b in sorted(backends(dataset)) for f in BACKEND_SOURCES[b])
 
 
 @lru_cache(maxsize=None)
 def metrics_version(dataset: str | None = None) -> str:
     """sha256 (16 hex digits) over the codec-metric code (:data:`METRIC_SOURCES`) and, for a dataset with
-    downstream columns, the segmentation code (:data:`DOWNSTREAM_SOURCES`), the names of its segmenters
+    downstream columns, the segmentation code it goes through (:func:`downstream_sources`), the names of its segmenters
     (its entry of ``data/segmenters.toml`` after overrides) and the files of the models it uses: a new or
     retrained segmenter for one dataset recomputes that dataset's rows and no others."""
     digest = hashlib.sha256()
     downstream = dataset in downstream_datasets()
-    for rel in METRIC_SOURCES + (DOWNSTREAM_SOURCES if downstream else ()):
+    for rel in METRIC_SOURCES + (downstream_sources(dataset) if downstream else ()):
         path = REPO_ROOT / rel
         digest.update(rel.encode() + b"\0" + (path.read_bytes() if path.is_file() else b"") + b"\0")
     if downstream:

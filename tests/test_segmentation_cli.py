@@ -278,6 +278,27 @@ def test_stored_noise_floor_file():
     assert floors["monuseg"]["segmenter"]["model_sha256"]
 
 
+def test_noise_floor_cli_measures_another_split_only_into_another_file(monkeypatch, tmp_path, capsys):
+    """``noise-floor --split val`` (choosing between segmenters without the test split) never overwrites the
+    shipped test-split file, and passes the split to the measurement."""
+    from core.segmentation import __main__ as cli
+
+    seen = []
+
+    def fake_measure(dataset, data_root=None, split="test", seed=nf.SEED, max_images=None, progress=None):
+        seen.append((dataset, split))
+        return {"split": split, "images": 1, "segmenter": {}, "noise": {"dice": {"mean": 0.99, "min": 0.99}},
+                "shift": {"dice": {"mean": 0.97, "min": 0.97}}, "per_image": []}
+
+    monkeypatch.setattr(nf, "measure", fake_measure)
+    assert cli.main(["noise-floor", "--datasets", "monuseg", "--split", "val"]) == 2
+    assert "holds the test split's noise floor" in capsys.readouterr().err and seen == []
+    out = tmp_path / "val_floor.json"
+    assert cli.main(["noise-floor", "--datasets", "monuseg", "--split", "val", "--out", str(out)]) == 0
+    assert seen == [("monuseg", "val")] and "monuseg (1 val images)" in capsys.readouterr().out
+    assert nf.load_noise_floor(out)["monuseg"]["split"] == "val"
+
+
 def test_noise_floor_table_names_the_segmenters_each_entry_measured():
     floors = {"isbi2012_em": {"images": 2, "segmenter": {"object_segmenter": None,
                                                           "membrane_detector": "unet-membranes-isbi"},
@@ -363,6 +384,34 @@ def test_changing_one_dataset_in_the_segmenter_table_restales_only_its_rows(monk
     after = versions()
     assert after["monuseg"] != before["monuseg"]
     assert {d: v for d, v in after.items() if d != "monuseg"} == {d: v for d, v in before.items() if d != "monuseg"}
+
+
+@pytest.mark.parametrize("backend,changed", [("stardist", {"monuseg"}),
+                                              ("unet", {"epfl_hippocampus_fibsem", "isbi2012_em"})])
+def test_changing_one_backends_code_restales_only_the_datasets_using_it(monkeypatch, backend, changed):
+    from core import provenance
+    from core.segmentation import segmenters as S
+
+    def versions():
+        provenance.metrics_version.cache_clear()
+        try:
+            return {d: provenance.metrics_version(d)
+                    for d in ("kodak", "epfl_hippocampus_fibsem", "isbi2012_em", "monuseg")}
+        finally:
+            provenance.metrics_version.cache_clear()
+
+    for var in ("BIOCODEC_SEGMENTERS", "BIOCODEC_MEMBRANES"):
+        monkeypatch.delenv(var, raising=False)
+    assert {d: S.backends(d) for d in ("monuseg", "epfl_hippocampus_fibsem", "isbi2012_em", "kodak")} == {
+        "monuseg": {"stardist"}, "epfl_hippocampus_fibsem": {"unet"}, "isbi2012_em": {"unet"}, "kodak": set()}
+    before = versions()
+    sources = dict(provenance.BACKEND_SOURCES)
+    sources[backend] = sources[backend] + ("core/segmentation/a_new_file_of_this_backend.py",)
+    monkeypatch.setattr(provenance, "BACKEND_SOURCES", sources)
+    after = versions()
+    assert {d for d in before if after[d] != before[d]} == changed
+    monkeypatch.setenv("BIOCODEC_MEMBRANES", "sato")  # ISBI and EPFL membranes by Sato: EPFL still has a U-Net
+    assert S.backends("isbi2012_em") == {"sato"} and S.backends("epfl_hippocampus_fibsem") == {"unet", "sato"}
 
 
 def test_segmenter_table_is_read_from_data_and_refuses_bad_entries(tmp_path):

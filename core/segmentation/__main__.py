@@ -183,6 +183,9 @@ def _parser() -> argparse.ArgumentParser:
     nf = sub.add_parser("noise-floor", help="measure the segmenter's noise floor on the catalog test split")
     nf.add_argument("--datasets", nargs="+", default=list(DATASETS), metavar="DATASET")
     nf.add_argument("--out", default=str(NOISE_FLOOR_JSON))
+    nf.add_argument("--split", default="test",
+                    help="catalog split (default test, the one the dashboard's ceiling is; another split, e.g. val "
+                         "to choose between segmenters, needs its own --out)")
     nf.add_argument("--data-root", default=None)
     nf.add_argument("--max-images", type=int, default=None, help="evenly spaced subset (for quick checks)")
     nf.add_argument("--seed", type=int, default=SEED)
@@ -190,22 +193,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _noise_floor(args, argv) -> int:
-    from core.segmentation.noise_floor import measure, write_noise_floor
-
-    from core.segmentation.noise_floor import DATASETS
+    from core.segmentation.noise_floor import DATASETS, NOISE_FLOOR_JSON, measure, write_noise_floor
 
     unknown = [d for d in args.datasets if d not in DATASETS]
     if unknown:
         raise UsageError(f"no downstream segmenter for {', '.join(unknown)}; choose from {', '.join(DATASETS)}")
+    if args.split != "test" and Path(args.out).resolve() == NOISE_FLOOR_JSON.resolve():
+        raise UsageError(f"{NOISE_FLOOR_JSON} holds the test split's noise floor (the ceiling of the held-out rows); "
+                         f"write the {args.split!r} split's elsewhere with --out")
     results = {}
     for dataset in args.datasets:
         with contextlib.redirect_stdout(sys.stderr):
-            results[dataset] = measure(dataset, args.data_root, seed=args.seed, max_images=args.max_images,
+            results[dataset] = measure(dataset, args.data_root, split=args.split, seed=args.seed,
+                                       max_images=args.max_images,
                                        progress=lambda line: print(line, file=sys.stderr, flush=True))
     doc = write_noise_floor(results, args.out, command=f"{PROG} {shlex.join(argv)}", seed=args.seed)
     for dataset in args.datasets:
         entry = doc["datasets"][dataset]
-        print(f"{dataset} ({entry['images']} test images): " + "; ".join(
+        print(f"{dataset} ({entry['images']} {entry['split']} images): " + "; ".join(
             f"{pert} " + ", ".join(f"{m} mean {s['mean']:.4f} min {s['min']:.4f}" for m, s in entry[pert].items())
             for pert in ("noise", "shift")))
     print(f"wrote {args.out}")

@@ -220,7 +220,7 @@ def write_noise_floor(results: dict[str, dict], path=NOISE_FLOOR_JSON, command: 
         datasets[dataset] = {"command": command, "date": date, "sigma": sigma, "shift_px": px, "seed": seed,
                              **entry}
     doc = {"description": ("Agreement of the downstream segmenter with itself: segmentation of each catalog "
-                           f"test image vs that of (noise) the image + rounded Gaussian noise of sigma {sigma:g} "
+                           "image of the entry's split (test for the dashboard's ceiling) vs that of (noise) the image + rounded Gaussian noise of sigma {sigma:g} "
                            "grey levels, clipped to the valid range, and (shift) the image shifted by "
                            f"{px} px along y and x and the segmentation shifted back, compared without the "
                            f"{px}-px border. Dice of the foregrounds, object F1 at IoU 0.5, boundary F1 at 2 px; "

@@ -4,7 +4,7 @@ Two roles per dataset (:data:`DEFAULT_SEGMENTERS`, :data:`DEFAULT_MEMBRANES`, re
 
 * the **object segmenter** (``seg_*`` columns of MoNuSeg and EPFL): a StarDist 2D model folder (or a
   registered pretrained name) or a U-Net foreground model folder (``biocodec.json`` ``target``
-  ``foreground``; objects = 8-connected components of its mask, as the EPFL ground truth's);
+  ``foreground``; objects = :func:`~core.segmentation.unet.foreground_objects` of its mask);
 * the **membrane detector** (``contour_*`` columns of EPFL and ISBI, and ISBI's ``seg_*``): ``sato`` (the
   classical detector with ``contours.PARAMS[dataset]``) or a U-Net membrane model folder.
 
@@ -117,10 +117,9 @@ class ObjectSegmenter:
 
     def labels(self, pixels: np.ndarray) -> np.ndarray:
         if self.kind == "unet":
-            from core.segmentation.unet import detect_mask
-            from skimage.measure import label
+            from core.segmentation.unet import detect_mask, foreground_objects
 
-            return label(detect_mask(pixels, self.model), connectivity=2).astype(np.int32)
+            return foreground_objects(detect_mask(pixels, self.model))
         from core.segmentation.stardist_models import predict_labels
 
         return predict_labels(self.model, pixels, self.scale)
@@ -209,6 +208,18 @@ def training_images(dataset: str) -> set[str]:
             seen.update(catalog_id(dataset, stem)
                         for stem in [*info.get("train_images", []), *info.get("validation_images", [])])
     return seen
+
+
+def backends(dataset: str) -> set[str]:
+    """The segmenter backends ``dataset``'s downstream columns use — ``stardist``, ``unet``, ``sato`` (keys of
+    :data:`core.provenance.BACKEND_SOURCES`) — read from the table and the model folders, loading no model."""
+    kinds = set()
+    objects, membranes = segmenters_in_use().get(dataset), membranes_in_use().get(dataset)
+    if objects:
+        kinds.add("unet" if _unet_target(model_folder(objects)) == "foreground" else "stardist")
+    if membranes:
+        kinds.add("sato" if membranes == SATO else "unet")
+    return kinds
 
 
 def describe(dataset: str) -> dict:

@@ -56,7 +56,10 @@ def load_stardist(name_or_folder: str):
         if folder is not None:
             if not (folder / "weights_best.h5").is_file():
                 raise FileNotFoundError(f"{folder} has no weights_best.h5")
-            model = StarDist2D(None, name=folder.name, basedir=str(folder.parent))
+            from core.segmentation.stardist_pooling import stardist_pooling
+
+            with stardist_pooling(model_pooling(folder)):
+                model = StarDist2D(None, name=folder.name, basedir=str(folder.parent))
         elif key in registered_names():
             model = StarDist2D.from_pretrained(key)
         else:
@@ -65,6 +68,12 @@ def load_stardist(name_or_folder: str):
                              f"({', '.join(registered_names())})")
         _CACHE[key] = model
         return model
+
+
+def model_pooling(folder: Path) -> str:
+    """The network's pooling (``biocodec.json``'s ``"pooling"``; StarDist's own ``"max"`` when absent)."""
+    meta = Path(folder) / "biocodec.json"
+    return str(json.loads(meta.read_text()).get("pooling", "max")) if meta.is_file() else "max"
 
 
 def model_scale(name_or_folder: str) -> float:

@@ -27,6 +27,7 @@ import numpy as np
 from core.catalog import catalog_id
 from core.paths import SEG_MODELS_DIR
 from core.segmentation import data as sdata
+from core.segmentation.stardist_pooling import POOLINGS, stardist_pooling
 
 MODELS_DIR = SEG_MODELS_DIR
 STEPS_PER_EPOCH = 25
@@ -115,9 +116,12 @@ def _prepare(pairs, scale: float):
 
 
 def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data_root=None,
-          epochs: int = 1000, init: Path | None = None) -> Path:
+          epochs: int = 1000, init: Path | None = None, pooling: str = "max", learning_rate: float | None = None
+          ) -> Path:
     """Train recipe ``dataset`` into ``out/<name>``; ``init`` = a model folder (same recipe) whose
-    ``weights_best.h5`` the training starts from (a continuation: its steps are added in the metadata)."""
+    ``weights_best.h5`` the training starts from (a continuation: its steps are added in the metadata);
+    ``pooling`` = the network's down-sampling (:data:`core.segmentation.stardist_pooling.POOLINGS`);
+    ``learning_rate`` overrides the recipe's."""
     from core.segmentation.tfsetup import configure_tensorflow
 
     tf = configure_tensorflow(threads)
@@ -133,12 +137,16 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
     print(f"{dataset}: {len(X_trn)} training, {len(X_val)} validation images "
           f"({[r.image_id for r, _x, _y in val_pairs]}), scale {scale}", flush=True)
 
+    config = dict(recipe["config"])
+    if learning_rate is not None:
+        config["train_learning_rate"] = float(learning_rate)
     conf = Config2D(n_channel_in=recipe["n_channel_in"], train_tensorboard=False, train_epochs=1000,
                     train_steps_per_epoch=STEPS_PER_EPOCH,
                     train_reduce_lr={"factor": 0.5, "patience": 8, "min_delta": 0},
-                    use_gpu=False, **recipe["config"])
+                    use_gpu=False, **config)
     out.mkdir(parents=True, exist_ok=True)
-    model = StarDist2D(conf, name=recipe["name"], basedir=str(out))
+    with stardist_pooling(pooling):
+        model = StarDist2D(conf, name=recipe["name"], basedir=str(out))
     model.prepare_for_training()
     previous = {}
     if init is not None:
@@ -174,7 +182,8 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
             "validation_images": [r.image_id for r, _x, _y in val_pairs],
             "epochs": epochs_run[0] + int(previous.get("epochs", 0)),
             "epochs_this_run": epochs_run[0], "started_from": str(init) if init is not None else None,
-            "colour_jitter": recipe.get("colour_jitter", 0.0),
+            "colour_jitter": recipe.get("colour_jitter", 0.0), "pooling": pooling,
+            "learning_rate": conf.train_learning_rate,
             "steps_per_epoch": STEPS_PER_EPOCH, "train_seconds": round(train_s, 1),
             "train_seconds_total": round(train_s + float(previous.get("train_seconds_total",
                                                                          previous.get("train_seconds", 0))), 1),
@@ -198,12 +207,16 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None,
                    help="continue from this model folder's weights_best.h5 (e.g. data/models/monuseg_he)")
+    p.add_argument("--pooling", choices=POOLINGS, default="max",
+                   help="blurmax = anti-aliased max-pooling (shift-stable; Zhang 2019); no parameters, so --init "
+                        "may name a max-pooling model")
+    p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's, 1e-3)")
     p.add_argument("--skip-train", action="store_true", help="only evaluate an existing model folder")
     args = p.parse_args(argv)
     folder = args.out / RECIPES[args.dataset]["name"]
     if not args.skip_train:
         folder = train(args.dataset, args.out, args.minutes, args.threads, args.seed, args.data_root, args.epochs,
-                       args.init)
+                       args.init, args.pooling, args.lr)
     from core.segmentation.stardist_models import load_stardist, model_scale
 
     model = load_stardist(str(folder))

@@ -287,14 +287,12 @@ def tune_objects(folder: Path, data_root=None, log=print) -> dict:
     """Choose on the ``val`` images how a model's mask becomes objects, by object F1 at IoU 0.5 against the
     ground truth's instances, and rewrite ``biocodec.json``; the test split is not read.
 
-    * foreground models: ``min_size`` (px) from :data:`MIN_SIZE_GRID` (objects = 8-connected components);
+    * foreground models: ``min_size`` (px) from :data:`MIN_SIZE_GRID` (objects: ``unet.foreground_objects``);
     * membrane models of datasets whose ground truth is a membrane label (ISBI): the ``cells`` rule
       (:class:`~core.segmentation.contours.CellRule`) from :data:`CELL_SEED_GRID` × :data:`CELL_AREA_GRID`.
 
     Ties go to the first (simplest) grid entry.
     """
-    from skimage.measure import label
-
     from core.segmentation.contours import CellRule
     from core.segmentation.data import instance_pairs
     from core.segmentation.metrics import object_f1
@@ -308,7 +306,7 @@ def tune_objects(folder: Path, data_root=None, log=print) -> dict:
                          f"{sorted({r.dataset for r, _p, _l in val if r.label_kind != 'membrane_label'})} have none")
     probs = [U.predict_probability(det.model, px) for _r, px, _l in val]
     if target == "foreground":
-        candidates = {m: (lambda p, m=m: label(U.mask_from_probability(p, det.threshold, m), connectivity=2))
+        candidates = {m: (lambda p, m=m: U.foreground_objects(U.mask_from_probability(p, det.threshold, m)))
                       for m in MIN_SIZE_GRID}
     else:
         candidates = {(seed, area): (lambda p, r=CellRule(area, seed): r.cells(U.mask_from_probability(
