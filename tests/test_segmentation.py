@@ -43,7 +43,7 @@ def isbi_ref(stem="29", **changes):
     return catalog_ref(ISBI, stem, **changes)
 
 
-@pytest.mark.parametrize("name", ["monuseg_he", "monuseg_he_121ep", "epfl_mito"])
+@pytest.mark.parametrize("name", ["monuseg_he", "monuseg_he_121ep", "monuseg_he_blurmax", "epfl_mito"])
 def test_shipped_model_folders_are_complete(name):
     folder = MODELS_DIR / name
     for f in ("config.json", "thresholds.json", "weights_best.h5", "biocodec.json"):
@@ -62,8 +62,9 @@ def test_unknown_model_name_is_a_clear_error():
 @pytest.mark.parametrize("ref_factory,model,floor", [
     (lambda: monuseg_ref(crop=(1, 1, 501, 501)), "monuseg_he", 0.50),  # measured 0.578
     (lambda: monuseg_ref(crop=(1, 1, 501, 501)), "monuseg_he_121ep", 0.75),  # measured 0.827
+    (lambda: monuseg_ref(crop=(1, 1, 501, 501)), "monuseg_he_blurmax", 0.75),  # measured 0.821
     (epfl_ref, "epfl_mito", 0.50),  # measured 0.609
-], ids=["monuseg_he", "monuseg_he_121ep", "epfl_mito"])
+], ids=["monuseg_he", "monuseg_he_121ep", "monuseg_he_blurmax", "epfl_mito"])
 def test_shipped_model_f1_vs_ground_truth(ref_factory, model, floor):
     from core.datasets import load_ref
     from core.segmentation.metrics import object_f1
@@ -256,7 +257,7 @@ def test_membrane_detector_was_tuned_on_training_images_only():
 
 
 @needs_data
-@pytest.mark.parametrize("model", ["monuseg_he", "monuseg_he_121ep"])
+@pytest.mark.parametrize("model", ["monuseg_he", "monuseg_he_121ep", "monuseg_he_blurmax"])
 def test_monuseg_segmenter_never_saw_a_test_image(model, monkeypatch):
     monkeypatch.setenv("BIOCODEC_SEGMENTERS", f"monuseg={model}")
     seen = segmenter_training_images("monuseg")

@@ -77,6 +77,14 @@ def test_the_context_restores_max_pooling_after_an_error(tmp_path):
     assert blocks.MaxPooling2D is before
 
 
+def test_the_shipped_blurmax_model_loads_with_blurmax_and_records_its_start():
+    from core.segmentation.stardist_models import load_stardist
+
+    meta = json.loads((MODELS_DIR / "monuseg_he_blurmax" / "biocodec.json").read_text())
+    assert meta["pooling"] == "blurmax" and meta["started_from"].endswith("monuseg_he_121ep")
+    assert set(pool_layers(load_stardist("monuseg_he_blurmax").keras_model)) == {"BlurMaxPool2D"}
+
+
 def test_a_model_folder_saying_blurmax_is_loaded_with_blurmax(tmp_path):
     from core.segmentation.stardist_models import load_stardist
 
