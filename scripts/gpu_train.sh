@@ -20,7 +20,7 @@
 #   em-mse-wide      1         64  224  mse     0.0005 – 0.2               11.0 MB (with its entropy tables)
 #   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 11.0 MB
 #
-# EM only: what travels (the tracked tree, 49 MB, plus the carried folders) must stay under 64 MiB; EPFL + ISBI
+# EM only: what travels (the tracked tree, 51 MB on 2026-12-02, plus the carried folders) must stay under 64 MiB; EPFL + ISBI
 # train/val with their label files are 14 MB, MoNuSeg's are 31 MB (25 MB as deflated TIFF: H&E noise does not compress), too much beside
 # the tree. A colour (H&E) GPU run needs a slimmer tree first.
 #
@@ -58,6 +58,12 @@ EOF
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_34_x86_64 -d .whl compressai==1.2.8 pytorch-msssim==1.0.0
   du -sh .gpu .whl
+  # what `run` carries: tracked + untracked-not-ignored files, plus .gpu and .whl (the device tool's limit: 64 MiB)
+  local bytes
+  bytes=$( { git ls-files -z --cached --others --exclude-standard; find .gpu .whl -type f -print0; } \
+           | xargs -0 stat -c %s 2>/dev/null | awk '{s += $1} END {print s + 0}')
+  echo "travels: $((bytes / 1048576)) MiB of 64"
+  if [ "$bytes" -gt $((64 * 1048576)) ]; then echo "too large to travel: slim the tree first" >&2; return 1; fi
 }
 
 run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 bash scripts/gpu_train.sh run   checks it here (no GPU)
