@@ -148,6 +148,18 @@ class PreparedImage:
     prepared: object = None
     error: str | None = None
 
+    def __getstate__(self) -> dict:
+        """Pickled (Dask moving it to another worker) without the evaluator: the receiving process takes its
+        own (:func:`_downstream`, whose models each process loads once), so no task carries a network — a
+        Keras model with custom layers (anti-aliased StarDist) cannot be pickled at all."""
+        return {**self.__dict__, "downstream": None, "has_downstream": self.downstream is not None}
+
+    def __setstate__(self, state: dict) -> None:
+        has_downstream = state.pop("has_downstream", False)
+        self.__dict__.update(state)
+        if has_downstream:
+            self.downstream = _downstream(self.ref)
+
 
 def peek_image(ref: ImageRef) -> ImageInfo:
     """Bit depth, channels and size of an image (Nones when it cannot be read)."""

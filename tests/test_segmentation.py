@@ -302,3 +302,27 @@ def test_segmenter_training_images_from_model_json_and_tuned_detector(tmp_path, 
     # a registered pretrained model (no folder here) adds nothing
     monkeypatch.setenv("BIOCODEC_SEGMENTERS", "monuseg=2D_versatile_he")
     assert segmenter_training_images("monuseg") == set()
+
+
+@needs_data
+def test_a_prepared_image_travels_between_dask_workers_without_its_network():
+    """The runner's PreparedImage (the image, its downstream evaluator, the original's segmentation) is pickled
+    when Dask moves it between workers: the evaluator stays behind (the anti-aliased StarDist's custom Keras layer
+    cannot be pickled; no task should carry a network) and the receiving process uses its own."""
+    import pickle
+
+    from core.runner import _downstream, prepare_image
+    from core.segmentation.segmenters import load_object_segmenter, segmenters_in_use
+
+    prepared = prepare_image(monuseg_ref(crop=(1, 1, 257, 257)))
+    assert prepared.error is None and prepared.downstream is not None
+    blob = pickle.dumps(prepared)
+    assert len(blob) < 2 * 2**20  # pixels + the original's labels, no weights
+    moved = pickle.loads(blob)
+    assert moved.downstream is _downstream(moved.ref)  # the receiving process's own (cached) evaluator
+    name = segmenters_in_use()["monuseg"]
+    assert moved.downstream.objects.model is load_object_segmenter(name).model  # this process's cached model
+    same = moved.downstream.compare(moved.prepared, moved.image.pixels)
+    assert same["seg_dice"] == pytest.approx(1.0) and same["seg_f1"] == pytest.approx(1.0)
+    bare = pickle.loads(pickle.dumps(dataclasses.replace(prepared, downstream=None)))
+    assert bare.downstream is None
