@@ -99,3 +99,13 @@ def test_a_model_folder_saying_blurmax_is_loaded_with_blurmax(tmp_path):
     assert set(pool_layers(load_stardist(str(folder)).keras_model)) == {"BlurMaxPool2D"}
     (folder / "biocodec.json").unlink()
     assert model_pooling(folder) == "max"
+
+
+def test_a_continued_training_keeps_the_start_models_pooling_unless_told_otherwise():
+    from core.segmentation.train_stardist import training_pooling
+
+    assert training_pooling(None, None) == "max"
+    assert training_pooling(None, MODELS_DIR / "monuseg_he_blurmax") == "blurmax"
+    assert training_pooling(None, MODELS_DIR / "monuseg_he_121ep") == "max"
+    assert training_pooling("blurmax", MODELS_DIR / "monuseg_he_121ep") == "blurmax"
+    assert training_pooling("max", MODELS_DIR / "monuseg_he_blurmax") == "max"

@@ -115,12 +115,23 @@ def _prepare(pairs, scale: float):
     return X, Y
 
 
+def training_pooling(pooling: str | None, init: Path | None) -> str:
+    """The pooling a training builds: ``pooling`` if given, else the ``init`` model's (a continuation keeps its
+    architecture), else StarDist's own max-pooling."""
+    from core.segmentation.stardist_models import model_pooling
+
+    if pooling is not None:
+        return pooling
+    return model_pooling(Path(init)) if init is not None else "max"
+
+
 def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data_root=None,
-          epochs: int = 1000, init: Path | None = None, pooling: str = "max", learning_rate: float | None = None
-          ) -> Path:
+          epochs: int = 1000, init: Path | None = None, pooling: str | None = None,
+          learning_rate: float | None = None) -> Path:
     """Train recipe ``dataset`` into ``out/<name>``; ``init`` = a model folder (same recipe) whose
     ``weights_best.h5`` the training starts from (a continuation: its steps are added in the metadata);
-    ``pooling`` = the network's down-sampling (:data:`core.segmentation.stardist_pooling.POOLINGS`);
+    ``pooling`` = the network's down-sampling (:data:`core.segmentation.stardist_pooling.POOLINGS`; default:
+    the ``init`` model's, else StarDist's max-pooling);
     ``learning_rate`` overrides the recipe's."""
     from core.segmentation.tfsetup import configure_tensorflow
 
@@ -130,6 +141,7 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
 
     recipe = RECIPES[dataset]
     scale = recipe["scale"]
+    pooling = training_pooling(pooling, init)
     trn_pairs, val_pairs = load_split(dataset, "train", data_root), load_split(dataset, "val", data_root)
     X_trn, Y_trn = _prepare(trn_pairs, scale)
     X_val, Y_val = _prepare(val_pairs, scale)
@@ -207,9 +219,9 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", type=Path, default=None,
                    help="continue from this model folder's weights_best.h5 (e.g. data/models/monuseg_he)")
-    p.add_argument("--pooling", choices=POOLINGS, default="max",
+    p.add_argument("--pooling", choices=POOLINGS, default=None,
                    help="blurmax = anti-aliased max-pooling (shift-stable; Zhang 2019); no parameters, so --init "
-                        "may name a max-pooling model")
+                        "may name a max-pooling model (default: the --init model's pooling, else max)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: the recipe's, 1e-3)")
     p.add_argument("--skip-train", action="store_true", help="only evaluate an existing model folder")
     args = p.parse_args(argv)
