@@ -355,8 +355,9 @@ def main(argv=None) -> int:
     p.add_argument("command", choices=["compact"])
     p.add_argument("db", nargs="?", default=None, help="database file (default: the results database)")
     a = p.parse_args(argv)
-    before, after = compact(a.db or default_db())
-    print(f"{a.db or default_db()}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
+    db = a.db or default_db()
+    before, after = compact(db)
+    print(f"{db}: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
     return 0
 
 

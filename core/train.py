@@ -399,12 +399,10 @@ def parse_args(argv=None):
                    "validation images (measure it later, elsewhere, with --validate-only)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    if args.validate_only:  # the checkpoint's JSON says what it is; only the images are needed
-        pass
-    elif is_variable_rate(args.arch):
-        if not args.lmbda_range:
-            p.error(f"--arch {args.arch} needs --lmbda-range LOW HIGH")
-    elif args.lmbda is None:
+    # --validate-only: the checkpoint's JSON says what it is (λ included); only the images are needed
+    if not args.validate_only and is_variable_rate(args.arch) and not args.lmbda_range:
+        p.error(f"--arch {args.arch} needs --lmbda-range LOW HIGH")
+    if not args.validate_only and not is_variable_rate(args.arch) and args.lmbda is None:
         p.error("--lmbda is required")
     if bool(args.datasets) == bool(args.train):
         p.error("give either --datasets (catalog splits) or --train (your own images)")
