@@ -1,0 +1,105 @@
+"""Can StarDist's *inference* make its nuclei segmentation agree with itself under a 1-px shift? (issue #12)
+
+    OMP_NUM_THREADS=2 python -m bench.stardist_shift --split val      # the shipped MoNuSeg model, catalog val tiles
+
+The 1-px shift noise floor of the MoNuSeg segmenter (``python -m core.segmentation noise-floor``) is pixel Dice
+≈ 0.95–0.96 against ≥ 0.998 under σ = 0.5 grey-level noise.  StarDist predicts on a stride-2 grid
+(``config.grid = (2, 2)``) and draws each nucleus as the star-convex polygon of the pixel that wins non-maximum
+suppression, so a 1-px shift moves the input by half a grid cell and can change which pixel wins.  This script
+measures inference-only variants of the same network, each on the original tile and on the tile shifted by 1 px
+along y and x (:func:`core.segmentation.noise_floor.shift`, compared on the interior exactly as the noise floor
+is), and against the ground truth:
+
+* ``grid``: StarDist's own prediction (stride-2 maps, NMS on the grid) — what the runner uses;
+* ``polyphase``: the network run on the 4 inputs shifted by (dy, dx) ∈ {0, 1}², their stride-2 maps interleaved
+  into stride-1 maps (:func:`polyphase_maps`; a 1-px shift of the input then permutes the phases), NMS at
+  stride 1 — 4× the network time;
+* ``+ smooth σ``: NMS scores (and the probability threshold) on the probability map smoothed by a Gaussian of
+  σ px, for a steadier winner.
+
+Printed per variant: mean over the split's tiles of shift Dice / object F1 (IoU 0.5) and Dice / F1 against the
+ground truth.  Use ``--split val`` to choose; the test split is for reporting only.
+"""
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+VARIANTS = (("grid", False, 0.0), ("grid + smooth 1", False, 1.0), ("polyphase", True, 0.0),
+            ("polyphase + smooth 1", True, 1.0), ("polyphase + smooth 2", True, 2.0))
+
+
+def polyphase_maps(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Stride-1 probability (H, W) and ray distances (H, W, n_rays) of ``x`` (H, W, C), interleaved from the
+    model's stride-``grid`` predictions of ``x`` shifted by every phase (reflect-padded at the far edge)."""
+    gy, gx = model.config.grid
+    height, width = x.shape[:2]
+    prob = np.zeros((height, width), np.float32)
+    dist = np.zeros((height, width, model.config.n_rays), np.float32)
+    for dy in range(gy):
+        for dx in range(gx):
+            view = np.pad(x[dy:, dx:], [(0, dy), (0, dx)] + [(0, 0)] * (x.ndim - 2), mode="reflect")
+            p, d = model.predict(view)
+            ys, xs = np.arange(dy, height, gy), np.arange(dx, width, gx)
+            prob[np.ix_(ys, xs)] = p[:len(ys), :len(xs)]
+            dist[np.ix_(ys, xs)] = d[:len(ys), :len(xs)]
+    return prob, np.maximum(dist, 1e-3)
+
+
+def instances(model, x: np.ndarray, polyphase: bool, sigma: float) -> np.ndarray:
+    """int32 instance labels of the normalised image ``x`` by one variant (see the module docstring)."""
+    from scipy.ndimage import gaussian_filter
+    from stardist.geometry import polygons_to_label
+    from stardist.nms import non_maximum_suppression
+
+    if polyphase:
+        (prob, dist), grid = polyphase_maps(model, x), (1, 1)
+    else:
+        prob, dist = model.predict(x)
+        dist, grid = np.maximum(dist, 1e-3), tuple(model.config.grid)
+    score = gaussian_filter(prob, sigma / grid[0]) if sigma else prob
+    points, probi, disti = non_maximum_suppression(dist, score, grid=grid, prob_thresh=model.thresholds.prob,
+                                                   nms_thresh=model.thresholds.nms)
+    return np.asarray(polygons_to_label(disti, points, prob=probi, shape=x.shape[:2]), np.int32)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--split", default="val", help="catalog split of the monuseg tiles (default val)")
+    p.add_argument("--data-root", default=None)
+    args = p.parse_args(argv)
+
+    from core.catalog import split_refs
+    from core.datasets import load_ref
+    from core.segmentation import load_ground_truth
+    from core.segmentation.data import normalize
+    from core.segmentation.metrics import dice, object_f1
+    from core.segmentation.noise_floor import interior, shift, unshift
+    from core.segmentation.segmenters import segmenters_in_use
+    from core.segmentation.stardist_models import load_stardist
+
+    name = segmenters_in_use()["monuseg"]
+    model = load_stardist(name)
+    refs = split_refs("monuseg", (args.split,), args.data_root)
+    if not refs:
+        raise SystemExit(f"no monuseg tiles in split {args.split!r} (data root missing?)")
+    scores: dict[str, list[tuple[float, float, float, float]]] = {v[0]: [] for v in VARIANTS}
+    for ref in refs:
+        pixels = np.asarray(load_ref(ref).pixels)
+        truth = load_ground_truth(ref).instances
+        for label, polyphase, sigma in VARIANTS:
+            original = instances(model, normalize(pixels), polyphase, sigma)
+            moved = unshift(instances(model, normalize(shift(pixels)), polyphase, sigma))
+            a, b = interior(original), interior(moved)
+            scores[label].append((dice(a, b), object_f1(a, b, 0.5), dice(truth, original), object_f1(truth, original, 0.5)))
+    print(f"StarDist {name}, monuseg {args.split} ({len(refs)} tiles): means")
+    print(f"{'variant':24s} {'shift Dice':>10s} {'shift F1':>9s} {'GT Dice':>8s} {'GT F1':>7s}")
+    for label, values in scores.items():
+        m = np.mean(values, axis=0)
+        print(f"{label:24s} {m[0]:10.4f} {m[1]:9.4f} {m[2]:8.4f} {m[3]:7.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
