@@ -10,7 +10,8 @@ measures inference-only variants of the same network, each on the original tile 
 along y and x (:func:`core.segmentation.noise_floor.shift`, compared on the interior exactly as the noise floor
 is), and against the ground truth:
 
-* ``grid``: StarDist's own prediction (stride-2 maps, NMS on the grid) — what the runner uses;
+* ``grid``: StarDist's own prediction (``predict_instances``: stride-2 maps, NMS on the grid) — the runner's path;
+* ``grid + smooth σ``: the stride-2 maps with smoothed NMS scores (below);
 * ``polyphase``: the network run on the 4 inputs shifted by (dy, dx) ∈ {0, 1}², their stride-2 maps interleaved
   into stride-1 maps (:func:`polyphase_maps`; a 1-px shift of the input then permutes the phases), NMS at
   stride 1 — 4× the network time;
@@ -47,21 +48,35 @@ def polyphase_maps(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return prob, np.maximum(dist, 1e-3)
 
 
-def instances(model, x: np.ndarray, polyphase: bool, sigma: float) -> np.ndarray:
-    """int32 instance labels of the normalised image ``x`` by one variant (see the module docstring)."""
+def nms_labels(model, prob: np.ndarray, dist: np.ndarray, grid, shape, sigma: float) -> np.ndarray:
+    """int32 instance labels from probability / distance maps on ``grid``: StarDist's NMS and polygon drawing,
+    with NMS scores on the probability map smoothed by a Gaussian of ``sigma`` px (0: none)."""
     from scipy.ndimage import gaussian_filter
     from stardist.geometry import polygons_to_label
     from stardist.nms import non_maximum_suppression
 
-    if polyphase:
-        (prob, dist), grid = polyphase_maps(model, x), (1, 1)
-    else:
-        prob, dist = model.predict(x)
-        dist, grid = np.maximum(dist, 1e-3), tuple(model.config.grid)
     score = gaussian_filter(prob, sigma / grid[0]) if sigma else prob
     points, probi, disti = non_maximum_suppression(dist, score, grid=grid, prob_thresh=model.thresholds.prob,
                                                    nms_thresh=model.thresholds.nms)
-    return np.asarray(polygons_to_label(disti, points, prob=probi, shape=x.shape[:2]), np.int32)
+    return np.asarray(polygons_to_label(disti, points, prob=probi, shape=shape), np.int32)
+
+
+def variant_labels(model, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    """{variant: labels} of one image; each network pass runs once per image (the σ variants share the maps),
+    and the ``grid`` variant is the runner's own path (:func:`~core.segmentation.stardist_models.predict_labels`)."""
+    from core.segmentation.data import normalize
+    from core.segmentation.stardist_models import predict_labels
+
+    x = normalize(pixels)
+    shape = pixels.shape[:2]
+    grid_prob, grid_dist = model.predict(x)
+    poly_prob, poly_dist = polyphase_maps(model, x)
+    out = {"grid": predict_labels(model, pixels)}
+    for label, polyphase, sigma in VARIANTS[1:]:
+        prob, dist, grid = ((poly_prob, poly_dist, (1, 1)) if polyphase
+                            else (grid_prob, np.maximum(grid_dist, 1e-3), tuple(model.config.grid)))
+        out[label] = nms_labels(model, prob, dist, grid, shape, sigma)
+    return out
 
 
 def main(argv=None) -> int:
@@ -73,7 +88,6 @@ def main(argv=None) -> int:
     from core.catalog import split_refs
     from core.datasets import load_ref
     from core.segmentation import load_ground_truth
-    from core.segmentation.data import normalize
     from core.segmentation.metrics import dice, object_f1
     from core.segmentation.noise_floor import interior, shift, unshift
     from core.segmentation.segmenters import segmenters_in_use
@@ -88,10 +102,9 @@ def main(argv=None) -> int:
     for ref in refs:
         pixels = np.asarray(load_ref(ref).pixels)
         truth = load_ground_truth(ref).instances
-        for label, polyphase, sigma in VARIANTS:
-            original = instances(model, normalize(pixels), polyphase, sigma)
-            moved = unshift(instances(model, normalize(shift(pixels)), polyphase, sigma))
-            a, b = interior(original), interior(moved)
+        originals, moved = variant_labels(model, pixels), variant_labels(model, shift(pixels))
+        for label, original in originals.items():
+            a, b = interior(original), interior(unshift(moved[label]))
             scores[label].append((dice(a, b), object_f1(a, b, 0.5), dice(truth, original), object_f1(truth, original, 0.5)))
     print(f"StarDist {name}, monuseg {args.split} ({len(refs)} tiles): means")
     print(f"{'variant':24s} {'shift Dice':>10s} {'shift F1':>9s} {'GT Dice':>8s} {'GT F1':>7s}")
