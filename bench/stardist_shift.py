@@ -16,7 +16,11 @@ is), and against the ground truth:
   into stride-1 maps (:func:`polyphase_maps`; a 1-px shift of the input then permutes the phases), NMS at
   stride 1 — 4× the network time;
 * ``+ smooth σ``: NMS scores (and the probability threshold) on the probability map smoothed by a Gaussian of
-  σ px, for a steadier winner.
+  σ px, for a steadier winner;
+* ``+ vote``: each NMS winner redrawn as the probability-weighted majority of the polygons of all candidate
+  pixels inside it (:func:`~core.segmentation.stardist_models.vote_instances`); ``grid + vote`` is
+  ``predict_labels(..., instances="vote")``, the runner's path for a model whose ``biocodec.json`` says
+  ``"instances": "vote"``.
 
 Printed per variant: mean over the split's tiles of shift Dice / object F1 (IoU 0.5) and Dice / F1 against the
 ground truth.  Use ``--split val`` to choose; the test split is for reporting only.
@@ -29,6 +33,7 @@ import numpy as np
 
 VARIANTS = (("grid", False, 0.0), ("grid + smooth 1", False, 1.0), ("polyphase", True, 0.0),
             ("polyphase + smooth 1", True, 1.0), ("polyphase + smooth 2", True, 2.0))
+VOTED = ("grid + vote", "polyphase + vote")
 
 
 def polyphase_maps(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -62,10 +67,10 @@ def nms_labels(model, prob: np.ndarray, dist: np.ndarray, grid, shape, sigma: fl
 
 
 def variant_labels(model, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """{variant: labels} of one image; each network pass runs once per image (the σ variants share the maps),
-    and the ``grid`` variant is the runner's own path (:func:`~core.segmentation.stardist_models.predict_labels`)."""
+    """{variant: labels} of one image; the polyphase passes run once per image (the σ variants share them), and
+    the ``grid`` variants are the runner's own paths (:func:`~core.segmentation.stardist_models.predict_labels`)."""
     from core.segmentation.data import normalize
-    from core.segmentation.stardist_models import predict_labels
+    from core.segmentation.stardist_models import predict_labels, vote_instances
 
     x = normalize(pixels)
     shape = pixels.shape[:2]
@@ -76,6 +81,8 @@ def variant_labels(model, pixels: np.ndarray) -> dict[str, np.ndarray]:
         prob, dist, grid = ((poly_prob, poly_dist, (1, 1)) if polyphase
                             else (grid_prob, np.maximum(grid_dist, 1e-3), tuple(model.config.grid)))
         out[label] = nms_labels(model, prob, dist, grid, shape, sigma)
+    out["grid + vote"] = predict_labels(model, pixels, instances="vote")
+    out["polyphase + vote"] = vote_instances(out["polyphase"], poly_prob, poly_dist, (1, 1), model.thresholds.prob)
     return out
 
 
@@ -98,7 +105,7 @@ def main(argv=None) -> int:
     refs = split_refs("monuseg", (args.split,), args.data_root)
     if not refs:
         raise SystemExit(f"no monuseg tiles in split {args.split!r} (data root missing?)")
-    scores: dict[str, list[tuple[float, float, float, float]]] = {v[0]: [] for v in VARIANTS}
+    scores: dict[str, list[tuple[float, float, float, float]]] = {v: [] for v in [*(v[0] for v in VARIANTS), *VOTED]}
     for ref in refs:
         pixels = np.asarray(load_ref(ref).pixels)
         truth = load_ground_truth(ref).instances

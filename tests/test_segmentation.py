@@ -15,7 +15,8 @@ from core import catalog
 from core.catalog import ImageRef
 from core.paths import data_root
 from core.segmentation import DOWNSTREAM_COLUMNS, downstream_for, load_ground_truth, segmenter_training_images
-from core.segmentation.stardist_models import MODELS_DIR, load_stardist, model_scale, predict_labels
+from core.segmentation.segmenters import load_object_segmenter
+from core.segmentation.stardist_models import MODELS_DIR, load_stardist, model_scale
 
 DATA = data_root()
 needs_data = pytest.mark.skipif(not DATA.is_dir(), reason=f"shared benchmark data not found at {DATA}")
@@ -71,8 +72,8 @@ def test_shipped_model_f1_vs_ground_truth(ref_factory, model, floor):
 
     ref = ref_factory()
     image, gt = load_ref(ref), load_ground_truth(ref)
-    labels = predict_labels(load_stardist(model), image.pixels, model_scale(model))
-    assert labels.shape == image.pixels.shape[:2]
+    labels = load_object_segmenter(model).labels(image.pixels)  # the runner's path: scale and instance rule
+    assert labels.shape == image.pixels.shape[:2] and labels.dtype == np.int32
     assert object_f1(gt.instances, labels) >= floor
 
 

@@ -114,6 +114,7 @@ class ObjectSegmenter:
     kind: str  # "stardist" | "unet"
     model: object
     scale: float = 1.0
+    instances: str = "polygons"  # StarDist only: how nuclei are drawn (stardist_models.INSTANCE_RULES)
 
     def labels(self, pixels: np.ndarray) -> np.ndarray:
         if self.kind == "unet":
@@ -122,7 +123,7 @@ class ObjectSegmenter:
             return foreground_objects(detect_mask(pixels, self.model))
         from core.segmentation.stardist_models import predict_labels
 
-        return predict_labels(self.model, pixels, self.scale)
+        return predict_labels(self.model, pixels, self.scale, self.instances)
 
 
 @lru_cache(maxsize=None)
@@ -136,9 +137,9 @@ def load_object_segmenter(name: str) -> ObjectSegmenter:
         return ObjectSegmenter(name, "unet", load_unet(folder))
     if target is not None:
         raise ValueError(f"{folder} is a U-Net for {target!r}, not an object segmenter")
-    from core.segmentation.stardist_models import load_stardist, model_scale
+    from core.segmentation.stardist_models import load_stardist, model_instances, model_scale
 
-    return ObjectSegmenter(name, "stardist", load_stardist(name), model_scale(name))
+    return ObjectSegmenter(name, "stardist", load_stardist(name), model_scale(name), model_instances(name))
 
 
 @lru_cache(maxsize=None)

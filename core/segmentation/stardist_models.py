@@ -5,12 +5,14 @@ A model is named either by a **local folder** holding ``config.json``,
 input ``scale``), by a **project model name** (a folder name under ``data/models``,
 e.g. ``monuseg_he``), or by a **registered pretrained name** such as
 ``2D_versatile_he`` (downloaded by StarDist; needs internet).  Models are loaded once
-per process and cached.
+per process and cached.  ``biocodec.json`` also says how nuclei are drawn
+(``"instances"``): StarDist's NMS polygons, or their vote (:func:`vote_instances`).
 """
 from __future__ import annotations
 
 import json
 import threading
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -85,12 +87,127 @@ def model_scale(name_or_folder: str) -> float:
     return 1.0
 
 
-def predict_labels(model, image: np.ndarray, scale: float = 1.0) -> np.ndarray:
+def model_instances(name_or_folder: str) -> str:
+    """How the model's nuclei are drawn (``biocodec.json``'s ``"instances"``, one of :data:`INSTANCE_RULES`;
+    StarDist's own ``"polygons"`` for pretrained models and folders that do not say)."""
+    folder = resolve_model_folder(str(name_or_folder))
+    meta = folder / "biocodec.json" if folder else None
+    rule = json.loads(meta.read_text()).get("instances", "polygons") if meta is not None and meta.is_file() \
+        else "polygons"
+    if rule not in INSTANCE_RULES:
+        raise ValueError(f"{meta}: instances must be one of {', '.join(INSTANCE_RULES)}, got {rule!r}")
+    return rule
+
+
+#: ``polygons``: each nucleus is the star-convex polygon of the pixel that wins non-maximum suppression
+#: (StarDist's ``predict_instances``); ``vote``: the probability-weighted majority of the polygons of every
+#: candidate pixel inside that polygon (:func:`vote_instances`)
+INSTANCE_RULES = ("polygons", "vote")
+#: a pixel belongs to a voted nucleus when the candidates covering it carry at least this share of the weight
+VOTE_QUORUM = 0.5
+
+
+def vote_instances(labels: np.ndarray, prob: np.ndarray, dist: np.ndarray, grid, prob_thresh: float,
+                   rescale=(1.0, 1.0), quorum: float = VOTE_QUORUM) -> np.ndarray:
+    """int32 instance labels in which each nucleus of ``labels`` (StarDist's NMS polygons) is redrawn as the
+    vote of all candidate polygons that belong to it.
+
+    ``prob`` (h, w) and ``dist`` (h, w, n_rays) are the network's maps on its stride-``grid`` lattice; every
+    lattice pixel with ``prob > prob_thresh`` is a candidate, with the polygon its rays describe (the same
+    polygons NMS chooses among; ``rescale`` maps lattice coordinates and distances to ``labels``' pixels when
+    the network ran on a resized image).  A candidate belongs to the nucleus of ``labels`` that contains its
+    centre; a pixel is in that nucleus when the candidates covering it hold at least ``quorum`` of the summed
+    probability of the nucleus' candidates.  Overlaps go to the more probable nucleus (StarDist's own drawing
+    order), and a nucleus with no candidate left (its centre drawn over) keeps its own polygon's free pixels.
+
+    Why: NMS keeps one candidate, so a 1-px shift of the image, which moves the stride-2 lattice by half a cell,
+    changes which pixel's polygon is drawn; the vote averages a nucleus' dozens of candidates and moves less.
+    """
+    labels = np.asarray(labels, np.int32)
+    shape = labels.shape
+    if not np.isclose(rescale[0], rescale[1]):
+        raise ValueError(f"vote_instances needs the same rescale along y and x, got {rescale}")
+    lattice = np.argwhere(np.asarray(prob) > prob_thresh)
+    centres = lattice * np.asarray(grid) * np.asarray(rescale)
+    rounded = np.round(centres).astype(int)
+    inside = (rounded[:, 0] < shape[0]) & (rounded[:, 1] < shape[1])
+    lattice, centres, rounded = lattice[inside], centres[inside], rounded[inside]
+    weight = np.asarray(prob)[lattice[:, 0], lattice[:, 1]].astype(np.float64)
+    rays = np.maximum(np.asarray(dist, np.float64)[lattice[:, 0], lattice[:, 1]], 1e-3) * rescale[0]
+    owner = labels[rounded[:, 0], rounded[:, 1]]
+
+    voted = []
+    for label in np.unique(owner[owner > 0]):
+        mine = np.flatnonzero(owner == label)
+        reach = rays[mine].max(axis=1)
+        y0, x0 = (max(int(np.floor((centres[mine, a] - reach).min())), 0) for a in (0, 1))
+        y1, x1 = (min(int(np.ceil((centres[mine, a] + reach).max())) + 1, shape[a]) for a in (0, 1))
+        votes = star_polygon_votes(centres[mine], rays[mine], weight[mine], (y0, y1, x0, x1))
+        voted.append((weight[mine].max(), label, (y0, y1, x0, x1), votes >= quorum * weight[mine].sum()))
+    out = np.zeros(shape, np.int32)
+    for _p, label, (y0, y1, x0, x1), mask in sorted(voted, key=lambda v: v[0]):
+        out[y0:y1, x0:x1][mask] = label
+    for label in np.setdiff1d(np.unique(labels[labels > 0]), np.unique(out[out > 0])):
+        out[(labels == label) & (out == 0)] = label
+    return out
+
+
+def star_polygon_votes(centres: np.ndarray, rays: np.ndarray, weights: np.ndarray, box) -> np.ndarray:
+    """(y1 − y0, x1 − x0) float64: the summed ``weights`` of the polygons covering each pixel centre of
+    ``box`` = (y0, y1, x0, x1).
+
+    Polygon i has its vertices at ``centres[i] + rays[i, k] · (sin φ_k, cos φ_k)``, φ_k = 2πk / n_rays (y, x; as
+    ``stardist.geometry.dist_to_coord``).  Each is filled by an even–odd scanline over pixel centres, the
+    inclusion rule of ``skimage.draw.polygon`` (which StarDist draws its polygons with), compiled with numba
+    because thousands of small polygons per image make per-polygon calls the cost.
+    """
+    y0, y1, x0, x1 = (int(v) for v in box)
+    phis = np.linspace(0, 2 * np.pi, rays.shape[1], endpoint=False)
+    vy = np.asarray(centres, np.float64)[:, :1] + rays * np.sin(phis)
+    vx = np.asarray(centres, np.float64)[:, 1:] + rays * np.cos(phis)
+    return _scanline_kernel()(vy, vx, np.asarray(weights, np.float64), y0, y1, x0, x1)
+
+
+@lru_cache(maxsize=None)
+def _scanline_kernel():
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def fill(vy, vx, weights, y0, y1, x0, x1):
+        out = np.zeros((max(y1 - y0, 0), max(x1 - x0, 0)))
+        n_polys, n_vertices = vy.shape
+        crossings = np.empty(n_vertices)
+        for i in range(n_polys):
+            top = max(int(np.ceil(vy[i].min())), y0)
+            bottom = min(int(np.floor(vy[i].max())), y1 - 1)
+            for y in range(top, bottom + 1):
+                n = 0
+                for k in range(n_vertices):
+                    ay, ax = vy[i, k], vx[i, k]
+                    by, bx = vy[i, (k + 1) % n_vertices], vx[i, (k + 1) % n_vertices]
+                    if (ay <= y) != (by <= y):  # the edge crosses this row (half-open: each vertex once)
+                        crossings[n] = ax + (y - ay) * (bx - ax) / (by - ay)
+                        n += 1
+                row = np.sort(crossings[:n])
+                for j in range(0, n - 1, 2):
+                    left = max(int(np.ceil(row[j])), x0)
+                    right = min(int(np.floor(row[j + 1])), x1 - 1)
+                    for x in range(left, right + 1):
+                        out[y - y0, x - x0] += weights[i]
+        return out
+
+    return fill
+
+
+def predict_labels(model, image: np.ndarray, scale: float = 1.0, instances: str = "polygons") -> np.ndarray:
     """int32 instance labels of ``image`` (uint8/uint16, (H,W) or (H,W,3)), same shape as the image.
 
     The image is percentile-normalised (1–99.8 %, channels jointly), as in training;
-    ``scale`` ≠ 1 runs the network on a resized copy and maps labels back.
+    ``scale`` ≠ 1 runs the network on a resized copy and maps labels back.  ``instances`` (one of
+    :data:`INSTANCE_RULES`): StarDist's NMS polygons, or their vote (:func:`vote_instances`).
     """
+    if instances not in INSTANCE_RULES:
+        raise ValueError(f"instances must be one of {', '.join(INSTANCE_RULES)}, got {instances!r}")
     image = np.asarray(image)
     n_in = model.config.n_channel_in
     if image.ndim == 3 and n_in == 1:
@@ -98,8 +215,13 @@ def predict_labels(model, image: np.ndarray, scale: float = 1.0) -> np.ndarray:
     if image.ndim == 2 and n_in == 3:
         image = np.repeat(image[..., None], 3, axis=-1)
     x = normalize(image)
-    labels, _ = model.predict_instances(x, scale=None if scale == 1.0 else scale, show_tile_progress=False,
-                                        verbose=False)
+    options = dict(scale=None if scale == 1.0 else scale, show_tile_progress=False, verbose=False)
+    if instances == "vote":  # the dense maps (StarDist's default sparse prediction keeps only the winners)
+        (labels, _details), (prob, dist) = model.predict_instances(x, sparse=False, return_predict=True, **options)
+        labels = vote_instances(labels, prob, dist, model.config.grid, model.thresholds.prob,
+                                rescale=(1.0 / scale, 1.0 / scale))
+    else:
+        labels, _details = model.predict_instances(x, **options)
     labels = np.asarray(labels, dtype=np.int32)
     if labels.shape != image.shape[:2]:
         raise RuntimeError(f"StarDist returned labels of shape {labels.shape} for an image of {image.shape}")
