@@ -33,6 +33,21 @@ def test_keras_blurmax_equals_the_unets_torch_blurmax():
     assert np.allclose(np.asarray(blur_max_layer_class()((2, 2))(np.full((1, 4, 4, 1), 7.0, np.float32))), 7.0)
 
 
+def test_blurmax_layer_round_trips_through_its_keras_config():
+    # Keras 3 records the constructor's arguments itself (no get_config of our own is needed)
+    from core.segmentation.tfsetup import configure_tensorflow
+
+    configure_tensorflow()
+    layer_class = blur_max_layer_class()
+    layer = layer_class((2, 2), name="pool_a")
+    config = layer.get_config()
+    assert config["pool_size"] == (2, 2) and config["name"] == "pool_a"
+    clone = layer_class.from_config(config)
+    x = np.random.default_rng(2).normal(size=(1, 6, 4, 2)).astype(np.float32)
+    assert clone.name == "pool_a"
+    np.testing.assert_array_equal(np.asarray(clone(x)), np.asarray(layer(x)))
+
+
 def test_blurmax_rejects_other_pool_sizes_and_unknown_kinds():
     from core.segmentation.tfsetup import configure_tensorflow
 
