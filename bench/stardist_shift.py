@@ -67,8 +67,10 @@ def nms_labels(model, prob: np.ndarray, dist: np.ndarray, grid, shape, sigma: fl
 
 
 def variant_labels(model, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """{variant: labels} of one image; the polyphase passes run once per image (the σ variants share them), and
-    the ``grid`` variants are the runner's own paths (:func:`~core.segmentation.stardist_models.predict_labels`)."""
+    """{variant: labels} of one image.  The four polyphase passes run once per image (the σ and vote variants share
+    them); ``grid`` and ``grid + vote`` each call the runner's own path
+    (:func:`~core.segmentation.stardist_models.predict_labels`), so each runs its own network pass — two passes
+    more than strictly needed, the price of measuring exactly what the runner does."""
     from core.segmentation.data import normalize
     from core.segmentation.stardist_models import predict_labels, vote_instances
 
