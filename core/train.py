@@ -326,6 +326,19 @@ def save_checkpoint(model, out: Path, half: bool = True) -> Path:
 GAIN_PARAMETERS = frozenset({"log_gain", "log_inv_gain", "log_hyper_gain", "log_hyper_inv_gain"})
 
 
+def load_matching(model, path: Path) -> dict:
+    """Warm-start ``model`` from a checkpoint of another width: every tensor whose name and shape match is
+    copied (e.g. a wider latent M keeps the N-wide transform layers, GDNs and the hyper-latent's entropy
+    bottleneck); the rest keeps its fresh initialisation.  Returns {'loaded': n, 'kept_fresh': [names]}."""
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    own = model.state_dict()
+    matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ValueError(f"{path}: no tensor fits this model")
+    model.load_state_dict({**own, **{k: v.to(own[k].dtype) for k, v in matching.items()}})
+    return {"loaded": len(matching), "kept_fresh": sorted(k for k in own if k not in matching)}
+
+
 def load_state(model, path: Path, ladder=None) -> float | None:
     """Load a state_dict saved by :func:`save_checkpoint` (entropy tables resized as needed).
 
@@ -388,6 +401,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup", type=int, default=0, help="first steps trained with the mse loss (see train_steps)")
     p.add_argument("--init", type=Path, help="start from this checkpoint .pt, or a NAME.resume.pt snapshot "
                    "(fine-tuning)")
+    p.add_argument("--init-matching", action="store_true", help="with --init: load only the tensors whose name "
+                   "and shape fit (a start for a wider model; the rest is freshly initialised)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt")
     p.add_argument("--save-every", type=int, default=250, help="steps between resume snapshots")
     p.add_argument("--save-minutes", type=float, default=5.0, help="also snapshot after this many minutes")
@@ -454,6 +469,16 @@ def main(argv=None) -> dict:
         base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init), "steps": int(snap["step"]),
                 "note": "resume snapshot of a run on the same catalog datasets (its training_images are a "
                         "subset of this checkpoint's)"}
+    elif args.init and args.init_matching:
+        transfer = load_matching(model, args.init)
+        base_meta_path = args.init.with_name(args.init.stem + ".json")
+        base_meta = json.loads(base_meta_path.read_text()) if base_meta_path.exists() else {}
+        base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init),
+                "steps": base_meta.get("steps", {}).get("total"), "loss": base_meta.get("loss"),
+                "N": base_meta.get("N"), "M": base_meta.get("M"),
+                "training_images": base_meta.get("training_images"),
+                "note": f"warm start (--init-matching): {transfer['loaded']} tensors of matching name and shape "
+                        f"loaded; fresh: {', '.join(transfer['kept_fresh'])}"}
     elif args.init:
         base_lmbda = load_state(model, args.init, lmbda if variable else None)
         base_meta_path = args.init.with_name(args.init.stem + ".json")

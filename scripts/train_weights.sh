@@ -4,6 +4,9 @@
 #   bash scripts/train_weights.sh em       # gray  learned-msssim: EPFL + ISBI catalog train split
 #   bash scripts/train_weights.sh he       # colour learned-msssim: MoNuSeg catalog train split, from he-msssim-q4
 #   bash scripts/train_weights.sh em-mix   # gray  learned-mix: fine-tune of the em model with the Zhao mix
+#   bash scripts/train_weights.sh em-mse-wide  # gray learned-mse (PSNR-oriented): M = 224, MSE, warm start from em
+#   bash scripts/train_weights.sh he-more  # colour: continue the shipped data/weights/he-msssim-vr.pt (fresh
+#                                          # optimiser; a new checkout has no .train/ resume snapshots)
 #   STEPS=20000 bash scripts/train_weights.sh em   # longer (the shipped step counts are in each JSON)
 #   LR=5e-5 bash scripts/train_weights.sh em       # resume with a lower learning rate (anneal the end)
 #
@@ -29,7 +32,7 @@ STEPS=${STEPS:-14000}
 vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
   local name=$1 ch=$2 loss=$3 low=$4 high=$5 datasets=$6 codec=$7; shift 7
   "$PY" -m core.train --arch gained-mean-scale --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
-    --N 64 --M 96 --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop 128 --lr "${LR:-2e-4}" \
+    --N 64 --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop 128 --lr "${LR:-2e-4}" \
     --seed 21 --threads 1 --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
     --no-progress "$@" >> "$T/$name.log" 2>&1
   tail -n 16 "$T/$name.log"
@@ -39,8 +42,14 @@ case "${1:-}" in
   em)     vr em-msssim-vr 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim --warmup 300 ;;
   he)     # starts from the fixed-rate colour checkpoint at λ 60 (9,700 steps; gain 1 placed at λ 60 on the ladder)
           vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-q4.pt ;;
+  he-more) # the shipped colour checkpoint as the start (its steps count on in the new JSON's 'base')
+          vr he-msssim-vr-more 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-vr.pt ;;
+  em-mse-wide) # the PSNR-oriented gray family at the latent width bench.latent_ceiling asks for (M = 224): the
+          # shipped em model's N-wide layers as the start (--init-matching), the M-wide ones fresh
+          M=224 vr em-mse-wide 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse \
+            --init data/weights/em-msssim-vr.pt --init-matching ;;
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
-  *) echo "usage: $0 em|he|em-mix" >&2; exit 2 ;;
+  *) echo "usage: $0 em|he|he-more|em-mse-wide|em-mix" >&2; exit 2 ;;
 esac

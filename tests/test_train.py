@@ -175,3 +175,27 @@ def test_a_fixed_rate_checkpoint_starts_a_variable_rate_model_at_its_own_lambda(
     (tmp_path / "fixed.json").write_text(json.dumps({"lmbda": None}))
     with pytest.raises(ValueError, match="numeric 'lmbda'"):
         train.load_state(build_model("gained-mean-scale", 3, 16, 24, levels=8), path, ladder)
+
+
+def test_a_narrower_checkpoint_warm_starts_a_wider_latent_where_shapes_match(tmp_path):
+    """--init-matching: a gained model with latent width M = 24 starts one with M = 40 — every tensor of equal name
+    and shape is copied bit for bit (the N-wide layers, the hyper-latent's entropy bottleneck), every M-wide one keeps
+    its fresh initialisation; a checkpoint with nothing in common is an error."""
+    torch.manual_seed(0)
+    narrow = build_model("gained-mean-scale", 1, 16, 24, levels=8)
+    path = tmp_path / "narrow.pt"
+    torch.save(narrow.state_dict(), path)
+    torch.manual_seed(1)
+    wide = build_model("gained-mean-scale", 1, 16, 40, levels=8)
+    before = {k: v.clone() for k, v in wide.state_dict().items()}
+    report = train.load_matching(wide, path)
+    after, source = wide.state_dict(), narrow.state_dict()
+    copied = [k for k in after if k in source and source[k].shape == after[k].shape]
+    assert report["loaded"] == len(copied) and sorted(set(after) - set(copied)) == report["kept_fresh"]
+    assert all(torch.equal(after[k], source[k]) for k in copied)
+    assert all(torch.equal(after[k], before[k]) for k in report["kept_fresh"])
+    assert "g_a.0.weight" in copied and "log_gain" in report["kept_fresh"]  # N-wide first conv; M-wide gains
+    assert any(k.startswith("g_a.") for k in report["kept_fresh"])  # the layer that outputs the latent
+    torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="no tensor fits"):
+        train.load_matching(wide, tmp_path / "other.pt")
