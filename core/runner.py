@@ -104,14 +104,17 @@ def plan_tasks(image_bit_depth: int, channels: int, codecs: list[str], settings:
                colour_modes: tuple[str, ...] | None) -> tuple[list[Task], int]:
     """Tasks for an image of this depth/channel count, and how many were unsupported (skipped).
 
-    ``colour_modes`` None means: 'joint' for every codec, plus 'per_channel' for
-    learned codecs on RGB images (the colour switch the product compares).
+    ``colour_modes`` None means: 'joint' for every codec, plus 'per_channel' for learned codecs with both a
+    gray and a colour model on RGB images (the colour switch the product compares: the 3-channel model vs the
+    1-channel one per plane).  A gray-only learned family codes gray images only; ask for
+    ``colour_modes=('per_channel',)`` (``--colour-modes``) to run it on RGB planes.
     """
     tasks, unsupported = [], 0
     for name in codecs:
         codec = _codec(name)
         if colour_modes is None:
-            modes = ("joint", "per_channel") if codec.family == "learned" and channels == 3 else ("joint",)
+            switch = codec.family == "learned" and channels == 3 and {1, 3} <= set(codec.channels)
+            modes = ("joint", "per_channel") if switch else ("joint",)
         else:
             modes = tuple(m for m in colour_modes if m == "joint" or channels == 3)
         for mode in modes:
@@ -395,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or a list such as train,val; rows of images a model saw say so (in_codec_training, "
                    "in_segmenter_training)")
     p.add_argument("--colour-modes", help="joint,per_channel (default: joint; plus per_channel for learned "
-                   "codecs on RGB)")
+                   "codecs with a gray and a colour model, on RGB)")
     p.add_argument("--scheduler", default="local", help="where the work runs (Dask): local (default: a "
                    "LocalCluster of --workers processes; 1 = in this process), tcp://HOST:PORT (an existing "
                    "Dask cluster), or slurm (with --cluster-config)")

@@ -9,6 +9,7 @@
 #                                          # optimiser; a new checkout has no .train/ resume snapshots)
 #   STEPS=20000 bash scripts/train_weights.sh em   # longer (the shipped step counts are in each JSON)
 #   LR=5e-5 bash scripts/train_weights.sh em       # resume with a lower learning rate (anneal the end)
+#   THREADS=2 bash scripts/train_weights.sh em     # torch threads (default 1: two jobs side by side on 2 cores)
 #
 # Every job reads its images from the catalog (data/stages.toml): it trains on the datasets' `train` split,
 # validates on `val`, never sees `test`, and records the catalog ids it saw in NAME.json (`training_images`).
@@ -26,14 +27,14 @@ cd "$(dirname "$0")/.."
 PY=.venv/bin/python
 T=.train
 mkdir -p "$T"
-export OMP_NUM_THREADS=1
+export OMP_NUM_THREADS=${THREADS:-1}
 STEPS=${STEPS:-14000}
 
 vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
   local name=$1 ch=$2 loss=$3 low=$4 high=$5 datasets=$6 codec=$7; shift 7
   "$PY" -m core.train --arch gained-mean-scale --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
     --N 64 --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop 128 --lr "${LR:-2e-4}" \
-    --seed 21 --threads 1 --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
+    --seed 21 --threads "${THREADS:-1}" --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
     --no-progress "$@" >> "$T/$name.log" 2>&1
   tail -n 16 "$T/$name.log"
 }

@@ -348,3 +348,29 @@ def test_shipped_gray_model_reconstructs_a_test_em_slice():
     crop = np.ascontiguousarray(image.pixels[:256, :320])
     out = codec.decode(codec.encode(crop, codec.default_settings[-1]))
     assert psnr(crop, out, 8) > 24
+
+
+def test_runner_runs_the_colour_switch_only_for_families_with_both_models(tmp_path):
+    """Per-channel rows compare a family's 1-channel model per plane with its 3-channel model; a gray-only family
+    codes gray images only unless per_channel is asked for."""
+    from core import runner
+    from core.codecs.registry import register_codec, unregister_codec
+
+    for ch in (1, 3):
+        _tiny_variable_rate(tmp_path, ch, codec="both")
+    _tiny_variable_rate(tmp_path, 1, codec="grayonly")
+    codecs = load_codecs(tmp_path)
+    for name in ("both", "grayonly"):
+        register_codec(f"test-{name}", lambda c=codecs[name]: c)
+    try:
+        settings = {"test-both": (2,), "test-grayonly": (2,)}
+        tasks, unsupported = runner.plan_tasks(8, 3, ["test-both", "test-grayonly"], settings, None)
+        assert [(t.codec, t.colour_mode) for t in tasks] == [("test-both", "joint"), ("test-both", "per_channel")]
+        assert unsupported == 1  # the gray-only family cannot code RGB jointly
+        tasks, _ = runner.plan_tasks(8, 1, ["test-both", "test-grayonly"], settings, None)
+        assert [(t.codec, t.colour_mode) for t in tasks] == [("test-both", "joint"), ("test-grayonly", "joint")]
+        tasks, _ = runner.plan_tasks(8, 3, ["test-grayonly"], settings, ("per_channel",))
+        assert [(t.codec, t.colour_mode) for t in tasks] == [("test-grayonly", "per_channel")]
+    finally:
+        for name in ("both", "grayonly"):
+            unregister_codec(f"test-{name}")
