@@ -152,10 +152,13 @@ def test_a_second_runner_on_the_same_database_is_refused_in_one_line(images, tmp
 
 @pytest.fixture(scope="module")
 def slow_images(tmp_path_factory):
+    """8 noise images large enough that coding them (56 rows of JPEG XL / AVIF) spans many of the runner's 2-s batch
+    writes on a fast machine too: 256² took about 2 s in all on a 2026-12-02 machine, so every row landed in one
+    batch and no reader could see a run in progress; 640² takes about 15 s there."""
     folder = tmp_path_factory.mktemp("slow-images")
     rng = np.random.default_rng(3)
     for i in range(8):
-        write_image(folder / f"noise{i:02d}.png", as_bioimage(rng.integers(0, 256, (256, 256), dtype=np.uint8)))
+        write_image(folder / f"noise{i:02d}.png", as_bioimage(rng.integers(0, 256, (768, 768), dtype=np.uint8)))
     return folder
 
 
