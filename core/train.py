@@ -469,24 +469,18 @@ def main(argv=None) -> dict:
         base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init), "steps": int(snap["step"]),
                 "note": "resume snapshot of a run on the same catalog datasets (its training_images are a "
                         "subset of this checkpoint's)"}
-    elif args.init and args.init_matching:
-        transfer = load_matching(model, args.init)
+    elif args.init:  # a finished checkpoint: whole (fine-tuning), or its matching tensors (a wider model)
         base_meta_path = args.init.with_name(args.init.stem + ".json")
         base_meta = json.loads(base_meta_path.read_text()) if base_meta_path.exists() else {}
         base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init),
                 "steps": base_meta.get("steps", {}).get("total"), "loss": base_meta.get("loss"),
-                "N": base_meta.get("N"), "M": base_meta.get("M"),
-                "training_images": base_meta.get("training_images"),
-                "note": f"warm start (--init-matching): {transfer['loaded']} tensors of matching name and shape "
-                        f"loaded; fresh: {', '.join(transfer['kept_fresh'])}"}
-    elif args.init:
-        base_lmbda = load_state(model, args.init, lmbda if variable else None)
-        base_meta_path = args.init.with_name(args.init.stem + ".json")
-        base_meta = json.loads(base_meta_path.read_text()) if base_meta_path.exists() else {}
-        base = {"checkpoint": args.init.name, "sha256": file_sha256(args.init),
-                "steps": base_meta.get("steps", {}).get("total"), "loss": base_meta.get("loss"),
-                "lmbda": base_meta.get("lmbda"), "training_images": base_meta.get("training_images")}
-        if base_lmbda is not None:
+                "lmbda": base_meta.get("lmbda"), "N": base_meta.get("N"), "M": base_meta.get("M"),
+                "training_images": base_meta.get("training_images")}
+        if args.init_matching:
+            transfer = load_matching(model, args.init)
+            base["note"] = (f"warm start (--init-matching): {transfer['loaded']} tensors of matching name and shape "
+                            f"loaded; fresh: {', '.join(transfer['kept_fresh'])}")
+        elif load_state(model, args.init, lmbda if variable else None) is not None:
             base["note"] = ("fixed-rate checkpoint: transforms and entropy models loaded, gain 1 placed at its "
                             "λ on the ladder")
     optimizer, aux_optimizer = make_optimizers(model, args.lr)
