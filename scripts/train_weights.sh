@@ -52,7 +52,7 @@ case "${1:-}" in
             --init data/weights/em-msssim-vr.pt --init-matching ;;
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched
           # to MSE (on H&E the M = 96 latent is not the limit, bench.latent_ceiling; its transforms are)
-          # (lr 1e-4 by default: a fine-tune of a converged model; data/weights/pending/README.md)
+          # (lr 1e-4 by default: a fine-tune of a converged model; data/weights/README.md, he-mse)
           LR=${LR:-1e-4} vr he-mse 3 mse 0.0005 0.2 monuseg learned-mse --init data/weights/he-msssim-vr.pt ;;
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"

@@ -23,7 +23,8 @@ from core.train import save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = sorted(p for p in WEIGHTS_DIR.glob("*.json") if p.with_suffix(".pt").exists())
-#: every committed checkpoint: the shipped ones and data/weights/pending/ (measured, not loaded by the registry yet)
+#: every committed checkpoint: the shipped ones and any in data/weights/pending/ (a session's measured checkpoint the
+#: registry does not load yet, committed before its rows are regenerated; none at present)
 COMMITTED = SHIPPED + sorted(p for p in (WEIGHTS_DIR / "pending").glob("*.json") if p.with_suffix(".pt").exists())
 EPFL = ROOT.parent / "shared" / "data" / "epfl_hippocampus_fibsem" / "train" / "slices"
 
