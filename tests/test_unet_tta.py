@@ -52,3 +52,10 @@ def test_with_tta_wraps_only_the_unets_and_leaves_the_loaded_ones_alone():
     assert (wrapped.membranes.threshold, wrapped.membranes.min_size) == (0.5, 1)
     img = np.random.default_rng(0).integers(0, 256, (48, 64)).astype(np.uint8)
     assert wrapped.segment(img)["contours"].shape == img.shape
+    assert (wrapped.membranes.phases, det.phases) == (1, 1)
+    averaged = with_tta(evaluator, "phase-average")
+    assert averaged.membranes.model is det.model and (averaged.membranes.phases, det.phases) == (2, 1)
+    shipped_like = U.TrainedUNet(tiny(1), 0.5, 1, "m", {"phase_average": 2})
+    assert with_tta(DownstreamEvaluator("isbi2012_em", None, shipped_like), "one-pass").membranes.phases == 1
+    with pytest.raises(ValueError, match="tta"):
+        with_tta(evaluator, "flips")

@@ -265,7 +265,7 @@ def rethreshold(folder: Path, thresholds=None, data_root=None, log=print) -> dic
     meta = det.meta
     target = meta.get("target", "membranes")
     val = training_pairs(meta["datasets"], "val", target, data_root)
-    probs = [U.predict_probability(det.model, px) for _r, px, _m in val]
+    probs = [U.predict_probability(det.model, px, phases=det.phases) for _r, px, _m in val]
     grid = thresholds or tuple(round(t, 3) for t in np.arange(0.3, 0.951, 0.05))
     scores = validation_scores(target, probs, [np.asarray(m, bool) for _r, _p, m in val], grid, det.min_size)
     t, s = max(scores.items(), key=lambda kv: kv[1])
@@ -304,7 +304,7 @@ def tune_objects(folder: Path, data_root=None, log=print) -> dict:
     if target == "membranes" and any(ref.label_kind != "membrane_label" for ref, _p, _l in val):
         raise ValueError(f"{folder}: cells are defined only for membrane-label ground truth (ISBI); "
                          f"{sorted({r.dataset for r, _p, _l in val if r.label_kind != 'membrane_label'})} have none")
-    probs = [U.predict_probability(det.model, px) for _r, px, _l in val]
+    probs = [U.predict_probability(det.model, px, phases=det.phases) for _r, px, _l in val]
     if target == "foreground":
         candidates = {m: (lambda p, m=m: U.foreground_objects(U.mask_from_probability(p, det.threshold, m)))
                       for m in MIN_SIZE_GRID}

@@ -5,7 +5,9 @@ The network (:class:`UNet`) maps a grayscale image, normalised like the Sato pat
 (:func:`core.segmentation.data.normalize`, 1–99.8 percentiles, clipped to [0, 1]), to a
 probability per pixel of its target (``biocodec.json`` ``target``: ``membranes`` or ``foreground``).  Four resolution levels (3×3 conv–BN–ReLU pairs, 2×2 max
 pooling, plain or anti-aliased (:data:`POOLINGS`), bilinear upsampling + skip concatenation); any image size is accepted: the input is
-reflect-padded to a multiple of 16 and large images are predicted in overlapping tiles.
+reflect-padded to a multiple of 16 and large images are predicted in overlapping tiles.  A model whose
+``biocodec.json`` says ``"phase_average": 2`` averages the 2×2 placements of the input on the pooling lattice
+(:func:`_predict_phase_averaged`), so its answer moves with a 1-px shift of the image.
 
 :func:`detect_mask` thresholds the probability at the
 threshold chosen on the validation split (stored with the weights) and drops components smaller than
@@ -127,13 +129,31 @@ def _predict_full(model, x: np.ndarray) -> np.ndarray:
     return torch.sigmoid(logits)[0, 0, :h, :w].numpy().astype(np.float32)
 
 
+def _predict_phase_averaged(model, x: np.ndarray, phases: int) -> np.ndarray:
+    """Mean probability over the ``phases``² placements of ``x`` on the network's pooling lattice: ``x`` moved
+    by (dy, dx) ∈ {0 … phases − 1}² (reflect-padded), predicted, and moved back.  A 1-px shift of the input
+    then permutes the placements of the first pooling level instead of changing them, so the output moves
+    with the image (``phases`` = 1: one plain pass)."""
+    if phases <= 1:
+        return _predict_full(model, x)
+    h, w = x.shape
+    total = np.zeros((h, w), np.float64)
+    for dy in range(phases):
+        for dx in range(phases):
+            moved = np.pad(x, ((dy, phases - 1 - dy), (dx, phases - 1 - dx)), mode="reflect")
+            total += _predict_full(model, moved)[dy:dy + h, dx:dx + w]
+    return (total / phases ** 2).astype(np.float32)
+
+
 def predict_probability(model, pixels: np.ndarray | None = None, *, normalized: np.ndarray | None = None,
-                        tile: int = 1024, overlap: int = 64) -> np.ndarray:
+                        tile: int = 1024, overlap: int = 64, phases: int = 1) -> np.ndarray:
     """Membrane probability (float32, shape of the image) of a grayscale image.
 
     Images up to ``tile`` px on each side are predicted in one pass; larger ones in ``tile``² tiles that
     overlap by ``overlap`` px, each tile contributing only its inner part (no seams from the borders).
     Pass ``normalized`` (from :func:`prepare_input`) instead of ``pixels`` to skip the normalisation.
+    ``phases`` > 1 averages ``phases``² lattice placements (:func:`_predict_phase_averaged`; ``phases``² × the
+    network time; a model's ``biocodec.json`` ``phase_average``, :attr:`TrainedUNet.phases`).
     """
     x = prepare_input(pixels) if normalized is None else np.asarray(normalized, dtype=np.float32)
     was_training = model.training
@@ -141,14 +161,14 @@ def predict_probability(model, pixels: np.ndarray | None = None, *, normalized: 
     try:
         h, w = x.shape
         if h <= tile and w <= tile:
-            return _predict_full(model, x)
+            return _predict_phase_averaged(model, x, phases)
         out = np.zeros((h, w), np.float32)
         step = tile - 2 * overlap
         for y0 in range(0, h, step):
             for x0 in range(0, w, step):
                 ty0, tx0 = max(0, y0 - overlap), max(0, x0 - overlap)
                 ty1, tx1 = min(h, y0 + step + overlap), min(w, x0 + step + overlap)
-                p = _predict_full(model, x[ty0:ty1, tx0:tx1])
+                p = _predict_phase_averaged(model, x[ty0:ty1, tx0:tx1], phases)
                 oy1, ox1 = min(h, y0 + step), min(w, x0 + step)
                 out[y0:oy1, x0:ox1] = p[y0 - ty0:oy1 - ty0, x0 - tx0:ox1 - tx0]
         return out
@@ -183,6 +203,11 @@ class TrainedUNet:
     meta: dict | None = None
 
     @property
+    def phases(self) -> int:
+        """Lattice placements averaged per side at inference (``biocodec.json`` ``phase_average``; 1 = none)."""
+        return int((self.meta or {}).get("phase_average", 1))
+
+    @property
     def cell_rule(self):
         """How this membrane model's mask becomes cells (``biocodec.json`` ``cells``; the plain rule if absent)."""
         from core.segmentation.contours import CellRule
@@ -194,7 +219,8 @@ def detect_mask(pixels: np.ndarray, model) -> np.ndarray:
     """Boolean mask of a grayscale image by a :class:`TrainedUNet` (membranes or foreground, whichever it was
     trained for: its threshold and ``min_size``), or by a bare module (threshold 0.5, ``min_size`` 64)."""
     if isinstance(model, TrainedUNet):
-        return mask_from_probability(predict_probability(model.model, pixels), model.threshold, model.min_size)
+        return mask_from_probability(predict_probability(model.model, pixels, phases=model.phases), model.threshold,
+                                     model.min_size)
     return mask_from_probability(predict_probability(model, pixels), 0.5, 64)
 
 
