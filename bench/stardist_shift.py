@@ -10,17 +10,21 @@ measures inference-only variants of the same network, each on the original tile 
 along y and x (:func:`core.segmentation.noise_floor.shift`, compared on the interior exactly as the noise floor
 is), and against the ground truth:
 
-* ``grid``: StarDist's own prediction (``predict_instances``: stride-2 maps, NMS on the grid) — the runner's path;
+* ``grid``: StarDist's own prediction (``predict_instances``: stride-2 maps, NMS on the grid) — the runner's path
+  until 2026-12-02;
 * ``grid + smooth σ``: the stride-2 maps with smoothed NMS scores (below);
 * ``polyphase``: the network run on the 4 inputs shifted by (dy, dx) ∈ {0, 1}², their stride-2 maps interleaved
-  into stride-1 maps (:func:`polyphase_maps`; a 1-px shift of the input then permutes the phases), NMS at
-  stride 1 — 4× the network time;
+  into stride-1 maps (:func:`~core.segmentation.stardist_models.shift_averaged_maps` with period 2; a 1-px shift
+  of the input then permutes the phases), NMS at stride 1 — 4× the network time;
+* ``shift avg 4``: the same over (dy, dx) ∈ {0, …, 3}², each stride-1 pixel the mean of the 4 passes that sampled
+  it (period 4) — 16× the network time; it also evens out the network's next pooling level;
 * ``+ smooth σ``: NMS scores (and the probability threshold) on the probability map smoothed by a Gaussian of
   σ px, for a steadier winner;
 * ``+ vote``: each NMS winner redrawn as the probability-weighted majority of the polygons of all candidate
   pixels inside it (:func:`~core.segmentation.stardist_models.vote_instances`); ``grid + vote`` is
-  ``predict_labels(..., instances="vote")``, the runner's path for a model whose ``biocodec.json`` says
-  ``"instances": "vote"``.
+  ``predict_labels(..., instances="vote", shift_average=1)`` (the runner's path on 2026-12-02), and ``shift avg 4 + vote`` is ``predict_labels(...,
+  instances="vote", shift_average=4)``, the runner's path for a model whose ``biocodec.json`` says so
+  (``monuseg_he_blurmax`` since 2026-12-03).
 
 Printed per variant: mean over the split's tiles of shift Dice / object F1 (IoU 0.5) and Dice / F1 against the
 ground truth.  Use ``--split val`` to choose; the test split is for reporting only.
@@ -31,26 +35,10 @@ import argparse
 
 import numpy as np
 
-VARIANTS = (("grid", False, 0.0), ("grid + smooth 1", False, 1.0), ("polyphase", True, 0.0),
-            ("polyphase + smooth 1", True, 1.0), ("polyphase + smooth 2", True, 2.0))
-VOTED = ("grid + vote", "polyphase + vote")
-
-
-def polyphase_maps(model, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Stride-1 probability (H, W) and ray distances (H, W, n_rays) of ``x`` (H, W, C), interleaved from the
-    model's stride-``grid`` predictions of ``x`` shifted by every phase (reflect-padded at the far edge)."""
-    gy, gx = model.config.grid
-    height, width = x.shape[:2]
-    prob = np.zeros((height, width), np.float32)
-    dist = np.zeros((height, width, model.config.n_rays), np.float32)
-    for dy in range(gy):
-        for dx in range(gx):
-            view = np.pad(x[dy:, dx:], [(0, dy), (0, dx)] + [(0, 0)] * (x.ndim - 2), mode="reflect")
-            p, d = model.predict(view)
-            ys, xs = np.arange(dy, height, gy), np.arange(dx, width, gx)
-            prob[np.ix_(ys, xs)] = p[:len(ys), :len(xs)]
-            dist[np.ix_(ys, xs)] = d[:len(ys), :len(xs)]
-    return prob, np.maximum(dist, 1e-3)
+#: (label, shift-average period (1: StarDist's own stride-2 maps), σ of the NMS score smoothing)
+VARIANTS = (("grid", 1, 0.0), ("grid + smooth 1", 1, 1.0), ("polyphase", 2, 0.0), ("polyphase + smooth 1", 2, 1.0),
+            ("polyphase + smooth 2", 2, 2.0), ("shift avg 4", 4, 0.0), ("shift avg 4 + smooth 1", 4, 1.0))
+VOTED = ("grid + vote", "polyphase + vote", "shift avg 4 + vote")
 
 
 def nms_labels(model, prob: np.ndarray, dist: np.ndarray, grid, shape, sigma: float) -> np.ndarray:
@@ -67,24 +55,25 @@ def nms_labels(model, prob: np.ndarray, dist: np.ndarray, grid, shape, sigma: fl
 
 
 def variant_labels(model, pixels: np.ndarray) -> dict[str, np.ndarray]:
-    """{variant: labels} of one image.  The four polyphase passes run once per image (the σ and vote variants share
-    them); ``grid`` and ``grid + vote`` each call the runner's own path
-    (:func:`~core.segmentation.stardist_models.predict_labels`), so each runs its own network pass — two passes
-    more than strictly needed, the price of measuring exactly what the runner does."""
+    """{variant: labels} of one image.  The shift-averaged passes run once per period and image (the σ and vote
+    variants share them); ``grid`` and ``grid + vote`` each call
+    :func:`~core.segmentation.stardist_models.predict_labels` with one pass, so each runs its own network
+    pass — two passes more than strictly needed, the price of measuring exactly what that path does."""
     from core.segmentation.data import normalize
-    from core.segmentation.stardist_models import predict_labels, vote_instances
+    from core.segmentation.stardist_models import predict_labels, shift_averaged_maps, stride1_labels
 
     x = normalize(pixels)
     shape = pixels.shape[:2]
     grid_prob, grid_dist = model.predict(x)
-    poly_prob, poly_dist = polyphase_maps(model, x)
-    out = {"grid": predict_labels(model, pixels)}
-    for label, polyphase, sigma in VARIANTS[1:]:
-        prob, dist, grid = ((poly_prob, poly_dist, (1, 1)) if polyphase
+    averaged = {period: shift_averaged_maps(model, x, period) for period in (2, 4)}
+    out = {"grid": predict_labels(model, pixels, shift_average=1)}
+    for label, period, sigma in VARIANTS[1:]:
+        prob, dist, grid = (averaged[period] + ((1, 1),) if period > 1
                             else (grid_prob, np.maximum(grid_dist, 1e-3), tuple(model.config.grid)))
         out[label] = nms_labels(model, prob, dist, grid, shape, sigma)
-    out["grid + vote"] = predict_labels(model, pixels, instances="vote")
-    out["polyphase + vote"] = vote_instances(out["polyphase"], poly_prob, poly_dist, (1, 1), model.thresholds.prob)
+    out["grid + vote"] = predict_labels(model, pixels, instances="vote", shift_average=1)
+    out["polyphase + vote"] = stride1_labels(model, *averaged[2], instances="vote")
+    out["shift avg 4 + vote"] = stride1_labels(model, *averaged[4], instances="vote")
     return out
 
 
@@ -114,7 +103,8 @@ def main(argv=None) -> int:
         originals, moved = variant_labels(model, pixels), variant_labels(model, shift(pixels))
         for label, original in originals.items():
             a, b = interior(original), interior(unshift(moved[label]))
-            scores[label].append((dice(a, b), object_f1(a, b, 0.5), dice(truth, original), object_f1(truth, original, 0.5)))
+            scores[label].append((dice(a, b), object_f1(a, b, 0.5),
+                                  dice(truth, original), object_f1(truth, original, 0.5)))
     print(f"StarDist {name}, monuseg {args.split} ({len(refs)} tiles): means")
     print(f"{'variant':24s} {'shift Dice':>10s} {'shift F1':>9s} {'GT Dice':>8s} {'GT F1':>7s}")
     for label, values in scores.items():

@@ -327,3 +327,25 @@ def test_a_prepared_image_travels_between_dask_workers_without_its_network():
     assert same["seg_dice"] == pytest.approx(1.0) and same["seg_f1"] == pytest.approx(1.0)
     bare = pickle.loads(pickle.dumps(dataclasses.replace(prepared, downstream=None)))
     assert bare.downstream is None
+
+
+@needs_data
+def test_the_shipped_monuseg_segmenter_averages_over_period_four_on_the_runners_path():
+    from core.datasets import load_ref
+    from core.segmentation.data import normalize
+    from core.segmentation.metrics import dice
+    from core.segmentation.segmenters import segmenters_in_use
+    from core.segmentation.stardist_models import (model_shift_average, predict_labels, shift_averaged_maps,
+                                                   stride1_labels)
+
+    name = segmenters_in_use()["monuseg"]
+    assert model_shift_average(name) == 4
+    segmenter = load_object_segmenter(name)
+    assert segmenter.instances == "vote"
+    pixels = load_ref(monuseg_ref(crop=(1, 1, 193, 193))).pixels
+    labels = segmenter.labels(pixels)  # predict_labels reads the period from the model's folder
+    by_hand = stride1_labels(segmenter.model, *shift_averaged_maps(segmenter.model, normalize(pixels), 4), "vote")
+    np.testing.assert_array_equal(labels, by_hand)
+    plain = predict_labels(segmenter.model, pixels, instances="vote", shift_average=1)  # as before 2026-12-03
+    assert labels.shape == plain.shape == pixels.shape[:2] and labels.max() > 10
+    assert dice(labels > 0, plain > 0) > 0.9  # the same nuclei, redrawn

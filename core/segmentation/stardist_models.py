@@ -6,7 +6,8 @@ input ``scale``), by a **project model name** (a folder name under ``data/models
 e.g. ``monuseg_he``), or by a **registered pretrained name** such as
 ``2D_versatile_he`` (downloaded by StarDist; needs internet).  Models are loaded once
 per process and cached.  ``biocodec.json`` also says how nuclei are drawn
-(``"instances"``): StarDist's NMS polygons, or their vote (:func:`vote_instances`).
+(``"instances"``): StarDist's NMS polygons, or their vote (:func:`vote_instances`), and whether its maps
+are averaged over input shifts (``"shift_average"``, :func:`shift_averaged_maps`).
 """
 from __future__ import annotations
 
@@ -78,25 +79,37 @@ def model_pooling(folder: Path) -> str:
     return str(json.loads(meta.read_text()).get("pooling", "max")) if meta.is_file() else "max"
 
 
-def model_scale(name_or_folder: str) -> float:
-    """Input scale the model was trained at (``biocodec.json``; 1.0 for pretrained models)."""
+def _biocodec(name_or_folder: str) -> tuple[Path | None, dict]:
+    """(path, contents) of a local model's ``biocodec.json``; (None, {}) for pretrained models and folders
+    without one."""
     folder = resolve_model_folder(str(name_or_folder))
     meta = folder / "biocodec.json" if folder else None
-    if meta is not None and meta.is_file():
-        return float(json.loads(meta.read_text()).get("scale", 1.0))
-    return 1.0
+    return (meta, json.loads(meta.read_text())) if meta is not None and meta.is_file() else (None, {})
+
+
+def model_scale(name_or_folder: str) -> float:
+    """Input scale the model was trained at (``biocodec.json``; 1.0 for pretrained models)."""
+    return float(_biocodec(name_or_folder)[1].get("scale", 1.0))
 
 
 def model_instances(name_or_folder: str) -> str:
     """How the model's nuclei are drawn (``biocodec.json``'s ``"instances"``, one of :data:`INSTANCE_RULES`;
     StarDist's own ``"polygons"`` for pretrained models and folders that do not say)."""
-    folder = resolve_model_folder(str(name_or_folder))
-    meta = folder / "biocodec.json" if folder else None
-    rule = json.loads(meta.read_text()).get("instances", "polygons") if meta is not None and meta.is_file() \
-        else "polygons"
+    meta, options = _biocodec(name_or_folder)
+    rule = options.get("instances", "polygons")
     if rule not in INSTANCE_RULES:
         raise ValueError(f"{meta}: instances must be one of {', '.join(INSTANCE_RULES)}, got {rule!r}")
     return rule
+
+
+def model_shift_average(name_or_folder: str) -> int:
+    """The shift-average period of the model's inference (``biocodec.json``'s ``"shift_average"``; 1, one plain
+    pass, for pretrained models and folders that do not say).  See :func:`shift_averaged_maps`."""
+    meta, options = _biocodec(name_or_folder)
+    period = options.get("shift_average", 1)
+    if not isinstance(period, int) or period < 1:
+        raise ValueError(f"{meta}: shift_average must be a positive integer, got {period!r}")
+    return period
 
 
 #: ``polygons``: each nucleus is the star-convex polygon of the pixel that wins non-maximum suppression
@@ -199,15 +212,70 @@ def _scanline_kernel():
     return fill
 
 
-def predict_labels(model, image: np.ndarray, scale: float = 1.0, instances: str = "polygons") -> np.ndarray:
+def shift_averaged_maps(model, x: np.ndarray, period: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stride-1 probability (H, W) and ray distances (H, W, n_rays) of the normalised image ``x`` (H, W, C).
+
+    The network predicts on its stride-``grid`` lattice (``config.grid``, (2, 2) for the project's models), so
+    a 1-px shift of the input moves it by half a lattice cell and changes what it sees.  Here ``x`` is moved by
+    every (dy, dx) ∈ {0, …, period − 1}² (reflect-padded at the far edge), each prediction is written back at
+    the input pixels its lattice samples, and every pixel gets the mean of the (period / grid)² predictions
+    that sampled it: period² network passes.  A 1-px shift of the input then keeps most passes (re-ordered) and
+    trades the rest for passes ``period`` px further, which differ from those they replace by whole lattice
+    cells only, so the maps move with the image up to the network's deeper pooling.  ``period`` must be a
+    multiple of the grid; ``period`` = grid is the plain polyphase interleave (one pass per phase)."""
+    gy, gx = model.config.grid
+    if period % gy or period % gx:
+        raise ValueError(f"shift_average {period} is not a multiple of the model's grid {(gy, gx)}")
+    height, width = x.shape[:2]
+    if min(height, width) <= period:
+        raise ValueError(f"shift_average {period} needs an image larger than {period} px, got {height}×{width}")
+    prob = np.zeros((height, width), np.float64)
+    dist = np.zeros((height, width, model.config.n_rays), np.float64)
+    count = np.zeros((height, width), np.float64)
+    for dy in range(period):
+        for dx in range(period):
+            moved = np.pad(x[dy:, dx:], [(0, dy), (0, dx)] + [(0, 0)] * (x.ndim - 2), mode="reflect")
+            p, d = model.predict(moved)
+            ys, xs = np.arange(dy, height, gy), np.arange(dx, width, gx)
+            prob[np.ix_(ys, xs)] += p[:len(ys), :len(xs)]
+            dist[np.ix_(ys, xs)] += d[:len(ys), :len(xs)]
+            count[np.ix_(ys, xs)] += 1
+    return ((prob / count).astype(np.float32),
+            np.maximum(dist / count[..., None], 1e-3).astype(np.float32))
+
+
+def stride1_labels(model, prob: np.ndarray, dist: np.ndarray, instances: str = "polygons") -> np.ndarray:
+    """int32 instance labels (H, W) from stride-1 maps (:func:`shift_averaged_maps`): StarDist's NMS at the
+    model's thresholds, then its polygons or their vote (``instances``)."""
+    from stardist.geometry import polygons_to_label
+    from stardist.nms import non_maximum_suppression
+
+    points, point_prob, point_dist = non_maximum_suppression(
+        dist, prob, grid=(1, 1), prob_thresh=model.thresholds.prob, nms_thresh=model.thresholds.nms)
+    labels = np.asarray(polygons_to_label(point_dist, points, prob=point_prob, shape=prob.shape), np.int32)
+    if instances == "vote":
+        labels = vote_instances(labels, prob, dist, (1, 1), model.thresholds.prob)
+    return labels
+
+
+def predict_labels(model, image: np.ndarray, scale: float = 1.0, instances: str = "polygons",
+                   shift_average: int | None = None) -> np.ndarray:
     """int32 instance labels of ``image`` (uint8/uint16, (H,W) or (H,W,3)), same shape as the image.
 
     The image is percentile-normalised (1–99.8 %, channels jointly), as in training;
     ``scale`` ≠ 1 runs the network on a resized copy and maps labels back.  ``instances`` (one of
     :data:`INSTANCE_RULES`): StarDist's NMS polygons, or their vote (:func:`vote_instances`).
+    ``shift_average`` > 1: NMS and drawing on the stride-1 maps of :func:`shift_averaged_maps` (that many
+    squared network passes; scale 1 only), for a segmentation that moves with the image; None: the model
+    folder's setting (:func:`model_shift_average` of ``model.logdir``; 1 for models without a folder).
     """
+    if shift_average is None:
+        folder = getattr(model, "logdir", None)
+        shift_average = model_shift_average(str(folder)) if folder is not None else 1
     if instances not in INSTANCE_RULES:
         raise ValueError(f"instances must be one of {', '.join(INSTANCE_RULES)}, got {instances!r}")
+    if shift_average > 1 and scale != 1.0:
+        raise ValueError(f"shift_average {shift_average} needs scale 1, got {scale}")
     image = np.asarray(image)
     n_in = model.config.n_channel_in
     if image.ndim == 3 and n_in == 1:
@@ -215,6 +283,9 @@ def predict_labels(model, image: np.ndarray, scale: float = 1.0, instances: str 
     if image.ndim == 2 and n_in == 3:
         image = np.repeat(image[..., None], 3, axis=-1)
     x = normalize(image)
+    if shift_average > 1:
+        prob, dist = shift_averaged_maps(model, x, shift_average)
+        return stride1_labels(model, prob, dist, instances)
     options = dict(scale=None if scale == 1.0 else scale, show_tile_progress=False, verbose=False)
     if instances == "vote":  # the dense maps (StarDist's default sparse prediction keeps only the winners)
         (labels, _details), (prob, dist) = model.predict_instances(x, sparse=False, return_predict=True, **options)

@@ -90,16 +90,18 @@ def pixel_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
-def evaluate_model(model, pairs, scale: float, instances: str = "polygons") -> dict:
+def evaluate_model(model, pairs, scale: float, instances: str = "polygons", shift_average: int | None = None) -> dict:
     """Mean object F1 at IoU 0.5 (stardist.matching, per image) and mean pixel Dice vs ground truth, with the
-    nuclei drawn by ``instances`` (:data:`~core.segmentation.stardist_models.INSTANCE_RULES`)."""
+    nuclei drawn by ``instances`` (:data:`~core.segmentation.stardist_models.INSTANCE_RULES`) from maps averaged
+    over ``shift_average``² input shifts (None: the model folder's setting;
+    :func:`~core.segmentation.stardist_models.predict_labels`)."""
     from stardist.matching import matching
 
     from core.segmentation.stardist_models import predict_labels
 
     f1s, dices = [], []
     for _ref, image, gt in pairs:
-        pred = predict_labels(model, image, scale=scale, instances=instances)
+        pred = predict_labels(model, image, scale=scale, instances=instances, shift_average=shift_average)
         f1s.append(float(matching(gt, pred, thresh=0.5).f1))
         dices.append(pixel_dice(gt, pred))
     return {"n_images": len(pairs), "images": [ref.image_id for ref, _x, _y in pairs],
@@ -197,6 +199,7 @@ def train(dataset: str, out: Path, minutes: float, threads: int, seed: int, data
             "epochs_this_run": epochs_run[0], "started_from": str(init) if init is not None else None,
             "colour_jitter": recipe.get("colour_jitter", 0.0), "pooling": pooling,
             "instances": previous.get("instances", "polygons"),
+            "shift_average": previous.get("shift_average", 1),
             "learning_rate": conf.train_learning_rate,
             "steps_per_epoch": STEPS_PER_EPOCH, "train_seconds": round(train_s, 1),
             "train_seconds_total": round(train_s + float(previous.get("train_seconds_total",
@@ -231,11 +234,11 @@ def main(argv=None) -> int:
     if not args.skip_train:
         folder = train(args.dataset, args.out, args.minutes, args.threads, args.seed, args.data_root, args.epochs,
                        args.init, args.pooling, args.lr)
-    from core.segmentation.stardist_models import load_stardist, model_instances, model_scale
+    from core.segmentation.stardist_models import load_stardist, model_instances, model_scale, model_shift_average
 
     model = load_stardist(str(folder))
     result = evaluate_model(model, load_split(args.dataset, "test", args.data_root), model_scale(str(folder)),
-                            model_instances(str(folder)))
+                            model_instances(str(folder)), model_shift_average(str(folder)))
     (folder / "accuracy.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result, indent=2))
     return 0
