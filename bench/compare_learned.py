@@ -1,6 +1,6 @@
 """Learned codecs vs JPEG 2000 / JPEG XL / AVIF at matched bpp, on the catalog's test images.
 
-    python -m bench.compare_learned [--codecs learned-msssim,learned-msssim-fixed] [--datasets epfl,monuseg,kodak]
+    python -m bench.compare_learned [--codecs learned-msssim,learned-mse] [--datasets epfl,monuseg,kodak]
                                     [--classical jpeg2000,jpegxl,avif] [--settings "jpeg2000=400,100,20;..."]
                                     [--limit N] [--per-channel] [--include-training] [--data-root DIR]
                                     [--out data/weights/compare_learned]
@@ -74,7 +74,7 @@ from core.setting_text import format_setting, parse_sweep_spec
 #: Short names accepted by ``--datasets``.
 ALIASES = {"epfl": "epfl_hippocampus_fibsem", "monuseg": "monuseg", "kodak": "kodak"}
 DEFAULT_DATASETS = ("epfl_hippocampus_fibsem", "monuseg", "kodak")
-DEFAULT_LEARNED = ("learned-msssim", "learned-msssim-fixed")
+DEFAULT_LEARNED = ("learned-msssim", "learned-mse")
 DEFAULT_CLASSICAL = ("jpeg2000", "jpegxl", "avif")
 #: Settings measured in addition to the catalog sweep (see the module docstring).
 EXTRA_SETTINGS = {

@@ -45,8 +45,8 @@ from core.paths import REPO_ROOT, data_root  # noqa: E402
 IMAGES = ("camera", "astronaut", "synth_em16", "synth_rgb16")
 CLASSICAL = ("png", "jpeg", "jpeg2000", "jpegxl", "avif", "webp", "jpegls", "jpegls-near", "jpeg2000-lossless",
              "jpegxl-lossless", "webp-lossless")
-LEARNED = "learned-msssim-fixed"
-LEARNED_SETTING = 3
+LEARNED = "learned-msssim"
+LEARNED_SETTING = 8
 
 
 def _images() -> dict[str, BioImage]:

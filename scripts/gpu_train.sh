@@ -20,11 +20,11 @@
 #   em-mse-wide      1         64  224  mse     0.0005 – 0.2               11.0 MB (with its entropy tables)
 #   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 11.0 MB
 #
-# What travels (the tracked tree plus the carried folders) must stay under 64 MiB, and the tracked tree alone is already
-# 63.9 MiB (measured 2026-12-03: `git ls-files -z | xargs -0 du -cb`). So this recipe cannot start as things are. EPFL +
-# ISBI train/val with their label files are 14 MB, and MoNuSeg's are 31 MB (25 MB as deflated TIFF, because H&E noise
-# does not compress). Before any GPU run the tree has to get smaller. The largest candidate is the fixed-rate colour
-# ladder data/weights/he-msssim-q1..q6.pt (26 MB, codec learned-msssim-fixed), retired together with its rows.
+# What travels (the tracked tree plus the carried folders) must stay under 64 MiB. The tracked tree was 63.9 MiB until
+# the fixed-rate colour ladder (data/weights/he-msssim-q1..q6.pt, 26 MB) was retired with its rows on 2026-12-03; it
+# is 38.9 MiB since (`git ls-files -z | xargs -0 du -cb`), which leaves room for EPFL + ISBI train/val with their
+# label files (14 MB) and the wheels: `pack` reports "travels: 52 MiB of 64" (2026-12-03). MoNuSeg's are 31 MB
+# (25 MB as deflated TIFF, because H&E noise does not compress): a colour run would not fit beside them.
 #
 # Batch 16 × 256² crops, Adam lr 1e-4, float32, the first 300 steps MSE. Only the checkpoints
 # (.pt), their metadata (.json) and logs come back ($OUT holds at most 8 files); a checkpoint is shipped to

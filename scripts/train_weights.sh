@@ -3,6 +3,7 @@
 #
 #   bash scripts/train_weights.sh em       # gray  learned-msssim: EPFL + ISBI catalog train split
 #   bash scripts/train_weights.sh he       # colour learned-msssim: MoNuSeg catalog train split, from he-msssim-q4
+#                                          # (the retired fixed-rate ladder; taken from git history, commit 0b81796)
 #   bash scripts/train_weights.sh em-mix   # gray  learned-mix: fine-tune of the em model with the Zhao mix
 #   bash scripts/train_weights.sh em-mse-wide  # gray learned-mse (PSNR-oriented): M = 224, MSE, warm start from em
 #   bash scripts/train_weights.sh he-mse   # colour learned-mse (PSNR-oriented): MSE, fine-tune of he
@@ -44,8 +45,13 @@ vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
 
 case "${1:-}" in
   em)     vr em-msssim-vr 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim --warmup 300 ;;
-  he)     # starts from the fixed-rate colour checkpoint at λ 60 (9,700 steps; gain 1 placed at λ 60 on the ladder)
-          vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-q4.pt ;;
+  he)     # starts from the fixed-rate colour checkpoint at λ 60 (9,700 steps; gain 1 placed at λ 60 on the ladder),
+          # retired from data/weights/ on 2026-12-03 with the rest of that ladder: git keeps it
+          mkdir -p "$T"
+          for f in he-msssim-q4.json he-msssim-q4.pt; do  # its JSON too: the new run's 'base' records its images
+            [ -f "$T/$f" ] || { git show "0b81796:data/weights/$f" > "$T/$f.part" && mv "$T/$f.part" "$T/$f"; }
+          done
+          vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --init "$T/he-msssim-q4.pt" ;;
   he-more) # the shipped colour checkpoint as the start (its steps count on in the new JSON's 'base')
           vr he-msssim-vr-more 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-vr.pt ;;
   em-mse-wide) # the PSNR-oriented gray family at the latent width bench.latent_ceiling asks for (M = 224): the

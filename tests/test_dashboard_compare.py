@@ -147,8 +147,7 @@ def test_best_matched_target_and_closest_stored():
 def test_default_codecs_and_selection():
     assert live.default_codecs(["avif", "jpeg", "jpeg2000", "learned-msssim", "png"]) == \
         ["learned-msssim", "jpeg2000", "avif"]
-    assert live.default_codecs(["avif", "jpeg2000", "learned-msssim-fixed"]) == \
-        ["learned-msssim-fixed", "jpeg2000", "avif"]
+    assert live.default_codecs(["avif", "jpeg2000", "learned-mse"]) == ["learned-mse", "jpeg2000", "avif"]
     assert live.default_codecs(["jpeg", "png"]) == ["jpeg"]
     rows = pd.DataFrame({"stage": [1, 2, 2, 2, 2], "dataset": ["kodak", "isbi2012_em", "epfl_hippocampus_fibsem",
                                                                  "epfl_hippocampus_fibsem", "epfl_hippocampus_fibsem"],

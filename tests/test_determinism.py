@@ -45,7 +45,7 @@ def restore_threads():
 
 
 @pytest.mark.parametrize("name,shape,setting", [("learned-msssim", (130, 200), 7.5),
-                                                ("learned-msssim-fixed", (70, 129, 3), 3)])
+                                                ("learned-msssim", (70, 129, 3), 3)])
 def test_same_indexes_and_pixels_on_1_2_4_threads_and_the_int64_reference(name, shape, setting, restore_threads):
     codec = _shipped(name)
     image = _em_like(shape)
