@@ -22,9 +22,9 @@ is), and against the ground truth:
   σ px, for a steadier winner;
 * ``+ vote``: each NMS winner redrawn as the probability-weighted majority of the polygons of all candidate
   pixels inside it (:func:`~core.segmentation.stardist_models.vote_instances`); ``grid + vote`` is
-  ``predict_labels(..., instances="vote", shift_average=1)`` (the runner's path on 2026-12-02), and ``shift avg 4 + vote`` is ``predict_labels(...,
-  instances="vote", shift_average=4)``, the runner's path for a model whose ``biocodec.json`` says so
-  (``monuseg_he_blurmax`` since 2026-12-03).
+  ``predict_labels(..., instances="vote", shift_average=1)`` (the runner's path on 2026-12-02), and
+  ``shift avg 4 + vote`` is ``predict_labels(..., instances="vote", shift_average=4)``, the runner's path for a
+  model whose ``biocodec.json`` says so (``monuseg_he_blurmax`` since 2026-12-03).
 
 Printed per variant: mean over the split's tiles of shift Dice / object F1 (IoU 0.5) and Dice / F1 against the
 ground truth.  Use ``--split val`` to choose; the test split is for reporting only.

@@ -90,7 +90,8 @@ def pixel_dice(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 if total == 0 else float(2 * np.logical_and(a, b).sum() / total)
 
 
-def evaluate_model(model, pairs, scale: float, instances: str = "polygons", shift_average: int | None = None) -> dict:
+def evaluate_model(model, pairs, scale: float, instances: str = "polygons",
+                   shift_average: int | None = None) -> dict:
     """Mean object F1 at IoU 0.5 (stardist.matching, per image) and mean pixel Dice vs ground truth, with the
     nuclei drawn by ``instances`` (:data:`~core.segmentation.stardist_models.INSTANCE_RULES`) from maps averaged
     over ``shift_average``² input shifts (None: the model folder's setting;
