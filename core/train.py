@@ -487,6 +487,7 @@ def main(argv=None) -> dict:
     resume_path = stem_path(out, ".resume.pt")
     start, seconds_before = 0, 0.0
     lr_history: list[tuple[int, float]] = [(0, args.lr)]
+    bf16_history: list[tuple[int, bool]] = [(0, bool(variable and args.bf16))]
     if args.resume and resume_path.exists():
         state = torch.load(resume_path, map_location=args.device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -496,12 +497,15 @@ def main(argv=None) -> dict:
         seconds_before = float(state.get("seconds", 0.0))
         saved_lr = float(state["optimizer"]["param_groups"][0]["lr"])
         lr_history = [tuple(x) for x in state.get("lr_history", [(0, saved_lr)])]
+        bf16_history = [(int(a), bool(b)) for a, b in state.get("bf16_history", [(0, False)])]
         for group in optimizer.param_groups:  # --lr applies from here on (a lower one anneals a resumed run)
             group["lr"] = args.lr
         torch.manual_seed(args.seed + start)
         print(f"resumed {resume_path} at step {start}", file=sys.stderr)
     if lr_history[-1][1] != args.lr:
         lr_history.append((start, args.lr))
+    if bf16_history[-1][1] != bool(variable and args.bf16):  # a resumed run may switch autocast on or off
+        bf16_history.append((start, bool(variable and args.bf16)))
     sampler = CropSampler(load_planes(train_sources, args.channels), args.crop, args.seed + start)
 
     import signal
@@ -523,7 +527,8 @@ def main(argv=None) -> dict:
             tmp = resume_path.with_name(resume_path.name + ".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "aux_optimizer": aux_optimizer.state_dict(), "step": step,
-                        "seconds": seconds_before + time.time() - t0, "lr_history": lr_history}, tmp)
+                        "seconds": seconds_before + time.time() - t0, "lr_history": lr_history,
+                        "bf16_history": bf16_history}, tmp)
             tmp.replace(resume_path)  # atomic: a kill during the save keeps the previous snapshot
             last_save.update(t=time.time(), step=step)
             print(f"step {step}: snapshot {resume_path.name}", file=sys.stderr, flush=True)
@@ -561,6 +566,7 @@ def main(argv=None) -> dict:
         "batch": args.batch, "crop": args.crop, "lr": args.lr, "lr_history": [list(x) for x in lr_history],
         "seed": args.seed, "device": args.device,
         "threads": args.threads, "bf16_autocast": bool(variable and args.bf16),
+        "bf16_history": [list(x) for x in bf16_history],  # (from step, autocast on) per resumed stretch
         "train_seconds": round(seconds, 1),
         "final_train_loss_mean_last50": float(np.mean(losses[-50:])) if losses else None,
         "training_datasets": args.datasets.split(",") if args.datasets else None,

@@ -14,6 +14,8 @@
 #   STEPS=20000 bash scripts/train_weights.sh em   # longer (the shipped step counts are in each JSON)
 #   LR=5e-5 bash scripts/train_weights.sh em       # resume with a lower learning rate (anneal the end)
 #   THREADS=2 bash scripts/train_weights.sh em     # torch threads (default 1: two jobs side by side on 2 cores)
+#   BF16=1 CROP=256 bash scripts/train_weights.sh em  # bf16 autocast, larger crops (see the bf16 note below)
+#   bash scripts/train_weights.sh em-mse-more  # gray learned-mse: continue the shipped em-mse-wide (fresh optimiser)
 #
 # Every job reads its images from the catalog (data/stages.toml): it trains on the datasets' `train` split,
 # validates on `val`, never sees `test`, and records the catalog ids it saw in NAME.json (`training_images`).
@@ -24,8 +26,10 @@
 #
 # Architecture: gained mean-scale hyperprior (core/models/variable_rate.py), N = 64, M = 96, 8 gain levels
 # with a geometric λ ladder, batch 8 × 128² random crops with flips, Adam lr 2e-4, first 300 steps MSE
-# (MS-SSIM of a random-start model has zero gradient).  bf16 autocast (--bf16) is NOT used: this machine's
-# CPU (AMD EPYC without AMX/AVX-512-BF16) ran a bf16 step 25× slower than float32 (measured 2026-12-01).
+# (MS-SSIM of a random-start model has zero gradient).  bf16 autocast (BF16=1 → --bf16) depends on the host CPU:
+# measure it first with `python -m bench.torch_bf16`.  On 2026-12-01 this machine's CPU (AMD EPYC without
+# AMX/AVX-512-BF16) ran a bf16 step 25× slower than float32; on 2026-12-03 the VM had AVX-512-BF16 and bf16 ran
+# 1.4× (128² crops) to 3× (256² crops) faster.  Each checkpoint's JSON records bf16_history.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
@@ -37,9 +41,10 @@ STEPS=${STEPS:-14000}
 vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
   local name=$1 ch=$2 loss=$3 low=$4 high=$5 datasets=$6 codec=$7; shift 7
   "$PY" -m core.train --arch gained-mean-scale --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
-    --N 64 --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop 128 --lr "${LR:-2e-4}" \
+    --N 64 --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop "${CROP:-128}" \
+    --lr "${LR:-2e-4}" \
     --seed 21 --threads "${THREADS:-1}" --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
-    --no-progress "$@" >> "$T/$name.log" 2>&1
+    --no-progress ${BF16:+--bf16} "$@" >> "$T/$name.log" 2>&1
   tail -n 16 "$T/$name.log"
 }
 
@@ -58,6 +63,10 @@ case "${1:-}" in
           # shipped em model's N-wide layers as the start (--init-matching), the M-wide ones fresh
           M=224 vr em-mse-wide 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse \
             --init data/weights/em-msssim-vr.pt --init-matching ;;
+  em-mse-more) # the shipped em-mse-wide whole as the start (fine-tune: lr 1e-4 by default); its val top still rose
+          # at q 16 (data/weights/README.md), so longer training of this width is the next step
+          LR=${LR:-1e-4} M=224 vr em-mse-wide-more 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse \
+            --init data/weights/em-mse-wide.pt ;;
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched
           # to MSE (on H&E the M = 96 latent is not the limit, bench.latent_ceiling; its transforms are)
           # (lr 1e-4 by default: a fine-tune of a converged model; data/weights/README.md, he-mse)
@@ -72,5 +81,5 @@ case "${1:-}" in
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
-  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|he-more|em-mse-wide|em-mix" >&2; exit 2 ;;
+  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|he-more|em-mse-wide|em-mse-more|em-mix" >&2; exit 2 ;;
 esac

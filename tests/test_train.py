@@ -199,3 +199,20 @@ def test_a_narrower_checkpoint_warm_starts_a_wider_latent_where_shapes_match(tmp
     torch.save({"unrelated": torch.zeros(3)}, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="no tensor fits"):
         train.load_matching(wide, tmp_path / "other.pt")
+
+
+def test_a_resumed_run_records_when_bf16_autocast_was_switched_on(tmp_path):
+    """bf16 autocast can differ between the stretches of one resumed run (it depends on the host CPU): the
+    metadata keeps a (from step, on) history, not just the last invocation's flag."""
+    for i, im in enumerate(_smooth_images(2, 80, 1, seed=3)):
+        write_image(tmp_path / f"im{i}.png", as_bioimage((im[0].numpy() * 255).astype(np.uint8)))
+    common = ["--arch", "gained-mean-scale", "--levels", "2", "--lmbda-range", "0.01", "0.1", "--channels", "1",
+              "--N", "8", "--M", "8", "--loss", "mse", "--batch", "1", "--crop", "64", "--train",
+              str(tmp_path / "im0.png"), "--out", str(tmp_path / "vr"), "--codec", "tiny", "--no-progress",
+              "--resume", "--skip-validation"]
+    meta = train.main(common + ["--steps", "1"])
+    assert meta["bf16_history"] == [[0, False]] and meta["bf16_autocast"] is False
+    meta = train.main(common + ["--steps", "3", "--bf16"])
+    assert meta["bf16_history"] == [[0, False], [1, True]] and meta["bf16_autocast"] is True
+    meta = train.main(common + ["--steps", "4", "--bf16"])  # unchanged flag: no new entry
+    assert meta["bf16_history"] == [[0, False], [1, True]] and meta["steps"]["this_run"] == 4
