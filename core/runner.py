@@ -17,8 +17,9 @@ median of K encodes/decodes.  The runner process is the only writer: it holds ``
 opens the database only to write a batch of finished rows (every 2 s), so the dashboard can read it and
 show the run's progress (``runs.planned_rows`` / ``rows_written``) while it goes.
 
-Resumable: rows already stored without error by the same codec version (``Codec.version``:
-library, version and parameters, or learned checkpoints' hash) and the same metric code
+Resumable: rows already stored without error by the same codec version (``Codec.version_for`` the
+image's channel count: library, version and parameters, or the hash of the learned checkpoint that
+codes it) and the same metric code
 (``metrics_version``) are skipped, so a killed run picks up where it stopped (rows are
 written in batches, each in one transaction), a re-run adds nothing, and new weights, a codec
 upgrade or a metric change recompute their rows.  A
@@ -237,7 +238,7 @@ def run_tasks(image: PreparedImage, tasks: list[Task], run_id: str, repeat: int 
                **row_flags(task.codec, ref.dataset, ref.image_id, image.downstream is not None)}
         try:
             codec = build_encoder(_codec(task.codec), task.colour_mode, pixels.channels, pixels.height, pixels.width)
-            row["codec_version"] = codec.version
+            row["codec_version"] = codec.version_for(pixels.channels)
             _warm_up(_codec(task.codec), task, pixels.channels)
             result = evaluate(pixels, codec, task.setting, repeat)
             row.update(result.metrics)
@@ -535,7 +536,7 @@ def plan_jobs(refs: list[ImageRef], infos: list[ImageInfo], codecs: list[str], s
             if info.bit_depth is None:
                 return (None, metrics)
             codec = build_encoder(_codec(task.codec), task.colour_mode, info.channels, info.height, info.width)
-            return (codec.version, metrics)
+            return (codec.version_for(info.channels), metrics)
 
         pending = [t for t in tasks if done.get(
             (ref.stage, ref.dataset, ref.image_id, t.codec, format_setting(t.setting), t.colour_mode),

@@ -66,6 +66,9 @@ class TiledCodec(WrappingCodec):
         """The inner codec's version plus the tiling (tile size and overlap change the bytes)."""
         return f"{self.inner.version}; tiled {self.tile}px overlap {self.overlap}px"
 
+    def version_for(self, channels: int) -> str:
+        return f"{self.inner.version_for(channels)}; tiled {self.tile}px overlap {self.overlap}px"
+
     def _encode(self, pixels, setting, bit_depth):
         height, width = pixels.shape[:2]
         grid = tile_grid(height, width, self.tile, self.overlap)

@@ -86,6 +86,30 @@ def test_colour_switch_picks_the_model_from_the_channel_count(tiny):
         codec.encode(_ramp(64, 64, 1, 8), 3)
 
 
+def test_a_rows_version_is_the_checkpoint_that_codes_it_so_new_colour_weights_keep_the_gray_rows(tiny):
+    """Codec.version_for: the runner stores the hash of the checkpoints of the image's channel count (per-channel
+    coding: the gray ones; tiling appended), so replacing the colour checkpoints recomputes only colour rows."""
+    from core.pipeline import build_encoder
+
+    _, codec = tiny
+    gray, colour = codec.version_for(1), codec.version_for(3)
+    assert len({gray, colour, codec.version}) == 3 and gray.startswith("weights sha256 ")
+    models = codec.models()
+    only_gray = LearnedCodec("tiny", [m for m in models if m.channels == 1])
+    assert only_gray.version_for(1) == gray == only_gray.version  # the colour models do not enter it
+    changed = [LearnedModel(m.weights, {**m.meta, "weights_sha256": "new colour weights"}) if m.channels == 3 else m
+               for m in models]
+    retrained = LearnedCodec("tiny", changed)
+    assert retrained.version_for(1) == gray and retrained.version_for(3) != colour
+    assert build_encoder(codec, "per_channel", 3).version_for(3) == gray
+    assert build_encoder(codec, "joint", 3).version_for(3) == colour
+    tiled = build_encoder(codec, "joint", 3, 600, 600, tiling={"tile": 256, "learned_overlap": 32,
+                                                               "learned_max_side": 512, "classical_max_side": 0})
+    assert tiled.version_for(3) == colour + "; tiled 256px overlap 32px"
+    assert codec.with_refinement(5).version_for(1) == gray + "; refine_steps=5 lr=0.01"
+    assert get_codec("png").version_for(3) == get_codec("png").version  # classical: one version
+
+
 def test_per_channel_mode_round_trip(tiny):
     _, codec = tiny
     rgb = _ramp(50, 70, 3, 8)

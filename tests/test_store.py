@@ -80,3 +80,27 @@ def test_compact_keeps_every_row_and_constraint_and_drops_free_space(tmp_path):
             store.compact(db)
     with pytest.raises(FileNotFoundError):
         store.compact(tmp_path / "absent.duckdb")
+
+
+def test_the_shipped_results_are_current_with_the_code_and_weights_that_ship_beside_them():
+    """Every stored row of results.duckdb was made by the codec version and metric code this checkout would use
+    (what the runner compares to skip a row): new weights, a codec upgrade or a metric change without a re-run
+    would leave the dashboard showing numbers the code no longer produces."""
+    from pathlib import Path
+
+    from core.pipeline import build_encoder
+    from core.provenance import metrics_version
+
+    path = Path(__file__).resolve().parents[1] / "results.duckdb"
+    con = store.open_reader(path)
+    try:
+        groups = con.execute("SELECT codec, colour_mode, channels, height, width, codec_version, count(*) FROM results "
+                             "WHERE error IS NULL GROUP BY ALL").fetchall()
+        datasets = con.execute("SELECT dataset, list(DISTINCT metrics_version) FROM results GROUP BY 1").fetchall()
+    finally:
+        con.close()
+    assert sum(g[-1] for g in groups) > 3000
+    stale = [(codec, mode, ch, h, w, n) for codec, mode, ch, h, w, stored, n in groups
+             if build_encoder(codec, mode, ch, h, w).version_for(ch) != stored]
+    assert not stale
+    assert {d: v for d, v in datasets if v != [metrics_version(d)]} == {}

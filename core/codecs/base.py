@@ -115,6 +115,12 @@ class Codec(ABC):
         params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         return f"{self.library}; {params}" if params else self.library
 
+    def version_for(self, channels: int) -> str:
+        """The :attr:`version` of coding a ``channels``-channel image, what the runner stores per row.  The same
+        as :attr:`version` unless the codec picks its coder by channel count: a learned codec's rows depend only
+        on the checkpoint that codes them, so new colour weights do not recompute the gray rows."""
+        return self.version
+
     # ---------------------------------------------------------------- support checks
     def supports(self, bit_depth: int, channels: int) -> bool:
         return bit_depth in self.bit_depths and channels in self.channels
@@ -232,6 +238,9 @@ class WrappingCodec(Codec):
     @property
     def version(self) -> str:
         return self.inner.version
+
+    def version_for(self, channels: int) -> str:
+        return self.inner.version_for(channels)
 
     def size_limits(self) -> tuple[int, int | None, int | None]:
         """No limit of its own: the inner codec checks every piece it is given."""

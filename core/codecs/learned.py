@@ -609,12 +609,6 @@ class LearnedCodec(Codec):
             self.default_settings = vr_settings()
         else:
             self.default_settings = tuple(sorted({q for _, q in self._by_key}))
-        # the checkpoints' sha256 (from their metadata, so registering reads no weights file)
-        digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')};"
-                          for m in sorted(models, key=lambda m: m.model_id))
-        # stream v3: integer hyper-decoder (core.models.exact) and plain float32 synthesis change the outputs
-        self._version = ("weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
-                         + "; stream v3, exact integer hyper-decoder")
         refine_steps = int(refine_steps)
         if refine_steps < 0:
             raise ValueError(f"{name}: refine_steps must be >= 0, got {refine_steps}")
@@ -625,17 +619,34 @@ class LearnedCodec(Codec):
         # a fixed encoder parameter: in ``version`` (so the runner never mixes refined and plain rows), and only
         # when on, so the version of the default codec (and every stored row) is unchanged
         self.params = {"refine_steps": refine_steps} if refine_steps else {}
-        if refine_steps:
-            self._version += f"; refine_steps={refine_steps} lr={REFINE_LR}"
+        self._version = self._version_of(models)
         archs = sorted({m.arch for m in models})
         self.label = (label or f"{name} ({'/'.join(archs)})") + (f", refined {refine_steps} steps" if refine_steps else "")
         self.knob = (f"rate knob 1..{VR_POINTS}, any value in between (higher = more bytes)" if self.variable_rate
                      else f"rate point 1..{max(self.default_settings)} (higher = more bytes)")
 
+    def _version_of(self, models: list[LearnedModel]) -> str:
+        """The hash of ``models``' sha256 (from their metadata, so registering reads no weights file), the
+        stream version and the refinement."""
+        digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')};"
+                          for m in sorted(models, key=lambda m: m.model_id))
+        # stream v3: integer hyper-decoder (core.models.exact) and plain float32 synthesis change the outputs
+        version = ("weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
+                   + "; stream v3, exact integer hyper-decoder")
+        if self.refine_steps:
+            version += f"; refine_steps={self.refine_steps} lr={REFINE_LR}"
+        return version
+
     @property
     def version(self) -> str:
-        """The hash of the checkpoints' sha256 (new weights recompute the rows)."""
+        """The hash of every checkpoint's sha256 (gray and colour)."""
         return self._version
+
+    def version_for(self, channels: int) -> str:
+        """The hash of the checkpoints that code ``channels``-channel images only (new weights recompute the
+        rows they code, not the other channel count's); the whole codec's version where none does."""
+        models = [m for m in self._by_id.values() if m.channels == channels]
+        return self._version_of(models) if models else self._version
 
     def with_refinement(self, steps: int) -> "LearnedCodec":
         """This codec with ``steps`` encoder-side latent-refinement steps (0: plain), sharing its loaded models

@@ -29,6 +29,10 @@ class PerChannelCodec(WrappingCodec):
         super().__init__(inner, "per channel")
         self.channels = frozenset({3})
 
+    def version_for(self, channels: int) -> str:
+        """Every plane is coded as a 1-channel image."""
+        return self.inner.version_for(1)
+
     def _encode(self, pixels, setting, bit_depth):
         streams = [self.inner.encode(np.ascontiguousarray(pixels[:, :, c]), setting, bit_depth)
                    for c in range(pixels.shape[2])]
