@@ -530,8 +530,10 @@ def main(argv=None) -> dict:
                         "seconds": seconds_before + time.time() - t0, "lr_history": lr_history,
                         "bf16_history": bf16_history}, tmp)
             tmp.replace(resume_path)  # atomic: a kill during the save keeps the previous snapshot
+            pace = ((time.time() - last_save["t"]) / (step - last_save["step"])) if step > last_save["step"] else 0.0
             last_save.update(t=time.time(), step=step)
-            print(f"step {step}: snapshot {resume_path.name}", file=sys.stderr, flush=True)
+            print(f"step {step}: snapshot {resume_path.name} ({pace:.2f} s/step since the last)", file=sys.stderr,
+                  flush=True)
 
     losses = train_steps(model, sampler, optimizer, aux_optimizer, max(0, args.steps - start), kind=args.loss,
                          lmbda=lmbda, alpha=args.alpha, batch=args.batch, device=args.device,
