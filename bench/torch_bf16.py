@@ -24,13 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-
-def cpu_flags() -> list[str]:
-    try:
-        flags = set(open("/proc/cpuinfo").read().split())
-    except OSError:
-        return []
-    return sorted(f for f in flags if f in {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})
+from bench.tf_bf16 import cpu_flags  # the same flag list as TensorFlow's bf16 bench
 
 
 class FixedBatches:
