@@ -16,6 +16,7 @@
 #   THREADS=2 bash scripts/train_weights.sh em     # torch threads (default 1: two jobs side by side on 2 cores)
 #   BF16=1 CROP=256 bash scripts/train_weights.sh em  # bf16 autocast, larger crops (see the bf16 note below)
 #   bash scripts/train_weights.sh em-mse-more  # gray learned-mse: continue the shipped em-mse-wide (fresh optimiser)
+#   bash scripts/train_weights.sh em-more  # gray learned-msssim: continue the shipped em-msssim-vr (fresh optimiser)
 #
 # Every job reads its images from the catalog (data/stages.toml): it trains on the datasets' `train` split,
 # validates on `val`, never sees `test`, and records the catalog ids it saw in NAME.json (`training_images`).
@@ -57,6 +58,9 @@ case "${1:-}" in
             [ -f "$T/$f" ] || { git show "0b81796:data/weights/$f" > "$T/$f.part" && mv "$T/$f.part" "$T/$f"; }
           done
           vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --init "$T/he-msssim-q4.pt" ;;
+  em-more) # the shipped gray checkpoint as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256
+          LR=${LR:-1e-4} vr em-msssim-vr-more 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim \
+            --init data/weights/em-msssim-vr.pt ;;
   he-more) # the shipped colour checkpoint as the start (its steps count on in the new JSON's 'base')
           vr he-msssim-vr-more 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-vr.pt ;;
   em-mse-wide) # the PSNR-oriented gray family at the latent width bench.latent_ceiling asks for (M = 224): the
@@ -81,5 +85,5 @@ case "${1:-}" in
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
-  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|he-more|em-mse-wide|em-mse-more|em-mix" >&2; exit 2 ;;
+  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mix" >&2; exit 2 ;;
 esac
