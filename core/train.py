@@ -488,6 +488,7 @@ def main(argv=None) -> dict:
     start, seconds_before = 0, 0.0
     lr_history: list[tuple[int, float]] = [(0, args.lr)]
     bf16_history: list[tuple[int, bool]] = [(0, bool(variable and args.bf16))]
+    crop_history: list[tuple[int, int | None]] = [(0, args.crop)]
     if args.resume and resume_path.exists():
         state = torch.load(resume_path, map_location=args.device, weights_only=True)
         model.load_state_dict(state["model"])
@@ -498,6 +499,7 @@ def main(argv=None) -> dict:
         saved_lr = float(state["optimizer"]["param_groups"][0]["lr"])
         lr_history = [tuple(x) for x in state.get("lr_history", [(0, saved_lr)])]
         bf16_history = [(int(a), bool(b)) for a, b in state.get("bf16_history", [(0, False)])]
+        crop_history = [(int(a), b) for a, b in state.get("crop_history", [(0, None)])]  # None: not recorded
         for group in optimizer.param_groups:  # --lr applies from here on (a lower one anneals a resumed run)
             group["lr"] = args.lr
         torch.manual_seed(args.seed + start)
@@ -506,6 +508,8 @@ def main(argv=None) -> dict:
         lr_history.append((start, args.lr))
     if bf16_history[-1][1] != bool(variable and args.bf16):  # a resumed run may switch autocast on or off
         bf16_history.append((start, bool(variable and args.bf16)))
+    if crop_history[-1][1] != args.crop:
+        crop_history.append((start, args.crop))
     sampler = CropSampler(load_planes(train_sources, args.channels), args.crop, args.seed + start)
 
     import signal
@@ -528,7 +532,7 @@ def main(argv=None) -> dict:
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                         "aux_optimizer": aux_optimizer.state_dict(), "step": step,
                         "seconds": seconds_before + time.time() - t0, "lr_history": lr_history,
-                        "bf16_history": bf16_history}, tmp)
+                        "bf16_history": bf16_history, "crop_history": crop_history}, tmp)
             tmp.replace(resume_path)  # atomic: a kill during the save keeps the previous snapshot
             pace = ((time.time() - last_save["t"]) / (step - last_save["step"])) if step > last_save["step"] else 0.0
             last_save.update(t=time.time(), step=step)
@@ -569,6 +573,7 @@ def main(argv=None) -> dict:
         "seed": args.seed, "device": args.device,
         "threads": args.threads, "bf16_autocast": bool(variable and args.bf16),
         "bf16_history": [list(x) for x in bf16_history],  # (from step, autocast on) per resumed stretch
+        "crop_history": [list(x) for x in crop_history],  # (from step, crop px); None: an older run's, not recorded
         "train_seconds": round(seconds, 1),
         "final_train_loss_mean_last50": float(np.mean(losses[-50:])) if losses else None,
         "training_datasets": args.datasets.split(",") if args.datasets else None,

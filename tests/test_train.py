@@ -201,10 +201,10 @@ def test_a_narrower_checkpoint_warm_starts_a_wider_latent_where_shapes_match(tmp
         train.load_matching(wide, tmp_path / "other.pt")
 
 
-def test_a_resumed_run_records_when_bf16_autocast_was_switched_on(tmp_path):
-    """bf16 autocast can differ between the stretches of one resumed run (it depends on the host CPU): the
-    metadata keeps a (from step, on) history, not just the last invocation's flag."""
-    for i, im in enumerate(_smooth_images(2, 80, 1, seed=3)):
+def test_a_resumed_run_records_when_bf16_autocast_or_the_crop_changed(tmp_path):
+    """bf16 autocast (whether it pays depends on the host CPU) and the crop size can differ between the stretches
+    of one resumed run: the metadata keeps a (from step, value) history of each, not just the last invocation's."""
+    for i, im in enumerate(_smooth_images(2, 128, 1, seed=3)):
         write_image(tmp_path / f"im{i}.png", as_bioimage((im[0].numpy() * 255).astype(np.uint8)))
     common = ["--arch", "gained-mean-scale", "--levels", "2", "--lmbda-range", "0.01", "0.1", "--channels", "1",
               "--N", "8", "--M", "8", "--loss", "mse", "--batch", "1", "--crop", "64", "--train",
@@ -216,3 +216,6 @@ def test_a_resumed_run_records_when_bf16_autocast_was_switched_on(tmp_path):
     assert meta["bf16_history"] == [[0, False], [1, True]] and meta["bf16_autocast"] is True
     meta = train.main(common + ["--steps", "4", "--bf16"])  # unchanged flag: no new entry
     assert meta["bf16_history"] == [[0, False], [1, True]] and meta["steps"]["this_run"] == 4
+    assert meta["crop_history"] == [[0, 64]]
+    meta = train.main([*common, "--steps", "5", "--bf16", "--crop", "128"])  # larger crops from step 4 on
+    assert meta["crop_history"] == [[0, 64], [4, 128]] and meta["crop"] == 128
