@@ -74,7 +74,11 @@ case "${1:-}" in
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched
           # to MSE (on H&E the M = 96 latent is not the limit, bench.latent_ceiling; its transforms are)
           # (lr 1e-4 by default: a fine-tune of a converged model; data/weights/README.md, he-mse)
-          LR=${LR:-1e-4} vr he-mse 3 mse 0.0005 0.2 monuseg learned-mse --init data/weights/he-msssim-vr.pt ;;
+          # Its start is the 31,500-step he-msssim-vr, replaced in data/weights on 2026-12-03: git keeps it
+          for f in he-msssim-vr-31500.json he-msssim-vr-31500.pt; do
+            [ -f "$T/$f" ] || { git show "3d2f8ae:data/weights/${f/-31500/}" > "$T/$f.part" && mv "$T/$f.part" "$T/$f"; }
+          done
+          LR=${LR:-1e-4} vr he-mse 3 mse 0.0005 0.2 monuseg learned-mse --init "$T/he-msssim-vr-31500.pt" ;;
   he-mse-wide) # the colour PSNR-oriented family with a wider latent (M = 192, ≈ 9 MB float16), as em-mse-wide did for
           # gray: he-msssim-vr's N-wide layers as the start (--init-matching), the M-wide ones fresh; lr 2e-4.  The
           # M = 96 model's top flattens near 34 dB on val (he-mse, he-mse-hi); this is the long run meant to pass it
