@@ -38,6 +38,7 @@ import sys
 import time
 import traceback
 import uuid
+from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -441,17 +442,25 @@ def main(argv: list[str] | None = None) -> int:
     colour_modes = tuple(m.strip() for m in args.colour_modes.split(",")) if args.colour_modes else None
     argv_list = list(argv if argv is not None else sys.argv[1:])
     try:
-        with store.run_lock(db_path), _stop_on_sigterm():
-            return _run(args, refs, codecs, settings, colour_modes, db_path, argv_list)
+        with store.run_lock(db_path), _stop_on_sigterm() as termination:
+            return _run(args, refs, codecs, settings, colour_modes, db_path, argv_list, termination)
     except store.StoreLockedError as exc:
         print(f"error: {exc}; wait for it to finish or pass --db OTHER.duckdb", file=sys.stderr)
         return 3
     except ClusterConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BaseException as exc:
+        if _TERMINATION.signum is None:
+            raise
+        # stopped by SIGTERM: an error while closing the cluster afterwards does not change what happened
+        if not isinstance(exc, SystemExit):
+            print(f"stopped by signal {_TERMINATION.signum}; while closing: {type(exc).__name__}: {exc}",
+                  file=sys.stderr)
+        return 128 + _TERMINATION.signum
 
 
-def _run(args, refs, codecs, settings, colour_modes, db_path, argv_list) -> int:
+def _run(args, refs, codecs, settings, colour_modes, db_path, argv_list, termination: "_Termination") -> int:
     from tqdm import tqdm
 
     from core.cluster import connect, worker_threads
@@ -482,9 +491,10 @@ def _run(args, refs, codecs, settings, colour_modes, db_path, argv_list) -> int:
         def flush() -> None:
             nonlocal written, batch, last_flush
             if batch:
-                written += store.write_batch(db_path, batch, run_id, rows_written=written + len(batch),
-                                             heartbeat_at=_utcnow())
-                batch, last_flush = [], time.monotonic()
+                with termination.deferred():  # a SIGTERM meanwhile stops the run once the rows are stored
+                    written += store.write_batch(db_path, batch, run_id, rows_written=written + len(batch),
+                                                 heartbeat_at=_utcnow())
+                    batch, last_flush = [], time.monotonic()
 
         with tqdm(total=total, unit="row", disable=args.quiet or total == 0, dynamic_ncols=True) as bar:
             try:
@@ -550,22 +560,49 @@ def _utcnow() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None)
 
 
+class _Termination:
+    """What SIGTERM does to a run: it stops like Ctrl-C (finished rows are written, the cluster and its
+    workers are closed, exit status 128 + 15) — at once, except inside a database write, which finishes
+    first.  A second SIGTERM does not interrupt the clean-up."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._writing = 0
+
+    def handle(self, signum, frame) -> None:
+        if self.signum is not None:
+            return
+        self.signum = signum
+        if not self._writing:
+            raise SystemExit(128 + signum)
+
+    @contextmanager
+    def deferred(self) -> Iterator[None]:
+        self._writing += 1
+        try:
+            yield
+        finally:
+            self._writing -= 1
+        if self.signum is not None and not self._writing:
+            raise SystemExit(128 + self.signum)
+
+
+_TERMINATION = _Termination()
+
+
 @contextmanager
-def _stop_on_sigterm():
-    """SIGTERM ends the run like Ctrl-C does: finished rows are written, the cluster and its workers
-    are closed, and the runner exits 128 + 15."""
+def _stop_on_sigterm() -> Iterator[_Termination]:
+    """Install :class:`_Termination`'s handler for SIGTERM (main thread only) for the run."""
     import threading
 
+    global _TERMINATION
+    _TERMINATION = _Termination()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield _TERMINATION
         return
-
-    def stop(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = signal.signal(signal.SIGTERM, _TERMINATION.handle)
     try:
-        yield
+        yield _TERMINATION
     finally:
         signal.signal(signal.SIGTERM, previous)
 

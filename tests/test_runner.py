@@ -214,3 +214,57 @@ def test_second_runner_on_a_held_database_says_so_in_one_line(tmp_path, image_fo
         holder.close()
     assert proc.returncode == 3
     assert "Traceback" not in proc.stderr and "in use by another process" in proc.stderr
+
+
+def _sigterm_during_the_first_write(monkeypatch):
+    """Make the first database write receive SIGTERM while it is under way."""
+    import os
+    import signal
+
+    real_write = store.write_batch
+    calls = []
+
+    def write_batch(path, rows, *args, **kwargs):
+        calls.append(len(rows))
+        if len(calls) == 1:
+            os.kill(os.getpid(), signal.SIGTERM)  # Python runs the handler at the next bytecode: mid-write
+        return real_write(path, rows, *args, **kwargs)
+
+    monkeypatch.setattr(store, "write_batch", write_batch)
+    return calls
+
+
+def test_sigterm_during_a_write_lets_the_write_finish_then_exits_143(tmp_path, image_folder, monkeypatch):
+    calls = _sigterm_during_the_first_write(monkeypatch)
+    db = tmp_path / "t.duckdb"
+    assert runner.main(["--data-root", str(image_folder), "--db", str(db), "--codecs", "png,jpegls,jpeg2000",
+                        "--quiet"]) == 143
+    assert len(calls) == 1 and calls[0] > 0  # stopped after the first write, not inside it
+    assert len(_rows(db)) == calls[0]  # every row of that write is stored
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        assert con.execute("SELECT rows_written, finished_at FROM runs").fetchall() == [(calls[0], None)]
+    finally:
+        con.close()
+
+
+def test_an_error_while_closing_after_sigterm_still_exits_143(tmp_path, image_folder, monkeypatch, capsys):
+    from contextlib import contextmanager
+
+    from core import cluster
+
+    real_connect = cluster.connect
+
+    @contextmanager
+    def connect(*args, **kwargs):
+        try:
+            with real_connect(*args, **kwargs) as client:
+                yield client
+        finally:
+            raise RuntimeError("the scheduler went away while closing")  # replaces the SystemExit in flight
+
+    monkeypatch.setattr(cluster, "connect", connect)
+    _sigterm_during_the_first_write(monkeypatch)
+    assert runner.main(["--data-root", str(image_folder), "--db", str(tmp_path / "c.duckdb"), "--codecs", "png",
+                        "--quiet"]) == 143
+    assert "stopped by signal 15; while closing: RuntimeError: the scheduler went away" in capsys.readouterr().err

@@ -542,7 +542,8 @@ def test_runner_workers_end_with_the_runner(runner_images, tmp_path, how):
         children = main.children(recursive=True)
         os.kill(proc.pid, how)
         proc.wait(timeout=30)
-        assert proc.returncode == (-9 if how == signal.SIGKILL else 128 + signal.SIGTERM)
+        assert proc.returncode == (-9 if how == signal.SIGKILL else 128 + signal.SIGTERM), \
+            proc.stderr.read().decode(errors="replace")[-3000:]
         deadline = time.monotonic() + 10
         while any(_alive(c) for c in children) and time.monotonic() < deadline:
             time.sleep(0.1)
