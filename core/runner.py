@@ -441,8 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     settings = {**stage_sweeps, **parse_settings(args.settings, codecs)}
     colour_modes = tuple(m.strip() for m in args.colour_modes.split(",")) if args.colour_modes else None
     argv_list = list(argv if argv is not None else sys.argv[1:])
+    termination = _Termination()
     try:
-        with store.run_lock(db_path), _stop_on_sigterm() as termination:
+        with store.run_lock(db_path), _stop_on_sigterm(termination):
             return _run(args, refs, codecs, settings, colour_modes, db_path, argv_list, termination)
     except store.StoreLockedError as exc:
         print(f"error: {exc}; wait for it to finish or pass --db OTHER.duckdb", file=sys.stderr)
@@ -451,16 +452,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except BaseException as exc:
-        if _TERMINATION.signum is None:
+        if termination.signum is None:
             raise
         # stopped by SIGTERM: an error while closing the cluster afterwards does not change what happened
         if not isinstance(exc, SystemExit):
-            print(f"stopped by signal {_TERMINATION.signum}; while closing: {type(exc).__name__}: {exc}",
+            print(f"stopped by signal {termination.signum}; while closing: {type(exc).__name__}: {exc}",
                   file=sys.stderr)
-        return 128 + _TERMINATION.signum
+        return 128 + termination.signum
 
 
-def _run(args, refs, codecs, settings, colour_modes, db_path, argv_list, termination: "_Termination") -> int:
+def _run(args, refs, codecs, settings, colour_modes, db_path, argv_list, termination: _Termination) -> int:
     from tqdm import tqdm
 
     from core.cluster import connect, worker_threads
@@ -587,22 +588,17 @@ class _Termination:
             raise SystemExit(128 + self.signum)
 
 
-_TERMINATION = _Termination()
-
-
 @contextmanager
-def _stop_on_sigterm() -> Iterator[_Termination]:
-    """Install :class:`_Termination`'s handler for SIGTERM (main thread only) for the run."""
+def _stop_on_sigterm(termination: _Termination) -> Iterator[None]:
+    """Install ``termination``'s handler for SIGTERM (main thread only) for the run."""
     import threading
 
-    global _TERMINATION
-    _TERMINATION = _Termination()
     if threading.current_thread() is not threading.main_thread():
-        yield _TERMINATION
+        yield
         return
-    previous = signal.signal(signal.SIGTERM, _TERMINATION.handle)
+    previous = signal.signal(signal.SIGTERM, termination.handle)
     try:
-        yield _TERMINATION
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
 
