@@ -1,0 +1,151 @@
+"""The learned codecs against issue #11's targets, from the held-out rows of a results database.
+
+    python -m bench.targets [DB]            # default: the shipped results.duckdb
+
+One row per stage-2/3 dataset × learned codec (joint colour mode: the 1-channel model on EM, the 3-channel
+model on H&E), every value from rows of images no model involved saw (``core.provenance``):
+
+* ``msssim_bd_jpeg2000`` / ``msssim_bd_avif``: BD-rate in % at equal MS-SSIM (dB) against JPEG 2000 / AVIF
+  (:func:`core.bdrate.bd_rate_table`, the project's one BD-rate; NaN when not computable, ``note`` says why).
+  Targets ≤ −30 % and ≤ −15 %.
+* ``psnr_bd_jpeg2000`` / ``psnr_bd_avif``: the same at equal PSNR (dB).  Target ≤ 0 vs AVIF for the
+  PSNR-oriented family (checkpoints trained with an MSE or MS-SSIM+L1 loss).
+* ``top_psnr_db`` at ``top_psnr_bpp``: the highest mean PSNR over the codec's settings
+  (:func:`core.bdrate.mean_per_setting`).  Target ≥ 36 dB on EM (stage 2), ≥ 38 dB on H&E (stage 3).
+* ``dice_safe`` / ``dice_safe_jpeg2000``: the Dice-safe compression factor judged by agreement with the
+  original's segmentation (:func:`core.downstream.dice_safe_two_way`; NaN = no setting qualifies).
+  Target: the codec's factor ≥ 1.5 × JPEG 2000's.
+
+``met_*`` columns say whether each target is met (False where the value is not computable).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+
+import pandas as pd
+
+TARGET_STAGES = (2, 3)
+MSSSIM_VS_JPEG2000 = -30.0
+MSSSIM_VS_AVIF = -15.0
+PSNR_VS_AVIF = 0.0
+TOP_PSNR_DB = {2: 36.0, 3: 38.0}
+DICE_SAFE_OVER_JPEG2000 = 1.5
+PSNR_LOSSES = {"mse", "mix"}
+
+COLUMNS = ["stage", "dataset", "codec", "psnr_family", "msssim_bd_jpeg2000", "msssim_bd_avif",
+           "psnr_bd_jpeg2000", "psnr_bd_avif", "top_psnr_db", "top_psnr_bpp", "dice_safe", "dice_safe_jpeg2000",
+           "met_msssim_jpeg2000", "met_msssim_avif", "met_psnr_avif", "met_top_psnr", "met_dice_safe", "note"]
+
+
+def psnr_family(codec_name: str) -> bool:
+    """True when every checkpoint of the learned codec was trained with a PSNR-oriented loss (MSE or the mix)."""
+    from core.codecs import get_codec
+
+    losses = {m.meta.get("loss") for m in get_codec(codec_name).models()}
+    return bool(losses) and losses <= PSNR_LOSSES
+
+
+def _finite(value) -> bool:
+    return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def target_table(con, learned: list[str] | None = None, held_out_only: bool = True) -> pd.DataFrame:
+    """:data:`COLUMNS`, one row per (stage 2/3 dataset, learned codec) that has held-out joint rows."""
+    from core.bdrate import bd_rate_table, load_points, mean_per_setting
+    from core.codecs.registry import available_codecs
+    from core.downstream import dice_safe_two_way
+
+    learned = available_codecs("learned") if learned is None else learned
+    bd = {}
+    for metric in ("ms_ssim_db", "psnr"):
+        for anchor in ("jpeg2000", "avif"):
+            table = bd_rate_table(con, metric=metric, anchor=anchor, held_out_only=held_out_only)
+            for r in table[table["colour_mode"] == "joint"].itertuples(index=False):
+                bd[(metric, anchor, r.stage, r.dataset, r.codec)] = (r.bd_rate, r.reason)
+    points = load_points(con, held_out_only=held_out_only)
+    points = points[points["stage"].isin(TARGET_STAGES) & (points["colour_mode"] == "joint")]
+    curves = mean_per_setting(points, ["bpp", "psnr"])
+    safe = dice_safe_two_way(con, held_out_only=held_out_only)
+    safe = safe[safe["colour_mode"] == "joint"].set_index(["stage", "dataset", "codec"])["safe_factor_agreement"]
+
+    rows = []
+    for (stage, dataset), part in curves.groupby(["stage", "dataset"], sort=True):
+        for codec in learned:
+            curve = part[part["codec"] == codec]
+            if curve.empty:
+                continue
+            family = psnr_family(codec)
+            top = curve.loc[curve["psnr"].idxmax()]
+            values, notes = {}, []
+            for metric, anchor, column in (("ms_ssim_db", "jpeg2000", "msssim_bd_jpeg2000"),
+                                           ("ms_ssim_db", "avif", "msssim_bd_avif"),
+                                           ("psnr", "jpeg2000", "psnr_bd_jpeg2000"), ("psnr", "avif", "psnr_bd_avif")):
+                value, reason = bd.get((metric, anchor, stage, dataset, codec), (math.nan, f"no {anchor} rows"))
+                values[column] = value
+                if not _finite(value):
+                    notes.append(f"{column}: {reason}")
+            own = safe.get((stage, dataset, codec), math.nan)
+            anchor_safe = safe.get((stage, dataset, "jpeg2000"), math.nan)
+            if _finite(own) and not _finite(anchor_safe):
+                met_safe = True  # JPEG 2000 never reaches agreement here, the codec does
+            else:
+                met_safe = _finite(own) and own >= DICE_SAFE_OVER_JPEG2000 * anchor_safe
+            rows.append({
+                "stage": int(stage), "dataset": dataset, "codec": codec, "psnr_family": family, **values,
+                "top_psnr_db": float(top["psnr"]), "top_psnr_bpp": float(top["bpp"]),
+                "dice_safe": own, "dice_safe_jpeg2000": anchor_safe,
+                "met_msssim_jpeg2000": _finite(values["msssim_bd_jpeg2000"])
+                and values["msssim_bd_jpeg2000"] <= MSSSIM_VS_JPEG2000,
+                "met_msssim_avif": _finite(values["msssim_bd_avif"]) and values["msssim_bd_avif"] <= MSSSIM_VS_AVIF,
+                "met_psnr_avif": (_finite(values["psnr_bd_avif"]) and values["psnr_bd_avif"] <= PSNR_VS_AVIF)
+                if family else None,
+                "met_top_psnr": float(top["psnr"]) >= TOP_PSNR_DB[int(stage)],
+                "met_dice_safe": bool(met_safe),
+                "note": "; ".join(notes)})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _cell(value, fmt: str, met) -> str:
+    text = "—" if not _finite(value) else format(value, fmt)
+    return text if met is None else f"{text} {'✓' if met else '✗'}"
+
+
+def markdown(table: pd.DataFrame) -> str:
+    """The table as Markdown: one line per dataset × codec, ✓/✗ per target (— = not computable)."""
+    lines = ["| stage | dataset | codec | MS-SSIM BD vs J2K (≤ −30 %) | vs AVIF (≤ −15 %) | PSNR BD vs J2K | "
+             "vs AVIF (≤ 0, PSNR family) | top PSNR dB @ bpp (≥ 36 EM / 38 H&E) | Dice-safe × (≥ 1.5 × J2K) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in table.itertuples(index=False):
+        lines.append(
+            f"| {r.stage} | {r.dataset} | {r.codec} | {_cell(r.msssim_bd_jpeg2000, '+.1f', r.met_msssim_jpeg2000)} | "
+            f"{_cell(r.msssim_bd_avif, '+.1f', r.met_msssim_avif)} | {_cell(r.psnr_bd_jpeg2000, '+.1f', None)} | "
+            f"{_cell(r.psnr_bd_avif, '+.1f', r.met_psnr_avif)} | "
+            f"{_cell(r.top_psnr_db, '.2f', r.met_top_psnr)} @ {r.top_psnr_bpp:.2f} | "
+            f"{_cell(r.dice_safe, '.1f', r.met_dice_safe)} vs {_cell(r.dice_safe_jpeg2000, '.1f', None)} |")
+    notes = [f"- {r.dataset} {r.codec}: {r.note}" for r in table.itertuples(index=False) if r.note]
+    return "\n".join(lines + ([""] + notes if notes else []))
+
+
+def main(argv=None) -> int:
+    from core.paths import default_db
+    from core.store import open_reader
+
+    p = argparse.ArgumentParser(prog="python -m bench.targets", description=__doc__.split("\n\n")[0])
+    p.add_argument("db", nargs="?", default=str(default_db()))
+    p.add_argument("--include-training", action="store_true",
+                   help="also use rows of images a model involved was trained / validated on")
+    args = p.parse_args(argv)
+    con = open_reader(args.db)
+    try:
+        table = target_table(con, held_out_only=not args.include_training)
+    finally:
+        con.close()
+    which = "all rows, including images seen in training" if args.include_training else "held-out rows only"
+    print(f"Issue #11 targets, {args.db} ({which}); BD-rate in %, negative = fewer bits than the anchor\n")
+    print(markdown(table))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

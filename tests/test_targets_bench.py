@@ -1,0 +1,85 @@
+"""bench/targets.py: issue #11's target table from a results store, on synthetic curves with known answers."""
+import math
+
+import numpy as np
+import pytest
+
+from bench.targets import COLUMNS, markdown, psnr_family, target_table
+from core import store
+
+BPP = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
+#: mean agreement with the original's segmentation per setting (same for every codec): passes 0.95 from k = 2
+DICE = [0.80, 0.90, 0.96, 0.98, 0.99]
+
+
+def _rows(codec, factor, stage=2, dataset="em", images=("i1", "i2"), **extra):
+    """4 dB per doubling of the rate, 20 dB at 0.1 bpp (image i2 one dB above i1); 8-bit gray, so the
+    compression factor is 8 / bpp."""
+    out = []
+    for offset, image in enumerate(images):
+        for k, bpp in enumerate(BPP):
+            quality = 20.0 + 4.0 * math.log2(bpp / 0.1) + offset
+            out.append({"stage": stage, "dataset": dataset, "image_id": image, "codec": codec, "setting": str(k),
+                        "colour_mode": "joint", "bpp": float(bpp * factor), "factor": float(8 / (bpp * factor)),
+                        "psnr": quality, "ms_ssim": 1 - 10 ** (-quality / 10), "seg_dice": DICE[k], **extra})
+    return out
+
+
+@pytest.fixture()
+def con(tmp_path):
+    con = store.open_writer(tmp_path / "r.duckdb")
+    rows = (_rows("jpeg2000", 1.0) + _rows("avif", 0.8) + _rows("learned-msssim", 0.6)
+            + _rows("learned-mse", 1.2))
+    # a seen image: the learned codec is terrible on it, but its rows are not held out
+    rows += _rows("learned-msssim", 4.0, images=("seen",), in_codec_training=True)
+    rows += _rows("jpeg2000", 1.0, images=("seen",))
+    # stage 3: no AVIF rows; the learned codec at the anchor's rate
+    rows += _rows("jpeg2000", 1.0, stage=3, dataset="he") + _rows("learned-mse", 1.0, stage=3, dataset="he")
+    store.upsert_results(con, rows)
+    yield con
+    con.close()
+
+
+def test_target_table_values_and_verdicts(con):
+    table = target_table(con, learned=["learned-msssim", "learned-mse"])
+    assert list(table.columns) == COLUMNS
+    got = table.set_index(["dataset", "codec"])
+    assert list(got.index) == [("em", "learned-msssim"), ("em", "learned-mse"), ("he", "learned-mse")]
+    ms = got.loc[("em", "learned-msssim")]
+    # 0.6× the bits of JPEG 2000 and 0.75× those of AVIF at every quality (the seen image is left out)
+    assert ms.msssim_bd_jpeg2000 == pytest.approx(-40.0, abs=1e-6)
+    assert ms.msssim_bd_avif == pytest.approx(-25.0, abs=1e-6)
+    assert ms.psnr_bd_jpeg2000 == pytest.approx(-40.0, abs=1e-6)
+    assert ms.met_msssim_jpeg2000 and ms.met_msssim_avif
+    assert ms.met_psnr_avif is None and not ms.psnr_family  # the PSNR target is the PSNR family's
+    # top point: 1.6 bpp × 0.6, PSNR 20 + 16 + 0.5 (mean of the two images)
+    assert ms.top_psnr_db == pytest.approx(36.5) and ms.top_psnr_bpp == pytest.approx(0.96)
+    assert ms.met_top_psnr  # ≥ 36 dB on stage 2
+    # Dice-safe: the lowest-rate setting that passes 0.95 is k = 2 (0.4 bpp × factor): 8 / 0.24 vs 8 / 0.4
+    assert ms.dice_safe == pytest.approx(8 / 0.24) and ms.dice_safe_jpeg2000 == pytest.approx(20.0)
+    assert ms.met_dice_safe  # 1.67 × JPEG 2000's
+    mse = got.loc[("em", "learned-mse")]
+    assert mse.psnr_family and mse.psnr_bd_avif == pytest.approx(50.0, abs=1e-6) and mse.met_psnr_avif is False
+    assert mse.msssim_bd_jpeg2000 == pytest.approx(20.0, abs=1e-6) and not mse.met_msssim_jpeg2000
+    assert mse.dice_safe == pytest.approx(8 / 0.48) and not mse.met_dice_safe
+    he = got.loc[("he", "learned-mse")]
+    assert math.isnan(he.msssim_bd_avif) and "no avif rows" in he.note and not he.met_msssim_avif
+    assert he.msssim_bd_jpeg2000 == pytest.approx(0.0, abs=1e-6)
+    assert he.top_psnr_db == pytest.approx(36.5) and not he.met_top_psnr  # < 38 dB on stage 3
+
+
+def test_seen_rows_count_only_when_asked(con):
+    everything = target_table(con, learned=["learned-msssim"], held_out_only=False).set_index("dataset")
+    assert everything.loc["em", "msssim_bd_jpeg2000"] > 0  # the seen image's bad rows now weigh in
+
+
+def test_markdown_marks_each_target(con):
+    text = markdown(target_table(con, learned=["learned-msssim", "learned-mse"]))
+    first = text.splitlines()[2]
+    assert first.startswith("| 2 | em | learned-msssim | -40.0 ✓ | -25.0 ✓ | -40.0 |")
+    assert "36.50 ✓ @ 0.96" in first and "33.3 ✓ vs 20.0" in first
+    assert "- he learned-mse: msssim_bd_avif: no avif rows" in text
+
+
+def test_psnr_family_from_the_shipped_checkpoints():
+    assert psnr_family("learned-mse") and not psnr_family("learned-msssim")
