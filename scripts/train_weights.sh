@@ -87,8 +87,10 @@ case "${1:-}" in
   he-mse-hi) # the shipped he-mse whole as the start, the ladder's top raised from λ 0.2 to 0.8 (its val top
           # flattened: 33.42 → 33.83 dB from q 13 to 16) so the top point reaches further (#11: ≥ 38 dB on H&E)
           LR=${LR:-1e-4} vr he-mse-hi 3 mse 0.0005 0.8 monuseg learned-mse --init data/weights/he-mse.pt ;;
-  he-mse-more) # the shipped he-mse whole as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256,
-          # which gave he-msssim-vr −10 % and em-mse-wide −20 % BD-rate on test (data/weights/README.md)
+  he-mse-more) # the shipped he-mse whole as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256.
+          # The shipped he-mse is this target's result (2026-12-03: 6,848 steps at 1e-4, then LR=2e-5 to 8,050;
+          # −10.5 % PSNR BD-rate on the MoNuSeg test tiles); it started from the 45,500-step file
+          # (git show 9d8cf1a:data/weights/he-mse.pt), so running it again continues from the new one
           LR=${LR:-1e-4} vr he-mse-more 3 mse 0.0005 0.2 monuseg learned-mse --init data/weights/he-mse.pt ;;
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
