@@ -69,13 +69,14 @@ def target_table(con, learned: list[str] | None = None, held_out_only: bool = Tr
     safe = dice_safe_two_way(con, held_out_only=held_out_only)
     safe = safe[safe["colour_mode"] == "joint"].set_index(["stage", "dataset", "codec"])["safe_factor_agreement"]
 
+    families = {codec: psnr_family(codec) for codec in learned}
     rows = []
     for (stage, dataset), part in curves.groupby(["stage", "dataset"], sort=True):
         for codec in learned:
             curve = part[part["codec"] == codec]
             if curve.empty:
                 continue
-            family = psnr_family(codec)
+            family = families[codec]
             top = curve.loc[curve["psnr"].idxmax()]
             values, notes = {}, []
             for metric, anchor, column in (("ms_ssim_db", "jpeg2000", "msssim_bd_jpeg2000"),
