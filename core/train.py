@@ -23,7 +23,8 @@ Outputs, for ``--out data/weights/NAME``:
 * ``NAME.pt``          the model's ``state_dict`` (after ``update(force=True)``), loadable with
   ``torch.load(..., weights_only=True)``; learnable parameters are stored as float16 (half the
   size; they are rounded to float16 *before* the entropy tables are rebuilt, so the tables match
-  the weights every loader gets), buffers keep their dtype
+  the weights every loader gets), buffers keep their dtype; ``--int8 h_s`` stores a module's
+  convolution weights in 8 bits (:mod:`core.models.checkpoint`; read with its ``read_state_dict``)
 * ``NAME.json``        metadata: arch, channels, N, M, bit depth, loss, α, λ, steps (base + this
   run), training data, crop/batch/lr, and validation bpp / PSNR / MS-SSIM measured with the real
   entropy coder (:mod:`core.codecs.bitstream`) on the held-out ``--val`` images
@@ -55,6 +56,7 @@ import_compressai()
 from pytorch_msssim import ms_ssim as _torch_ms_ssim  # noqa: E402
 
 from core.models import ARCHS, build_model, is_variable_rate  # noqa: E402
+from core.models.checkpoint import INT8, INT8_SCALE, int8_names, pack_int8, read_state_dict, unpack_int8  # noqa: E402
 from core.models.variable_rate import lambda_ladder  # noqa: E402
 
 ZHAO_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
@@ -302,21 +304,40 @@ def stem_path(out: Path, suffix: str) -> Path:
     return out.with_name(out.name + suffix)
 
 
-def save_checkpoint(model, out: Path, half: bool = True) -> Path:
+def storage_note(int8: tuple[str, ...] = ()) -> str:
+    """What a checkpoint's JSON says about how its weights are stored (``weights_storage``)."""
+    note = "learnable parameters float16, buffers (entropy tables) as trained"
+    if int8:
+        note += (f"; convolution weights of {', '.join(int8)} int8 per slice along dim 0 with float32 scales "
+                 "(core.models.checkpoint)")
+    return note
+
+
+def save_checkpoint(model, out: Path, half: bool = True, int8: tuple[str, ...] = ()) -> Path:
     """Write ``out.pt``: the state_dict after ``update(force=True)``; returns its path.
 
     With ``half`` the learnable parameters are first rounded to float16 in place and stored as
     float16 (loading copies them back into the float32 model exactly); the entropy models'
     CDF tables are rebuilt after the rounding, so encoder and decoder agree with the file.
+    ``int8`` names modules (e.g. ``("h_s",)``) whose convolution weights are stored in 8 bits
+    (:mod:`core.models.checkpoint`); they too are set in place to what a loader reads back.
     """
     model.eval()
     params = dict(model.named_parameters())
-    if half:
-        with torch.no_grad():
+    packed = {}
+    with torch.no_grad():
+        if half:
             for p in params.values():
                 p.copy_(p.half().float())
+        if int8:
+            packed = pack_int8({k: p.detach() for k, p in params.items()}, tuple(int8))
+            for k, v in unpack_int8(packed).items():
+                params[k].copy_(v)
     model.update(force=True)
     state = {k: (v.half() if half and k in params else v) for k, v in model.state_dict().items()}
+    for k in int8_names(state, tuple(int8)):
+        del state[k]
+        state[k + INT8], state[k + INT8_SCALE] = packed[k + INT8], packed[k + INT8_SCALE]
     path = stem_path(out, ".pt")
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
@@ -330,7 +351,7 @@ def load_matching(model, path: Path) -> dict:
     """Warm-start ``model`` from a checkpoint of another width: every tensor whose name and shape match is
     copied (e.g. a wider latent M keeps the N-wide transform layers, GDNs and the hyper-latent's entropy
     bottleneck); the rest keeps its fresh initialisation.  Returns {'loaded': n, 'kept_fresh': [names]}."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path)
     own = model.state_dict()
     matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not matching:
@@ -346,7 +367,7 @@ def load_state(model, path: Path, ladder=None) -> float | None:
     transforms and entropy models load, and the gains are set so that gain 1 — the fixed model's own
     quantisation — sits where the checkpoint's λ falls on the ladder (log λ), with the default slope around
     it.  Returns the checkpoint's λ in that case, else None."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_state_dict(path)
     if ladder is None or GAIN_PARAMETERS <= set(state):
         model.load_state_dict(state)
         return None
@@ -412,6 +433,8 @@ def parse_args(argv=None):
     p.add_argument("--validate-only", action="store_true", help="only (re)measure validation for OUT")
     p.add_argument("--skip-validation", action="store_true", help="write the checkpoint without measuring the "
                    "validation images (measure it later, elsewhere, with --validate-only)")
+    p.add_argument("--int8", nargs="*", default=[], metavar="MODULE",
+                   help="store these modules' convolution weights in 8 bits (e.g. h_s; core.models.checkpoint)")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     # --validate-only: the checkpoint's JSON says what it is (λ included); only the images are needed
@@ -549,7 +572,7 @@ def main(argv=None) -> dict:
         snapshot(done, force=True)
     seconds = seconds_before + time.time() - t0
     model = model.cpu()
-    weights = save_checkpoint(model, out)
+    weights = save_checkpoint(model, out, int8=tuple(args.int8))
     base_steps = (base or {}).get("steps") or 0
     training_images = [source_name(f) for f in train_sources] + [source_name(f) for f in val_sources]
     training_images += [i for i in (base or {}).get("training_images") or [] if i not in training_images]  # the start's
@@ -581,6 +604,7 @@ def main(argv=None) -> dict:
         "training_data": [source_name(f) for f in train_sources],
         "validation_data": [source_name(f) for f in val_sources],
         "weights_sha256": file_sha256(weights),
+        "weights_storage": storage_note(tuple(args.int8)),
         "torch": torch.__version__,
     }
     if variable:

@@ -360,6 +360,10 @@ def test_blurmax_unet_takes_max_pooling_weights_and_fine_tunes_from_them(tmp_pat
     assert f"{ISBI}/train-volume-00" in out["training_images"] and out["lr"] == [1e-4, 3e-5]
     loaded = U.load_unet(tmp_path / "aa")
     assert U.predict_probability(loaded.model, img).shape == img.shape
+    # a second call resumes from the snapshot (read with weights_only=True: tensors, numbers, the numpy RNG state)
+    again = T.train([ISBI], tmp_path / "aa", minutes=5, base=4, max_channels=8, crop=32, batch=2, max_steps=3,
+                    pooling="blurmax", init=base, lr=1e-4, val_minutes=100, snapshot_minutes=100, min_size=1)
+    assert again["steps"] == 3 and "resumed from" in (tmp_path / "aa" / "train.log").read_text()
     with pytest.raises(ValueError, match="not 'foreground'"):
         T.train([ISBI], tmp_path / "fg", minutes=5, base=4, max_channels=8, target="foreground", init=base,
                 max_steps=1)

@@ -1,7 +1,8 @@
 """Learned codecs: CompressAI models trained by this project, behind the :class:`Codec` interface.
 
 Each checkpoint in ``data/weights/`` is a weights file ``NAME.pt`` (a ``state_dict``,
-loaded with ``torch.load(..., weights_only=True)``) plus ``NAME.json`` metadata
+loaded with ``torch.load(..., weights_only=True)`` by :func:`core.models.checkpoint.read_state_dict`,
+which expands weights stored in 8 bits) plus ``NAME.json`` metadata
 (arch, channels, N, M, loss, λ, steps, training data, validation numbers; see
 :mod:`core.train`).  The metadata fields ``codec`` and ``quality`` group
 checkpoints into registry codecs:
@@ -246,14 +247,14 @@ class LearnedModel:
                 import torch
 
                 from core.models import build_model
+                from core.models.checkpoint import read_state_dict
 
                 # built outside inference mode even when first used inside it (encode/decode), so that its
                 # parameters are ordinary tensors that latent refinement (autograd) may use
                 with torch.inference_mode(False):
                     model = build_model(self.arch, self.channels, int(self.meta["N"]), self.meta.get("M"),
                                         levels=self.levels)
-                    state = torch.load(self.weights, map_location="cpu", weights_only=True)
-                    model.load_state_dict(state)
+                    model.load_state_dict(read_state_dict(self.weights))
                     model.eval()
                     model.update(force=False)
                 self._model = model

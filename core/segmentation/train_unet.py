@@ -160,7 +160,7 @@ def train(datasets, out: Path, minutes: float, *, target: str = "membranes", dat
     rng = np.random.default_rng(seed)
     ckpt = out / CHECKPOINT
     if ckpt.is_file() and not fresh:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=False)
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
         model.load_state_dict(saved["model"])
         opt.load_state_dict(saved["optimizer"])
         state = saved["state"]
