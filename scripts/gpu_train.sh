@@ -16,9 +16,9 @@
 # is left to `unpack`, here: entropy coding 8 rate points of the 4 val slices with M = 224 took over 30 min on this
 # loaded 2-core machine, more than a device call allows):
 #
-#   name             channels  N   M    loss    λ ladder (8 gain levels)   size (float16)
-#   em-mse-wide      1         64  224  mse     0.0005 – 0.2               11.0 MB (with its entropy tables)
-#   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 11.0 MB
+#   name             channels  N   M    loss    λ ladder (8 gain levels)   size (float16, h_s in 8 bits: --int8 h_s)
+#   em-mse-wide      1         64  224  mse     0.0005 – 0.2               7.5 MB (11.0 MB with h_s in float16)
+#   em-msssim-wide   1         64  224  msssim  0.4 – 4000                 7.5 MB
 #
 # What travels (the tracked tree plus the carried folders) must stay under 64 MiB. The tracked tree was 63.9 MiB until
 # the fixed-rate colour ladder (data/weights/he-msssim-q1..q6.pt, 26 MB) was retired with its rows on 2026-12-03; it
@@ -82,7 +82,7 @@ run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 bash scripts/gpu_train.sh 
     "$py" -m core.train --arch gained-mean-scale --levels 8 --channels "$2" --N "$3" --M "$4" --loss "$5" \
       --lmbda-range "$6" "$7" --datasets "$8" --codec "$9" --steps 1000000 --minutes "$MINUTES" --batch 16 \
       --crop 256 --lr 1e-4 --warmup 300 --seed 21 --device "${DEVICE:-cuda}" --threads 2 --save-minutes 3 --no-progress --skip-validation \
-      --out "$T/$1" > "$T/$1.log" 2>&1
+      --int8 h_s --out "$T/$1" > "$T/$1.log" 2>&1
   }
   job em-mse-wide 1 64 224 mse 0.0005 0.2 "$DATASETS_EM" learned-mse &
   job em-msssim-wide 1 64 224 msssim 0.4 4000 "$DATASETS_EM" learned-msssim &

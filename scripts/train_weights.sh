@@ -66,11 +66,11 @@ case "${1:-}" in
           vr he-msssim-vr-more 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-vr.pt ;;
   em-mse-wide) # the PSNR-oriented gray family at the latent width bench.latent_ceiling asks for (M = 224): the
           # shipped em model's N-wide layers as the start (--init-matching), the M-wide ones fresh
-          M=224 vr em-mse-wide 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse \
+          M=224 vr em-mse-wide 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse --int8 h_s \
             --init data/weights/em-msssim-vr.pt --init-matching ;;
   em-mse-more) # the shipped em-mse-wide whole as the start (fine-tune: lr 1e-4 by default); its val top still rose
           # at q 16 (data/weights/README.md), so longer training of this width is the next step
-          LR=${LR:-1e-4} M=224 vr em-mse-wide-more 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse \
+          LR=${LR:-1e-4} M=224 vr em-mse-wide-more 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse --int8 h_s \
             --init data/weights/em-mse-wide.pt ;;
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched
           # to MSE (on H&E the M = 96 latent is not the limit, bench.latent_ceiling; its transforms are)

@@ -87,3 +87,18 @@ def test_repacked_checkpoint_codes_and_decodes_and_says_how_it_is_stored(tmp_pat
         assert recs[stem].shape == pixels.shape and recs[stem].dtype == np.uint8
     # the 8-bit hyper-synthesis only moves the latents' means by a little: the images agree within a level or two
     assert np.abs(recs["src"].astype(int) - recs["out"]).mean() <= 2
+
+
+def test_train_cli_int8_writes_8_bit_hyper_synthesis_and_says_so(tmp_path):
+    from core import train
+    from core.io import as_bioimage, write_image
+
+    yy, xx = np.mgrid[0:64, 0:64]
+    write_image(tmp_path / "im.png", as_bioimage(np.rint(127 + 90 * np.sin(xx / 6 + yy / 9)).astype(np.uint8)))
+    meta = train.main(["--arch", "gained-mean-scale", "--levels", "2", "--lmbda-range", "1", "4", "--channels", "1",
+                       "--N", "8", "--M", "8", "--loss", "mse", "--train", str(tmp_path / "im.png"), "--steps", "1",
+                       "--batch", "1", "--crop", "64", "--int8", "h_s", "--skip-validation", "--no-progress",
+                       "--out", str(tmp_path / "m")])
+    raw = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert int8_modules(raw) == ["h_s"] and "int8" in meta["weights_storage"]
+    assert json.loads((tmp_path / "m.json").read_text())["weights_storage"] == meta["weights_storage"]
