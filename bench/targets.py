@@ -17,6 +17,9 @@ model on H&E), every value from rows of images no model involved saw (``core.pro
   Target: the codec's factor ≥ 1.5 × JPEG 2000's.
 
 ``met_*`` columns say whether each target is met (False where the value is not computable).
+
+Below it, :func:`weights_sizes`: every shipped checkpoint of the learned codecs against the ≤ 10 MB per
+checkpoint that the issue asks for (file bytes; MB = 10**6 bytes).
 """
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ MSSSIM_VS_AVIF = -15.0
 PSNR_VS_AVIF = 0.0
 TOP_PSNR_DB = {2: 36.0, 3: 38.0}
 DICE_SAFE_OVER_JPEG2000 = 1.5
+MAX_CHECKPOINT_BYTES = 10_000_000
 PSNR_LOSSES = {"mse", "mix"}
 
 COLUMNS = ["stage", "dataset", "codec", "psnr_family", "msssim_bd_jpeg2000", "msssim_bd_avif",
@@ -107,6 +111,21 @@ def target_table(con, learned: list[str] | None = None, held_out_only: bool = Tr
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
+def weights_sizes(learned: list[str] | None = None) -> pd.DataFrame:
+    """One row per checkpoint of the learned codecs: codec, model_id, channels, file bytes, storage, met (≤ 10 MB)."""
+    from core.codecs import get_codec
+    from core.codecs.registry import available_codecs
+
+    rows = []
+    for codec in available_codecs("learned") if learned is None else learned:
+        for m in get_codec(codec).models():
+            size = m.weights.stat().st_size
+            rows.append({"codec": codec, "model_id": m.model_id, "channels": m.channels, "bytes": size,
+                         "storage": m.meta.get("weights_storage", "float16 parameters"),
+                         "met": size <= MAX_CHECKPOINT_BYTES})
+    return pd.DataFrame(rows, columns=["codec", "model_id", "channels", "bytes", "storage", "met"])
+
+
 def _cell(value, fmt: str, met) -> str:
     text = "—" if not _finite(value) else format(value, fmt)
     return text if met is None else f"{text} {'✓' if met else '✗'}"
@@ -145,6 +164,9 @@ def main(argv=None) -> int:
     which = "all rows, including images seen in training" if args.include_training else "held-out rows only"
     print(f"Issue #11 targets, {args.db} ({which}); BD-rate in %, negative = fewer bits than the anchor\n")
     print(markdown(table))
+    print("\nCheckpoints (≤ 10 MB each):\n")
+    for r in weights_sizes().itertuples(index=False):
+        print(f"- {r.codec} ({r.channels} ch): {r.model_id}.pt {r.bytes / 1e6:.2f} MB {'✓' if r.met else '✗'}")
     return 0
 
 

@@ -83,3 +83,16 @@ def test_markdown_marks_each_target(con):
 
 def test_psnr_family_from_the_shipped_checkpoints():
     assert psnr_family("learned-mse") and not psnr_family("learned-msssim")
+
+
+def test_weights_sizes_lists_every_shipped_checkpoint_under_10_mb():
+    from bench.targets import weights_sizes
+    from core.codecs import get_codec
+
+    sizes = weights_sizes(["learned-mse", "learned-msssim"])
+    expected = {m.model_id: m.weights.stat().st_size
+                for c in ("learned-mse", "learned-msssim") for m in get_codec(c).models()}
+    assert dict(zip(sizes["model_id"], sizes["bytes"])) == expected and len(expected) == 4
+    assert sizes["met"].all() and (sizes["bytes"] <= 10_000_000).all()
+    wide = sizes[sizes["model_id"] == "em-mse-wide"].iloc[0]
+    assert "int8" in wide["storage"] and wide["bytes"] < 8_000_000
