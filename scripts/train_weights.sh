@@ -63,6 +63,9 @@ case "${1:-}" in
           LR=${LR:-1e-4} vr em-msssim-vr-more 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim \
             --init data/weights/em-msssim-vr.pt ;;
   he-more) # the shipped colour checkpoint as the start (its steps count on in the new JSON's 'base')
+          # The shipped he-msssim-vr (54,995 steps) is this target's result: THREADS=2 BF16=1 CROP=256 STEPS=60000
+          # LR=1e-4 to 12,522 steps from the 41,295-step file (git show 929ae49~1:data/weights/he-msssim-vr.pt), then
+          # STEPS=13700 LR=2e-5 (data/weights/README.md); running it again continues from the new one
           vr he-msssim-vr-more 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-vr.pt ;;
   em-mse-wide) # the PSNR-oriented gray family at the latent width bench.latent_ceiling asks for (M = 224): the
           # shipped em model's N-wide layers as the start (--init-matching), the M-wide ones fresh
