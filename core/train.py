@@ -514,7 +514,17 @@ def main(argv=None) -> dict:
     crop_history: list[tuple[int, int | None]] = [(0, args.crop)]
     if args.resume and resume_path.exists():
         state = torch.load(resume_path, map_location=args.device, weights_only=True)
-        model.load_state_dict(state["model"])
+        if "base" in state:  # the start this run began from (snapshots from before 2026-12-04 lack it)
+            saved_sha, now_sha = (state["base"] or {}).get("sha256"), (base or {}).get("sha256")
+            if saved_sha != now_sha:  # e.g. --init now names the file this very run produced
+                raise SystemExit(f"{resume_path} continues a run that started from {saved_sha or 'no --init'}, "
+                                 f"but --init is now {now_sha or 'not given'}; move {resume_path.name} away to "
+                                 f"start afresh from --init")
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as error:  # a snapshot from before snapshots recorded their start
+            raise SystemExit(f"{resume_path} does not fit the model that --init built ({error}); the snapshot "
+                             f"probably continues from another start: move it away to start afresh") from error
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         start = int(state["step"])
@@ -553,7 +563,7 @@ def main(argv=None) -> dict:
             resume_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = resume_path.with_name(resume_path.name + ".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "aux_optimizer": aux_optimizer.state_dict(), "step": step,
+                        "aux_optimizer": aux_optimizer.state_dict(), "step": step, "base": base,
                         "seconds": seconds_before + time.time() - t0, "lr_history": lr_history,
                         "bf16_history": bf16_history, "crop_history": crop_history}, tmp)
             tmp.replace(resume_path)  # atomic: a kill during the save keeps the previous snapshot

@@ -219,3 +219,26 @@ def test_a_resumed_run_records_when_bf16_autocast_or_the_crop_changed(tmp_path):
     assert meta["crop_history"] == [[0, 64]]
     meta = train.main([*common, "--steps", "5", "--bf16", "--crop", "128"])  # larger crops from step 4 on
     assert meta["crop_history"] == [[0, 64], [4, 128]] and meta["crop"] == 128
+
+
+def test_a_resume_refuses_a_snapshot_that_began_from_another_init(tmp_path):
+    """The snapshot records the --init it began from. Resuming with that same file continues the run and keeps its
+    base (steps counted once); once --init names a different file (say the run's own result, shipped in its
+    place) the resume stops with a message instead of loading mismatched entropy tables or double-counting steps."""
+    for i, im in enumerate(_smooth_images(2, 96, 1, seed=4)):
+        write_image(tmp_path / f"im{i}.png", as_bioimage((im[0].numpy() * 255).astype(np.uint8)))
+    base_args = ["--arch", "gained-mean-scale", "--levels", "2", "--lmbda-range", "0.01", "0.1", "--channels", "1",
+                 "--N", "8", "--M", "8", "--loss", "mse", "--batch", "1", "--crop", "64", "--train",
+                 str(tmp_path / "im0.png"), "--codec", "tiny", "--no-progress", "--skip-validation"]
+    train.main(base_args + ["--steps", "2", "--out", str(tmp_path / "start")])
+    start = tmp_path / "start.pt"
+    tune = base_args + ["--out", str(tmp_path / "tune"), "--init", str(start), "--resume"]
+    meta = train.main(tune + ["--steps", "1"])
+    assert meta["steps"] == {"base": 2, "this_run": 1, "total": 3}
+    assert torch.load(tmp_path / "tune.resume.pt", weights_only=True)["base"]["sha256"] == meta["base"]["sha256"]
+    meta = train.main(tune + ["--steps", "2"])  # same --init: continues
+    assert meta["steps"] == {"base": 2, "this_run": 2, "total": 4}
+    (tmp_path / "tune.pt").replace(start)  # the result now sits where the start was
+    (tmp_path / "tune.json").replace(tmp_path / "start.json")
+    with pytest.raises(SystemExit, match="move tune.resume.pt away"):
+        train.main(tune + ["--steps", "3"])
