@@ -22,7 +22,9 @@
 # Every job reads its images from the catalog (data/stages.toml): it trains on the datasets' `train` split,
 # validates on `val`, never sees `test`, and records the catalog ids it saw in NAME.json (`training_images`).
 # Jobs write .train/NAME.{pt,json,resume.pt,log}; stop one early with `kill -TERM PID` (it finishes the step,
-# snapshots, then writes the checkpoint and its validation); run the same command again to resume.
+# snapshots, then writes the checkpoint and its validation); run the same command again to resume.  A snapshot
+# resumes only from the --init it began from: once a result is shipped over its start (the *-more jobs), the
+# next run stops with a message; move .train/NAME.* away to start afresh from the shipped file.
 # Ship a result by copying .train/NAME.pt and .train/NAME.json to data/weights/ after measuring it
 # (python -m bench.compare_learned) against the checkpoint it replaces.
 #
@@ -93,7 +95,9 @@ case "${1:-}" in
   he-mse-more) # the shipped he-mse whole as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256.
           # The shipped he-mse is this target's result (2026-12-03: 6,848 steps at 1e-4, then LR=2e-5 to 8,050;
           # −10.5 % PSNR BD-rate on the MoNuSeg test tiles); it started from the 45,500-step file
-          # (git show 9d8cf1a:data/weights/he-mse.pt), so running it again continues from the new one
+          # (git show 9d8cf1a:data/weights/he-mse.pt), so running it again continues from the new one.  On 2026-12-04
+          # 9,500 more steps from it (STEPS=60000 to 8,602, then STEPS=9500 LR=2e-5) measured +0.2 % PSNR BD-rate:
+          # converged, not shipped (data/weights/README.md)
           LR=${LR:-1e-4} vr he-mse-more 3 mse 0.0005 0.2 monuseg learned-mse --init data/weights/he-mse.pt ;;
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
