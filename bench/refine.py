@@ -10,7 +10,8 @@ stream / pixels, PSNR and MS-SSIM (:mod:`core.metrics`) of the decoded image, en
 (wall clock, one torch thread, median of one — the machine is shared, see the note in the output).
 The refined curves are compared with the plain one (``refine_steps`` 0) by :func:`core.bdrate.bd_rate_frame`
 (MS-SSIM in dB and PSNR; negative = the refined encoder needs fewer bits for the same quality).  The
-objective column is the model's own: bpp + λ(setting) · (1 − MS-SSIM) of the decoded image.
+objective column is the model's own: bpp + λ(setting) · D(original, decoded), D the training distortion of
+the checkpoint's ``loss`` (:func:`core.train.distortion`: 1 − MS-SSIM, 255²·MSE on [0, 1] pixels, or the Zhao mix).
 
 Writes ``OUT.json`` (every point) and ``OUT.md`` (the tables and the command).
 """
@@ -27,6 +28,28 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+
+def model_objective(model, original: np.ndarray, decoded: np.ndarray, bit_depth: int, bpp: float,
+                    lmbda: float) -> float:
+    """The checkpoint's own rate–distortion objective of one real stream: ``bpp`` (bits per pixel of the
+    stream) + λ · D, D its training distortion (metadata ``loss``, :func:`core.train.distortion`) of the decoded
+    image against the original, both scaled to [0, 1] by the bit depth's maximum."""
+    import torch
+
+    from core.train import distortion
+
+    scale = float(2 ** bit_depth - 1)
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        a = a.astype(np.float32) / scale
+        a = a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+    kind = model.meta.get("loss") or "msssim"
+    alpha = float(model.meta.get("alpha") or 0.84)
+    with torch.no_grad():
+        return bpp + lmbda * float(distortion(kind, tensor(original), tensor(decoded), alpha))
 
 
 def main(argv=None) -> int:
@@ -62,6 +85,7 @@ def main(argv=None) -> int:
         y0, x0 = (h - c) // 2, (w - c) // 2
         images.append((ref.image_id, np.ascontiguousarray(pix[y0:y0 + c, x0:x0 + c]), load_ref(ref).bit_depth))
     rows = []
+    load_at_start = os.getloadavg()[0]  # other work on the machine skews the encode seconds
     base.encode(images[0][1][:64, :64], settings[0], images[0][2])  # load the model before timing
     for steps in steps_list:
         codec = base.with_refinement(steps)
@@ -75,11 +99,13 @@ def main(argv=None) -> int:
                 out = base.decode(data)  # the plain codec decodes every stream: the decoder is unchanged
                 bpp = 8 * len(data) / (pix.shape[0] * pix.shape[1])
                 m = ms_ssim(pix, out, depth)
-                lam = base.model_for(channels, s).lmbda_at(int(round(s * 1000)))
+                model = base.model_for(channels, s)
+                lam = model.lmbda_at(int(round(s * 1000)))
                 rows.append({"stage": 0, "dataset": args.dataset, "image_id": image_id, "codec": name,
                              "refine_steps": steps, "colour_mode": "joint", "setting": s, "bytes": len(data),
                              "bpp": bpp, "psnr": psnr(pix, out, depth), "ms_ssim": m, "encode_s": encode_s,
-                             "objective": bpp + lam * (1 - m), "lmbda": lam, "error": None})
+                             "objective": model_objective(model, pix, out, depth, bpp, lam), "lmbda": lam,
+                             "loss": model.meta.get("loss"), "error": None})
                 print(f"{name:28s} {image_id:14s} s={s:<5g} {bpp:.4f} bpp  PSNR {rows[-1]['psnr']:.2f}  "
                       f"MS-SSIM {m:.5f}  J {rows[-1]['objective']:.4f}  {encode_s:.2f} s", flush=True)
     frame = pd.DataFrame(rows)
@@ -102,9 +128,9 @@ def main(argv=None) -> int:
              f"Adam lr {__import__('core.codecs.learned', fromlist=['REFINE_LR']).REFINE_LR}, cosine decay, "
              "straight-through rounding, best iterate kept (`core/codecs/learned.py: refine_latent`).  Every "
              "point is a real stream decoded by the unchanged decoder; bpp counts every byte.", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores shared with a "
-             "training process; one torch thread; encode seconds are wall clock of single encodes "
-             "(noisy, same conditions for every row).", "",
+             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, 1-minute load average "
+             f"{load_at_start:.1f} when the run started; one torch thread; encode seconds are wall clock of single "
+             "encodes (noisy, same conditions for every row).", "",
              "## BD-rate vs the plain encoder (negative = fewer bits at equal quality)", "",
              "| codec | MS-SSIM (dB) BD-rate | PSNR BD-rate | mean encode s | encode time × plain |",
              "|---|---|---|---|---|"]
@@ -123,8 +149,10 @@ def main(argv=None) -> int:
             reason = r["reason"].iloc[0] if len(r) and isinstance(r["reason"].iloc[0], str) else ""
             vals.append(f"{v:+.1f} %" if np.isfinite(v) else f"n/a ({reason})")
         lines.append(f"| {name} | {vals[0]} | {vals[1]} | {enc:.2f} | {enc / plain_s:.1f} |")
+    loss_name = {"msssim": "D = 1 − MS-SSIM", "mse": "D = 255²·MSE", "mix": "D = Zhao mix"}.get(
+        frame["loss"].iloc[0], str(frame["loss"].iloc[0]))
     lines += ["", "## Per setting (mean over the images)", "",
-              "| refine_steps | setting | bpp | PSNR (dB) | MS-SSIM (dB) | objective bpp+λ(1−MS-SSIM) | encode s |",
+              f"| refine_steps | setting | bpp | PSNR (dB) | MS-SSIM (dB) | objective bpp + λ·D ({loss_name}) | encode s |",
               "|---|---|---|---|---|---|---|"]
     for r in per_setting.itertuples():
         lines.append(f"| {r.refine_steps} | {r.setting:g} | {r.bpp:.4f} | {r.psnr:.2f} | {r.ms_ssim_db:.2f} | "

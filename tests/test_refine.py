@@ -174,3 +174,24 @@ def test_cli_effort_writes_a_stream_that_decompress_verify_passes(shipped, tmp_p
     assert cli_main(["compress", str(tmp_path / "em.png"), str(tmp_path / "p.bcc"), "--codec", "png",
                      "--effort", "3"]) == 2
     assert "--effort (latent refinement) applies to learned codecs only" in capsys.readouterr().err
+
+
+def test_the_refine_bench_scores_each_model_with_its_own_training_loss():
+    """bench.refine's objective column is the checkpoint's own objective: bpp + λ · 255²·MSE for an MSE model
+    (it used 1 − MS-SSIM for every model, which made an MSE model's objective almost its bpp)."""
+    from types import SimpleNamespace
+
+    from bench.refine import model_objective
+
+    original = np.full((40, 40), 100, np.uint8)
+    decoded = original.copy()
+    decoded[:20] = 104  # MSE 8 on the 8-bit scale: 255² · MSE of [0, 1] pixels is the same number
+    mse_model = SimpleNamespace(meta={"loss": "mse"})
+    assert model_objective(mse_model, original, decoded, 8, 0.5, 0.01) == pytest.approx(0.5 + 0.01 * 8.0, rel=1e-5)
+    ramp = (np.arange(200 * 200).reshape(200, 200) % 251).astype(np.uint16) * 200  # 16-bit: scaled by 65535
+    noise = np.random.default_rng(5).normal(0, 4000, ramp.shape)
+    noisy = np.clip(ramp + noise, 0, 65535).astype(np.uint16)
+    distortion = 1 - ms_ssim(ramp, noisy, 16)
+    assert distortion > 0.01  # the distortion term is large enough for the check below to see it
+    msssim_model = SimpleNamespace(meta={"loss": "msssim"})
+    assert model_objective(msssim_model, ramp, noisy, 16, 0.25, 2.0) == pytest.approx(0.25 + 2.0 * distortion, rel=1e-4)
