@@ -31,7 +31,8 @@
 # data/weights/ only after `python -m bench.compare_learned` on the test split shows it better.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MINUTES=${MINUTES:-7}
+MINUTES=${MINUTES:-5}  # at lr 1e-4, then ANNEAL_MINUTES at lr 2e-5 (a resumed second run)
+ANNEAL_MINUTES=${ANNEAL_MINUTES:-1.5}
 DATASETS_EM=epfl_hippocampus_fibsem,isbi2012_em
 
 pack() {
@@ -68,31 +69,59 @@ EOF
   if [ "$bytes" -gt $((64 * 1048576)) ]; then echo "too large to travel: slim the tree first" >&2; return 1; fi
 }
 
-run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 bash scripts/gpu_train.sh run   checks it here (no GPU)
+run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 ANNEAL_MINUTES=0.05 bash scripts/gpu_train.sh run   checks it here
   local py=${PY:-python3}
-  if ! "$py" -c "import core.train" 2>/dev/null; then
+  if ! "$py" -c "import core.train, pytorch_msssim" 2>/dev/null; then
     "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
     export PYTHONPATH=/tmp/site
   fi
+  # The GPU image has no imagecodecs (its wheel is 27 MB, beyond the 64 MiB that travels); core.io reads PNG through
+  # imagecodecs.png_decode, so this run puts a stand-in first on the path: Pillow, for the 8/16-bit gray PNGs that
+  # the EM train split holds (exact for those modes); any other PNG is refused, not misread.
+  mkdir -p /tmp/shim
+  cat > /tmp/shim/imagecodecs.py <<'PYEOF'
+"""gpu_train.sh's stand-in for imagecodecs: png_decode of gray PNGs through Pillow; anything else raises."""
+import io
+
+import numpy as np
+from PIL import Image
+
+
+def png_decode(data, **kwargs):
+    with Image.open(io.BytesIO(bytes(data))) as im:
+        if im.mode not in ("L", "I;16", "I;16B"):
+            raise ValueError(f"gpu_train.sh stand-in: PNG mode {im.mode} not supported")
+        return np.array(im)
+PYEOF
+  export PYTHONPATH="/tmp/shim${PYTHONPATH:+:$PYTHONPATH}"
   export BIOCODEC_DATA_ROOT="$PWD/.gpu/data" PYTHONUNBUFFERED=1
   local out=${OUT:-/tmp/out} T=.train/gpu
   mkdir -p "$T" "$out"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  job() {  # job NAME CHANNELS N M LOSS LOW HIGH DATASETS CODEC
-    "$py" -m core.train --arch gained-mean-scale --levels 8 --channels "$2" --N "$3" --M "$4" --loss "$5" \
-      --lmbda-range "$6" "$7" --datasets "$8" --codec "$9" --steps 1000000 --minutes "$MINUTES" --batch 16 \
-      --crop 256 --lr 1e-4 --warmup 300 --seed 21 --device "${DEVICE:-cuda}" --threads 2 --save-minutes 3 --no-progress --skip-validation \
-      --int8 h_s --out "$T/$1" > "$T/$1.log" 2>&1
+  job() {  # job NAME M LOSS LOW HIGH CODEC INIT [extra]: MINUTES at lr 1e-4, then ANNEAL_MINUTES at 2e-5 (--resume)
+    local name=$1 M=$2 loss=$3 low=$4 high=$5 codec=$6 init=$7 minutes lr; shift 7
+    for phase in "$MINUTES 1e-4" "$ANNEAL_MINUTES 2e-5"; do
+      read -r minutes lr <<< "$phase"
+      "$py" -m core.train --arch gained-mean-scale --levels 8 --channels 1 --N 64 --M "$M" --loss "$loss" \
+        --lmbda-range "$low" "$high" --datasets "$DATASETS_EM" --codec "$codec" --init "$init" --resume \
+        --steps 1000000 --minutes "$minutes" --lr "$lr" --batch 16 --crop 256 --seed 21 --device "${DEVICE:-cuda}" \
+        --threads 2 --save-minutes 2 --no-progress --skip-validation "$@" --out "$T/$name" >> "$T/$name.log" 2>&1 \
+        || { echo "$name: exit $? at lr $lr" >> "$T/$name.log"; return 0; }
+    done
   }
-  job em-mse-wide 1 64 224 mse 0.0005 0.2 "$DATASETS_EM" learned-mse &
-  job em-msssim-wide 1 64 224 msssim 0.4 4000 "$DATASETS_EM" learned-msssim &
-  wait || true
-  for n in em-mse-wide em-msssim-wide; do
-    tail -n 12 "$T/$n.log"
-    cp "$T/$n.pt" "$T/$n.json" "$out/" 2>/dev/null || echo "$n: no checkpoint"
+  local W=data/weights
+  job em-mse-wide 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --int8 h_s &
+  job em-mse-wide-hi 224 mse 0.0005 0.8 learned-mse $W/em-mse-wide.pt --int8 h_s &
+  job em-msssim-vr 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt &
+  job em-msssim-wide 224 msssim 0.4 4000 learned-msssim $W/em-mse-wide.pt --int8 h_s &
+  wait
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
+  for n in em-mse-wide em-mse-wide-hi em-msssim-vr em-msssim-wide; do
+    grep -E "snapshot|resumed|exit|Error|error" "$T/$n.log" | tail -n 6
+    cp "$T/$n.pt" "$out/" 2>/dev/null || echo "$n: no checkpoint"
   done
-  # at most 8 files come back: the logs go as one
-  tail -n 40 "$T"/*.log > "$out/logs.txt"
+  # at most 8 files come back: the 4 checkpoints, and their JSONs with the logs as one tar
+  tar -C "$T" -cf "$out/meta-and-logs.tar" $(cd "$T" && ls *.json *.log 2>/dev/null)
 }
 
 unpack() {  # then validate each checkpoint on the catalog's val split, here
