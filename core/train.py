@@ -135,8 +135,8 @@ def rd_loss(model, x: torch.Tensor, kind: str, lmbda, alpha: float = 0.84) -> di
         out = model(x, level.float())
         bpp = rate_bpp_per_image(out["likelihoods"], h * w)
         dist = distortion(kind, x, out["x_hat"], alpha, per_image=True)
-        lam = lambdas[level]
-        weight = torch.sqrt(lambdas[0] / lam)
+        lam = lambdas[level].to(x.device)  # the levels are drawn on the CPU generator (the same draws on any device)
+        weight = torch.sqrt(lambdas[0].to(x.device) / lam)
         return {"loss": (weight * (bpp + lam * dist)).mean(), "bpp": bpp.mean(), "dist": dist.mean()}
     out = model(x)
     x_hat = out["x_hat"]  # not clamped: a clamp would zero the gradient of out-of-range pixels
