@@ -23,9 +23,10 @@
 #   em-msssim-vr     96   msssim  0.4 – 4000                 em-msssim-vr.pt         4.4 MB (float16)
 #   em-msssim-wide   224  msssim  0.4 – 4000                 em-mse-wide.pt          7.5 MB
 #
-# Measured on 2026-12-04 (H200, `MINUTES=5.5 ANNEAL_MINUTES=1.5`, device time 465 s of the call): 0.05 s/step for the
-# M = 224 MSE jobs (8,937 / 8,883 steps), 0.065 s/step for the MS-SSIM ones (6,292 / 6,548), four at once; the
-# GPU's own utilisation was not the limit (one Python process per job feeds it crops from the CPU).
+# Measured on 2026-12-04 (H200, `MINUTES=5.5 ANNEAL_MINUTES=1.5`: the command ran 465 s, the call held the machine
+# 556 s with its start): 0.05 s/step for the M = 224 MSE jobs (8,937 / 8,883 steps), 0.065 s/step for the MS-SSIM
+# ones (6,292 / 6,548), four at once (the GPU's utilisation during the run was not recorded). The starts are now the
+# files that run produced; results and what was shipped: data/weights/README.md.
 #
 # What travels (the tracked tree plus the carried folders) must stay under 64 MiB. The tracked tree was 63.9 MiB until
 # the fixed-rate colour ladder (data/weights/he-msssim-q1..q6.pt, 26 MB) was retired with its rows on 2026-12-03; it
