@@ -128,15 +128,15 @@ def rd_loss(model, x: torch.Tensor, kind: str, lmbda, alpha: float = 0.84) -> di
     """
     n, _, h, w = x.shape
     if getattr(model, "levels", None):
-        lambdas = torch.as_tensor(lmbda, dtype=torch.float32)
+        lambdas = torch.as_tensor(lmbda, dtype=torch.float32, device=x.device)
         if lambdas.ndim == 0:  # one λ for every level (the MSE warm-up)
             lambdas = lambdas.repeat(model.levels)
-        level = torch.randint(0, model.levels, (n,))
+        level = torch.randint(0, model.levels, (n,))  # the CPU generator: the same draws on any device
         out = model(x, level.float())
         bpp = rate_bpp_per_image(out["likelihoods"], h * w)
         dist = distortion(kind, x, out["x_hat"], alpha, per_image=True)
-        lam = lambdas[level].to(x.device)  # the levels are drawn on the CPU generator (the same draws on any device)
-        weight = torch.sqrt(lambdas[0].to(x.device) / lam)
+        lam = lambdas[level.to(x.device)]
+        weight = torch.sqrt(lambdas[0] / lam)
         return {"loss": (weight * (bpp + lam * dist)).mean(), "bpp": bpp.mean(), "dist": dist.mean()}
     out = model(x)
     x_hat = out["x_hat"]  # not clamped: a clamp would zero the gradient of out-of-range pixels
