@@ -58,6 +58,7 @@ from pytorch_msssim import ms_ssim as _torch_ms_ssim  # noqa: E402
 from core.models import ARCHS, build_model, is_variable_rate  # noqa: E402
 from core.models.checkpoint import INT8, INT8_SCALE, int8_names, pack_int8, read_state_dict, unpack_int8  # noqa: E402
 from core.models.variable_rate import lambda_ladder  # noqa: E402
+from core.models.widen import load_widened  # noqa: E402
 
 ZHAO_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
 WARMUP_MSE_LMBDA = 0.0130  # CompressAI's MSE λ of quality 4, for --warmup steps
@@ -397,6 +398,8 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, choices=(1, 3), required=True)
     p.add_argument("--N", type=int, default=64)
     p.add_argument("--M", type=int, default=96)
+    p.add_argument("--transform-N", type=int, default=None, help="gained-mean-scale: width of the image transforms "
+                   "g_a/g_s when it differs from the hyperprior's --N")
     p.add_argument("--loss", choices=("mse", "msssim", "mix"), default="msssim")
     p.add_argument("--lmbda", type=float, help="λ of the rate-distortion loss (fixed-rate architectures)")
     p.add_argument("--lmbda-range", type=float, nargs=2, metavar=("LOW", "HIGH"),
@@ -424,6 +427,8 @@ def parse_args(argv=None):
                    "(fine-tuning)")
     p.add_argument("--init-matching", action="store_true", help="with --init: load only the tensors whose name "
                    "and shape fit (a start for a wider model; the rest is freshly initialised)")
+    p.add_argument("--init-widen", action="store_true", help="with --init: a checkpoint with narrower g_a/g_s, "
+                   "embedded so the wider model starts as the same function (core.models.widen)")
     p.add_argument("--resume", action="store_true", help="continue from OUT.resume.pt")
     p.add_argument("--save-every", type=int, default=250, help="steps between resume snapshots")
     p.add_argument("--save-minutes", type=float, default=5.0, help="also snapshot after this many minutes")
@@ -481,7 +486,8 @@ def main(argv=None) -> dict:
 
     variable = is_variable_rate(args.arch)
     lmbda = lambda_ladder(*args.lmbda_range, args.levels) if variable else args.lmbda
-    model = build_model(args.arch, args.channels, args.N, args.M, levels=args.levels if variable else None)
+    model = build_model(args.arch, args.channels, args.N, args.M, levels=args.levels if variable else None,
+                        transform_N=args.transform_N)
     model = model.to(args.device)
     if variable:
         model.train_bf16 = args.bf16
@@ -499,7 +505,12 @@ def main(argv=None) -> dict:
                 "steps": base_meta.get("steps", {}).get("total"), "loss": base_meta.get("loss"),
                 "lmbda": base_meta.get("lmbda"), "N": base_meta.get("N"), "M": base_meta.get("M"),
                 "training_images": base_meta.get("training_images")}
-        if args.init_matching:
+        if args.init_widen:
+            grown = load_widened(model, args.init)["widened"]
+            narrow_n = base_meta.get("transform_N") or base_meta.get("N")
+            base["note"] = (f"widened (--init-widen, core.models.widen): g_a/g_s from N = {narrow_n} to "
+                            f"{model.transform_N}, the same function at the start; {len(grown)} tensors grew")
+        elif args.init_matching:
             transfer = load_matching(model, args.init)
             base["note"] = (f"warm start (--init-matching): {transfer['loaded']} tensors of matching name and shape "
                             f"loaded; fresh: {', '.join(transfer['kept_fresh'])}")
@@ -593,6 +604,7 @@ def main(argv=None) -> dict:
         "codec": args.codec,
         "quality": args.quality,
         "arch": args.arch, "channels": args.channels, "N": args.N, "M": args.M,
+        **({"transform_N": args.transform_N} if args.transform_N not in (None, args.N) else {}),
         "bit_depth": "any (trained on the listed images, each divided by 2**bit_depth - 1)",
         "train_bit_depths": sorted({read_source(f).bit_depth for f in train_sources[:50]}),
         "loss": args.loss, "alpha": args.alpha if args.loss == "mix" else None,

@@ -11,17 +11,26 @@
 #       bash scripts/gpu_train.sh run
 #   bash scripts/gpu_train.sh unpack DIR   # HERE: the files that came back (DIR = the run's files_at) into .train/gpu/
 #
-# `run` continues the shipped gray checkpoints on the one GPU, four processes side by side, each for MINUTES (default
-# 5.5) at Adam lr 1e-4 and then ANNEAL_MINUTES (default 1.5) at 2e-5 (the same run resumed: `core.train --resume`),
-# batch 16 × 256² crops, float32, no MSE warm-up (every start is trained). `--minutes` stops after the step in flight
-# and writes the checkpoint; validation is left to `unpack`, here (entropy coding 8 rate points of the 4 val slices
-# with M = 224 took over 30 min on this loaded 2-core machine, more than a device call allows):
+# `run` trains four gray jobs on the one GPU, side by side, each for MINUTES (default 6.5) at Adam lr 1e-4 and then
+# ANNEAL_MINUTES (default 1.5) at 2e-5 (the same run resumed: `core.train --resume`), batch 16 × 256² crops, float32,
+# no MSE warm-up. `--minutes` stops after the step in flight and writes the checkpoint; validation is left to
+# `unpack`, here (entropy coding 8 rate points of the 4 val slices with M = 224 took over 30 min on this loaded 2-core
+# machine, more than a device call allows).
 #
-#   name             M    loss    λ ladder (8 gain levels)   start (data/weights/)   size
-#   em-mse-wide      224  mse     0.0005 – 0.2               em-mse-wide.pt          7.5 MB (h_s in 8 bits: --int8 h_s)
-#   em-mse-wide-hi   224  mse     0.0005 – 0.8 (top ×4)      em-mse-wide.pt          7.5 MB
-#   em-msssim-vr     96   msssim  0.4 – 4000                 em-msssim-vr.pt         4.4 MB (float16)
-#   em-msssim-wide   224  msssim  0.4 – 4000                 em-mse-wide.pt          7.5 MB
+# Since 2026-12-04 (second lease) the jobs test whether the image transforms' width holds the EM top near 31 dB
+# (`python -m bench.latent_ceiling --codec learned-mse --M 224`: the shipped em-mse-wide reproduces EPFL / ISBI test
+# crops only to 31.57 / 29.07 dB with no quantisation at all, where a linear code of the same M = 224 reaches 37.76 /
+# 37.30 dB). The wide jobs start from the shipped checkpoints through `--init-widen` (core.models.widen: the narrow
+# network embedded in the wider one, the same function at step 0), so they keep its ~58,000 steps:
+#
+#   name             transform N  M    loss    λ ladder (8 levels)  start (data/weights/)  size
+#   em-mse-n96       96           224  mse     0.0005 – 0.2         em-mse-wide.pt         9.2 MB (h_s in 8 bits)
+#   em-mse-n128      128          224  mse     0.0005 – 0.2         em-mse-wide.pt         11.5 MB (9.9 with g_a in 8 bits)
+#   em-msssim-n96    96           96   msssim  0.4 – 4000           em-msssim-vr.pt        6 MB (float16)
+#   em-mse-n64       64 (control) 224  mse     0.0005 – 0.2         em-mse-wide.pt         7.4 MB: the same steps, no widening
+#
+# The first lease (2026-12-04, 14:10) continued the shipped N = 64 checkpoints (em-mse-wide, em-mse-wide-hi,
+# em-msssim-vr, em-msssim-wide; data/weights/README.md).
 #
 # Measured on 2026-12-04 (H200, `MINUTES=5.5 ANNEAL_MINUTES=1.5`: the command ran 465 s, the call held the machine
 # 556 s with its start): 0.05 s/step for the M = 224 MSE jobs (8,937 / 8,883 steps), 0.065 s/step for the MS-SSIM
@@ -39,9 +48,10 @@
 # shows it better.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-MINUTES=${MINUTES:-5.5}  # at lr 1e-4, then ANNEAL_MINUTES at lr 2e-5 (a resumed second run)
+MINUTES=${MINUTES:-6.5}  # at lr 1e-4, then ANNEAL_MINUTES at lr 2e-5 (a resumed second run)
 ANNEAL_MINUTES=${ANNEAL_MINUTES:-1.5}
 DATASETS_EM=epfl_hippocampus_fibsem,isbi2012_em
+JOBS="em-mse-n96 em-mse-n128 em-msssim-n96 em-mse-n64"
 
 pack() {
   local py=.venv/bin/python
@@ -103,14 +113,14 @@ def png_decode(data, **kwargs):
 PYEOF
   export PYTHONPATH="/tmp/shim${PYTHONPATH:+:$PYTHONPATH}"
   export BIOCODEC_DATA_ROOT="$PWD/.gpu/data" PYTHONUNBUFFERED=1
-  local out=${OUT:-/tmp/out} T=.train/gpu
+  local out=${OUT:-/tmp/out} T=${TRAIN_DIR:-.train/gpu}
   mkdir -p "$T" "$out"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  job() {  # job NAME M LOSS LOW HIGH CODEC INIT [extra]: MINUTES at lr 1e-4, then ANNEAL_MINUTES at 2e-5 (--resume)
-    local name=$1 M=$2 loss=$3 low=$4 high=$5 codec=$6 init=$7 minutes lr; shift 7
+  job() {  # job NAME WIDTH M LOSS LOW HIGH CODEC INIT [extra]: MINUTES at lr 1e-4, then ANNEAL_MINUTES at 2e-5 (--resume)
+    local name=$1 width=$2 M=$3 loss=$4 low=$5 high=$6 codec=$7 init=$8 minutes lr; shift 8
     for phase in "$MINUTES 1e-4" "$ANNEAL_MINUTES 2e-5"; do
       read -r minutes lr <<< "$phase"
-      "$py" -m core.train --arch gained-mean-scale --levels 8 --channels 1 --N 64 --M "$M" --loss "$loss" \
+      "$py" -m core.train --arch gained-mean-scale --levels 8 --channels 1 --N 64 --transform-N "$width" --M "$M" --loss "$loss" \
         --lmbda-range "$low" "$high" --datasets "$DATASETS_EM" --codec "$codec" --init "$init" --resume \
         --steps 1000000 --minutes "$minutes" --lr "$lr" --batch 16 --crop 256 --seed 21 --device "${DEVICE:-cuda}" \
         --threads 2 --save-minutes 2 --no-progress --skip-validation "$@" --out "$T/$name" >> "$T/$name.log" 2>&1 \
@@ -118,13 +128,13 @@ PYEOF
     done
   }
   local W=data/weights
-  job em-mse-wide 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --int8 h_s &
-  job em-mse-wide-hi 224 mse 0.0005 0.8 learned-mse $W/em-mse-wide.pt --int8 h_s &
-  job em-msssim-vr 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt &
-  job em-msssim-wide 224 msssim 0.4 4000 learned-msssim $W/em-mse-wide.pt --int8 h_s &
+  job em-mse-n96 96 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s &
+  job em-mse-n128 128 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s &
+  job em-msssim-n96 96 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt --init-widen &
+  job em-mse-n64 64 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --int8 h_s &
   wait
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
-  for n in em-mse-wide em-mse-wide-hi em-msssim-vr em-msssim-wide; do
+  for n in $JOBS; do
     grep -E "snapshot|resumed|exit|Error|error" "$T/$n.log" | tail -n 6
     cp "$T/$n.pt" "$out/" 2>/dev/null || echo "$n: no checkpoint"
   done
@@ -137,7 +147,7 @@ unpack() {  # then validate each checkpoint on the catalog's val split, here (sl
   mkdir -p .train/gpu
   cp "$from"/*.pt .train/gpu/
   tar -xf "$from/meta-and-logs.tar" -C .train/gpu
-  for n in em-mse-wide em-mse-wide-hi em-msssim-vr em-msssim-wide; do
+  for n in $JOBS; do
     OMP_NUM_THREADS=2 .venv/bin/python -m core.train --channels 1 --datasets "$DATASETS_EM" --out ".train/gpu/$n" \
       --validate-only --threads 2
   done

@@ -246,14 +246,13 @@ class LearnedModel:
             if self._model is None:
                 import torch
 
-                from core.models import build_model
+                from core.models import build_from_meta
                 from core.models.checkpoint import read_state_dict
 
                 # built outside inference mode even when first used inside it (encode/decode), so that its
                 # parameters are ordinary tensors that latent refinement (autograd) may use
                 with torch.inference_mode(False):
-                    model = build_model(self.arch, self.channels, int(self.meta["N"]), self.meta.get("M"),
-                                        levels=self.levels)
+                    model = build_from_meta(self.meta)
                     model.load_state_dict(read_state_dict(self.weights))
                     model.eval()
                     model.update(force=False)

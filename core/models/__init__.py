@@ -26,7 +26,7 @@ from core._compat import import_compressai
 
 import_compressai()
 
-from compressai.layers import ResidualBlockWithStride, subpel_conv3x3  # noqa: E402
+from compressai.layers import GDN, ResidualBlockWithStride, subpel_conv3x3  # noqa: E402
 from compressai.models import (  # noqa: E402
     Cheng2020AnchorCheckerboard,
     FactorizedPrior,
@@ -34,6 +34,7 @@ from compressai.models import (  # noqa: E402
     ScaleHyperprior,
 )
 from compressai.models.utils import conv, deconv  # noqa: E402
+from torch import nn  # noqa: E402
 
 ARCHS = ("factorized", "hyperprior", "mean-scale", "checkerboard", "gained-mean-scale")
 CHANNELS = (1, 3)
@@ -50,6 +51,17 @@ def _set_io_planes(model, channels: int, N: int) -> None:
     model.channels = _check_channels(channels)
     model.g_a[0] = conv(channels, N)
     model.g_s[-1] = deconv(N, channels)
+
+
+def image_transforms(channels: int, N: int, M: int) -> tuple[nn.Sequential, nn.Sequential]:
+    """``(g_a, g_s)`` of Ballé 2018 / Minnen 2018 — four 5×5 stride-2 convolutions with GDN between them — ``N``
+    wide, with ``channels`` image planes and an ``M``-channel latent (the layers CompressAI's hyperprior models
+    build, with the grayscale/colour switch applied)."""
+    channels = _check_channels(channels)
+    g_a = nn.Sequential(conv(channels, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
+    g_s = nn.Sequential(deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True), deconv(N, N),
+                        GDN(N, inverse=True), deconv(N, channels))
+    return g_a, g_s
 
 
 class GrayColourFactorizedPrior(FactorizedPrior):
@@ -117,10 +129,12 @@ def is_variable_rate(arch: str) -> bool:
     return arch == "gained-mean-scale"
 
 
-def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: int | None = None):
+def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: int | None = None,
+                transform_N: int | None = None):
     """Build an untrained model: ``arch`` in :data:`ARCHS`, ``channels`` 1 or 3, widths N, M.
 
-    ``levels`` (variable-rate architectures only) is the number of trained gain levels.
+    ``levels`` (variable-rate architectures only) is the number of trained gain levels; ``transform_N``
+    (variable-rate only) the width of the image transforms when it differs from the hyperprior's ``N``.
     """
     try:
         cls = _CLASSES[arch]
@@ -129,8 +143,17 @@ def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: 
     if arch == "checkerboard":
         return cls(N=N, M=M, channels=channels)
     if is_variable_rate(arch):
-        return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8)
+        return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8, transform_N=transform_N)
+    if transform_N not in (None, N):
+        raise ValueError(f"{arch}: a separate transform width (transform_N={transform_N}) needs gained-mean-scale")
     return cls(N=N, M=M if M is not None else N, channels=channels)
+
+
+def build_from_meta(meta: dict):
+    """The untrained model a checkpoint's metadata (``core.train``'s JSON) describes: arch, channels, N, M,
+    levels and, where present, ``transform_N``."""
+    return build_model(meta["arch"], int(meta["channels"]), int(meta["N"]), meta.get("M"), levels=meta.get("levels"),
+                       transform_N=meta.get("transform_N"))
 
 
 def stride(arch: str) -> int:

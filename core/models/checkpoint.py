@@ -98,12 +98,12 @@ def repack(src: str | Path, out: str | Path, int8: tuple[str, ...]) -> dict:
     import hashlib
     import json
 
-    from core.models import build_model
+    from core.models import build_from_meta
     from core.train import save_checkpoint, stem_path, storage_note
 
     src, out = Path(src), Path(out)
     meta = json.loads(src.with_suffix(".json").read_text())
-    model = build_model(meta["arch"], meta["channels"], int(meta["N"]), meta.get("M"), levels=meta.get("levels"))
+    model = build_from_meta(meta)
     model.load_state_dict(read_state_dict(src))
     weights = save_checkpoint(model, out, int8=tuple(int8))
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()

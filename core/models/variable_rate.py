@@ -10,7 +10,10 @@ distortion.  Between two trained levels the gains are interpolated geometrically
 ``rate ∈ [0, levels − 1]`` with one set of transforms and entropy models.
 
 Everything else is CompressAI's ``MeanScaleHyperprior`` (Minnen 2018) with the
-grayscale/colour switch of :mod:`core.models`.  Training can run the four
+grayscale/colour switch of :mod:`core.models`, and one more width: ``transform_N``, the width of the image
+transforms ``g_a``/``g_s`` (default ``N``).  CompressAI uses one ``N`` for both the image transforms and the
+hyperprior; a wider ``transform_N`` buys the transforms capacity (issue #11: the EM top is transform-bound)
+without widening the hyper-latent, its entropy model and its gains.  Training can run the four
 transforms under ``torch.autocast(bfloat16)`` (``model.train_bf16 = True``: 2.3×
 faster on an AMX-BF16 CPU); the entropy models always run in float32, and
 inference (``compress``/``decompress``) never uses autocast, because the
@@ -24,7 +27,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from core.models import GrayColourMeanScaleHyperprior
+from core.models import GrayColourMeanScaleHyperprior, image_transforms
 
 
 class GainedMeanScaleHyperprior(GrayColourMeanScaleHyperprior):
@@ -32,8 +35,12 @@ class GainedMeanScaleHyperprior(GrayColourMeanScaleHyperprior):
 
     stride = 64
 
-    def __init__(self, N: int = 64, M: int = 96, channels: int = 3, levels: int = 8, **kwargs):
+    def __init__(self, N: int = 64, M: int = 96, channels: int = 3, levels: int = 8, transform_N: int | None = None,
+                 **kwargs):
         super().__init__(N=N, M=M, channels=channels, **kwargs)
+        self.transform_N = int(transform_N or N)
+        if self.transform_N != N:
+            self.g_a, self.g_s = image_transforms(channels, self.transform_N, M)
         if levels < 2:
             raise ValueError(f"a variable-rate model needs >= 2 levels, got {levels}")
         self.levels = int(levels)
