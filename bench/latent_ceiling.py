@@ -3,6 +3,7 @@ quality stops rising with rate)
 
     python -m bench.latent_ceiling                               # EPFL + ISBI, the shipped gray checkpoint
     python -m bench.latent_ceiling --datasets monuseg --codec learned-msssim --images 2
+    python -m bench.latent_ceiling --codec learned-mse --M 224 --weights DIR   # a candidate checkpoint folder
 
 Two ceilings on catalog **test** images, both independent of the entropy coder:
 
@@ -75,13 +76,14 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.latent_ceiling", description=__doc__.split("\n")[0])
     p.add_argument("--datasets", default="epfl_hippocampus_fibsem,isbi2012_em")
     p.add_argument("--codec", default="learned-msssim")
+    p.add_argument("--weights", default=None, help="checkpoint folder read like data/weights (default: the shipped)")
     p.add_argument("--M", default="96,128,192,224", help="latent channels per 16×16 block for the linear ceiling")
     p.add_argument("--images", type=int, default=3, help="test images per dataset")
     p.add_argument("--crop", type=int, default=512, help="crop side (px, multiple of 64) from each image's corner")
     p.add_argument("--data-root", default=None)
     a = p.parse_args(argv)
     torch.set_num_threads(1)
-    codec = load_codecs()[a.codec]
+    codec = (load_codecs(a.weights) if a.weights else load_codecs())[a.codec]
     print(f"{'dataset':26s} {'model':20s} {'top rate':>9s} {'unquantised':>12s}   linear code, PSNR by M (dB)")
     for dataset in a.datasets.split(","):
         test = [load_ref(r).pixels for r in split_refs(dataset, ("test",), a.data_root)[:a.images]]

@@ -17,25 +17,26 @@
 # `unpack`, here (entropy coding 8 rate points of the 4 val slices with M = 224 took over 30 min on this loaded 2-core
 # machine, more than a device call allows).
 #
-# Since 2026-12-04 (second lease) the jobs test whether the image transforms' width holds the EM top near 31 dB
-# (`python -m bench.latent_ceiling --codec learned-mse --M 224`: the shipped em-mse-wide reproduces EPFL / ISBI test
-# crops only to 31.57 / 29.07 dB with no quantisation at all, where a linear code of the same M = 224 reaches 37.76 /
-# 37.30 dB). The wide jobs start from the shipped checkpoints through `--init-widen` (core.models.widen: the narrow
-# network embedded in the wider one, the same function at step 0), so they keep its ~58,000 steps:
+# The jobs (for the next lease; the shipped gray learned-mse is now em-mse-n128, N = 128 image transforms):
 #
-#   name             transform N  M    loss    λ ladder (8 levels)  start (data/weights/)  size
-#   em-mse-n96       96           224  mse     0.0005 – 0.2         em-mse-wide.pt         9.2 MB (h_s in 8 bits)
-#   em-mse-n128      128          224  mse     0.0005 – 0.2         em-mse-wide.pt         11.5 MB (9.9 with g_a in 8 bits)
-#   em-msssim-n96    96           96   msssim  0.4 – 4000           em-msssim-vr.pt        6 MB (float16)
-#   em-mse-n64       64 (control) 224  mse     0.0005 – 0.2         em-mse-wide.pt         7.4 MB: the same steps, no widening
+#   name             transform N  M    loss    λ ladder (8 levels)  start (data/weights/)               size
+#   em-mse-n128      128          224  mse     0.0005 – 0.2         em-mse-n128.pt, whole               10.0 MB (h_s, g_a in 8 bits)
+#   em-mse-n128-hi   128          224  mse     0.0005 – 0.8         em-mse-n128.pt, whole               10.0 MB
+#   em-msssim-n128   128          96   msssim  0.4 – 4000           em-msssim-vr.pt, widened            5.7 MB (h_s, g_a in 8 bits)
+#   em-msssim-vr     64           96   msssim  0.4 – 4000           em-msssim-vr.pt, whole (the control) 4.4 MB
 #
-# The first lease (2026-12-04, 14:10) continued the shipped N = 64 checkpoints (em-mse-wide, em-mse-wide-hi,
-# em-msssim-vr, em-msssim-wide; data/weights/README.md).
+# `--init-widen` (core.models.widen) embeds a narrow checkpoint in wider image transforms, the same function at step
+# 0, so a wider model keeps the narrow one's steps instead of training from scratch.
 #
-# Measured on 2026-12-04 (H200, `MINUTES=5.5 ANNEAL_MINUTES=1.5`: the command ran 465 s, the call held the machine
-# 556 s with its start): 0.05 s/step for the M = 224 MSE jobs (8,937 / 8,883 steps), 0.065 s/step for the MS-SSIM
-# ones (6,292 / 6,548), four at once (the GPU's utilisation during the run was not recorded). The starts are now the
-# files that run produced; results and what was shipped: data/weights/README.md.
+# Leases so far (one H200 each; results and what was shipped: data/weights/README.md):
+# - 2026-12-04 14:10, `MINUTES=5.5 ANNEAL_MINUTES=1.5` (the command ran 465 s, the call held the machine 556 s):
+#   continued the N = 64 checkpoints (em-mse-wide, em-mse-wide-hi, em-msssim-vr, em-msssim-wide); 0.05 s/step for the
+#   M = 224 MSE jobs (8,937 / 8,883 steps), 0.065 s/step for the MS-SSIM ones (6,292 / 6,548), four at once.
+# - 2026-12-04 16:51, `MINUTES=6.5 ANNEAL_MINUTES=1.5` (the command ran 507 s), then 3.4 more minutes at 2e-5 for
+#   the three wide jobs in a second call on the still-warm machine (213 s; 777 s of the 900 held in all): em-mse-n96,
+#   em-mse-n128 (widened from the N = 64 em-mse-wide; 15,391 / 15,394 steps), em-msssim-n96 (10,218) and the N = 64
+#   control em-mse-n64 (10,716, first call only); 0.05 s/step for every MSE job whatever its width, 0.07 for the
+#   MS-SSIM one, four at once — so the GPU was not what limited the step rate (utilisation was not recorded).
 #
 # What travels (the tracked tree plus the carried folders) must stay under 64 MiB. The tracked tree was 63.9 MiB until
 # the fixed-rate colour ladder (data/weights/he-msssim-q1..q6.pt, 26 MB) was retired with its rows on 2026-12-03; it
@@ -51,7 +52,7 @@ cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-6.5}  # at lr 1e-4, then ANNEAL_MINUTES at lr 2e-5 (a resumed second run)
 ANNEAL_MINUTES=${ANNEAL_MINUTES:-1.5}
 DATASETS_EM=epfl_hippocampus_fibsem,isbi2012_em
-JOBS="em-mse-n96 em-mse-n128 em-msssim-n96 em-mse-n64"
+JOBS="em-mse-n128 em-mse-n128-hi em-msssim-n128 em-msssim-vr"
 
 pack() {
   local py=.venv/bin/python
@@ -128,10 +129,10 @@ PYEOF
     done
   }
   local W=data/weights
-  job em-mse-n96 96 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s &
-  job em-mse-n128 128 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s &
-  job em-msssim-n96 96 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt --init-widen &
-  job em-mse-n64 64 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --int8 h_s &
+  job em-mse-n128 128 224 mse 0.0005 0.2 learned-mse $W/em-mse-n128.pt --int8 h_s g_a &
+  job em-mse-n128-hi 128 224 mse 0.0005 0.8 learned-mse $W/em-mse-n128.pt --int8 h_s g_a &
+  job em-msssim-n128 128 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt --init-widen --int8 h_s g_a &
+  job em-msssim-vr 64 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt &
   wait
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
   for n in $JOBS; do
