@@ -16,6 +16,7 @@
 #   THREADS=2 bash scripts/train_weights.sh em     # torch threads (default 1: two jobs side by side on 2 cores)
 #   BF16=1 CROP=256 bash scripts/train_weights.sh em  # bf16 autocast, larger crops (see the bf16 note below)
 #   bash scripts/train_weights.sh em-mse-more  # gray learned-mse: continue the shipped em-mse-wide (fresh optimiser)
+#   bash scripts/train_weights.sh em-mse-n128  # gray learned-mse: em-mse-wide widened to N = 128 image transforms
 #   bash scripts/train_weights.sh em-more  # gray learned-msssim: continue the shipped em-msssim-vr (fresh optimiser)
 #   bash scripts/train_weights.sh he-mse-more  # colour learned-mse: continue the shipped he-mse (fresh optimiser)
 #
@@ -28,7 +29,8 @@
 # Ship a result by copying .train/NAME.pt and .train/NAME.json to data/weights/ after measuring it
 # (python -m bench.compare_learned) against the checkpoint it replaces.
 #
-# Architecture: gained mean-scale hyperprior (core/models/variable_rate.py), N = 64, M = 96, 8 gain levels
+# Architecture: gained mean-scale hyperprior (core/models/variable_rate.py), N = 64 (TN: the image transforms'
+# width, default 64), M = 96, 8 gain levels
 # with a geometric λ ladder, batch 8 × 128² random crops with flips, Adam lr 2e-4, first 300 steps MSE
 # (MS-SSIM of a random-start model has zero gradient).  bf16 autocast (BF16=1 → --bf16) depends on the host CPU:
 # measure it first with `python -m bench.torch_bf16`.  On 2026-12-01 this machine's CPU (AMD EPYC without
@@ -45,7 +47,7 @@ STEPS=${STEPS:-14000}
 vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
   local name=$1 ch=$2 loss=$3 low=$4 high=$5 datasets=$6 codec=$7; shift 7
   "$PY" -m core.train --arch gained-mean-scale --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
-    --N 64 --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop "${CROP:-128}" \
+    --N 64 --transform-N "${TN:-64}" --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop "${CROP:-128}" \
     --lr "${LR:-2e-4}" \
     --seed 21 --threads "${THREADS:-1}" --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
     --no-progress ${BF16:+--bf16} "$@" >> "$T/$name.log" 2>&1
@@ -77,6 +79,11 @@ case "${1:-}" in
           # at q 16 (data/weights/README.md), so longer training of this width is the next step
           LR=${LR:-1e-4} M=224 vr em-mse-wide-more 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse --int8 h_s \
             --init data/weights/em-mse-wide.pt ;;
+  em-mse-n128) # the shipped em-mse-wide with its image transforms widened to N = 128 (--init-widen: the same function
+          # at step 0, core.models.widen). Trained so on a lent GPU on 2026-12-04 (scripts/gpu_train.sh) and not shipped:
+          # higher EM top, but more bits on unseen gray images (data/weights/README.md, em-mse-n128)
+          LR=${LR:-1e-4} M=224 TN=128 vr em-mse-n128 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse \
+            --int8 h_s g_a --init data/weights/em-mse-wide.pt --init-widen ;;
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched
           # to MSE (on H&E the M = 96 latent is not the limit, bench.latent_ceiling; its transforms are)
           # (lr 1e-4 by default: a fine-tune of a converged model; data/weights/README.md, he-mse)
@@ -102,5 +109,5 @@ case "${1:-}" in
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
-  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|he-mse-more|em-mix" >&2; exit 2 ;;
+  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mse-n128|he-mse-more|em-mix" >&2; exit 2 ;;
 esac
