@@ -31,11 +31,10 @@ def test_widened_transforms_compute_the_narrow_function_and_their_new_channels_l
     wide.eval()
     x = torch.rand(2, 1, 64, 64)
     with torch.no_grad():
+        y_n, y_w = narrow.g_a(x), wide.g_a(x)
+        assert torch.allclose(y_w, y_n, atol=1e-5), float((y_w - y_n).abs().max())
         for rate in (0.0, 1.5, 3.0):
-            y_n, y_w = narrow.g_a(x), wide.g_a(x)
-            assert torch.allclose(y_w, y_n, atol=1e-5), float((y_w - y_n).abs().max())
-            r = rate
-            out_n, out_w = narrow(x, rate=r)["x_hat"], wide(x, rate=r)["x_hat"]
+            out_n, out_w = narrow(x, rate=rate)["x_hat"], wide(x, rate=rate)["x_hat"]
             assert torch.allclose(out_w, out_n, atol=1e-5), float((out_w - out_n).abs().max())
     # the new channels are not dead: the zero weights that read them get a gradient
     wide.train()
@@ -52,11 +51,12 @@ def test_widening_refuses_a_checkpoint_that_does_not_embed(tmp_path):
         widen_state(wide, {**wide.state_dict(), "g_a.6.weight": torch.zeros(48, 16, 5, 5)})
     with pytest.raises(ValueError, match="lacks"):
         widen_state(wide, {"g_a.0.weight": torch.zeros(16, 1, 5, 5)})
-    with pytest.raises(ValueError, match="gained-mean-scale"):
-        build_model("mean-scale", 1, 16, 24, transform_N=40)
+    for arch in ("mean-scale", "checkerboard"):
+        with pytest.raises(ValueError, match="gained-mean-scale"):
+            build_model(arch, 1, 16, 24 if arch != "checkerboard" else None, transform_N=40)
 
 
-def test_core_train_widens_records_the_width_and_the_codec_rebuilds_it(tmp_path, monkeypatch):
+def test_core_train_widens_records_the_width_and_the_codec_rebuilds_it(tmp_path):
     """core.train --init-widen --transform-N: the checkpoint's JSON says transform_N, and build_from_meta (what the
     codec and the repacker use) rebuilds that model so the weights load."""
     narrow = build_model("gained-mean-scale", 1, 16, 24, levels=4)

@@ -26,7 +26,7 @@ from core._compat import import_compressai
 
 import_compressai()
 
-from compressai.layers import GDN, ResidualBlockWithStride, subpel_conv3x3  # noqa: E402
+from compressai.layers import ResidualBlockWithStride, subpel_conv3x3  # noqa: E402
 from compressai.models import (  # noqa: E402
     Cheng2020AnchorCheckerboard,
     FactorizedPrior,
@@ -34,7 +34,6 @@ from compressai.models import (  # noqa: E402
     ScaleHyperprior,
 )
 from compressai.models.utils import conv, deconv  # noqa: E402
-from torch import nn  # noqa: E402
 
 ARCHS = ("factorized", "hyperprior", "mean-scale", "checkerboard", "gained-mean-scale")
 CHANNELS = (1, 3)
@@ -51,17 +50,6 @@ def _set_io_planes(model, channels: int, N: int) -> None:
     model.channels = _check_channels(channels)
     model.g_a[0] = conv(channels, N)
     model.g_s[-1] = deconv(N, channels)
-
-
-def image_transforms(channels: int, N: int, M: int) -> tuple[nn.Sequential, nn.Sequential]:
-    """``(g_a, g_s)`` of Ballé 2018 / Minnen 2018 — four 5×5 stride-2 convolutions with GDN between them — ``N``
-    wide, with ``channels`` image planes and an ``M``-channel latent (the layers CompressAI's hyperprior models
-    build, with the grayscale/colour switch applied)."""
-    channels = _check_channels(channels)
-    g_a = nn.Sequential(conv(channels, N), GDN(N), conv(N, N), GDN(N), conv(N, N), GDN(N), conv(N, M))
-    g_s = nn.Sequential(deconv(M, N), GDN(N, inverse=True), deconv(N, N), GDN(N, inverse=True), deconv(N, N),
-                        GDN(N, inverse=True), deconv(N, channels))
-    return g_a, g_s
 
 
 class GrayColourFactorizedPrior(FactorizedPrior):
@@ -140,12 +128,12 @@ def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: 
         cls = _CLASSES[arch]
     except KeyError:
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}") from None
+    if transform_N not in (None, N) and not is_variable_rate(arch):
+        raise ValueError(f"{arch}: a separate transform width (transform_N={transform_N}) needs gained-mean-scale")
     if arch == "checkerboard":
         return cls(N=N, M=M, channels=channels)
     if is_variable_rate(arch):
         return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8, transform_N=transform_N)
-    if transform_N not in (None, N):
-        raise ValueError(f"{arch}: a separate transform width (transform_N={transform_N}) needs gained-mean-scale")
     return cls(N=N, M=M if M is not None else N, channels=channels)
 
 

@@ -27,7 +27,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from core.models import GrayColourMeanScaleHyperprior, image_transforms
+from core.models import GrayColourMeanScaleHyperprior
 
 
 class GainedMeanScaleHyperprior(GrayColourMeanScaleHyperprior):
@@ -39,8 +39,9 @@ class GainedMeanScaleHyperprior(GrayColourMeanScaleHyperprior):
                  **kwargs):
         super().__init__(N=N, M=M, channels=channels, **kwargs)
         self.transform_N = int(transform_N or N)
-        if self.transform_N != N:
-            self.g_a, self.g_s = image_transforms(channels, self.transform_N, M)
+        if self.transform_N != N:  # CompressAI's own g_a/g_s (gray/colour switch applied), built transform_N wide
+            wide = GrayColourMeanScaleHyperprior(N=self.transform_N, M=M, channels=channels)
+            self.g_a, self.g_s = wide.g_a, wide.g_s
         if levels < 2:
             raise ValueError(f"a variable-rate model needs >= 2 levels, got {levels}")
         self.levels = int(levels)
