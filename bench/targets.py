@@ -15,11 +15,18 @@ model on H&E), every value from rows of images no model involved saw (``core.pro
 * ``dice_safe`` / ``dice_safe_jpeg2000``: the Dice-safe compression factor judged by agreement with the
   original's segmentation (:func:`core.downstream.dice_safe_two_way`; NaN = no setting qualifies).
   Target: the codec's factor ≥ 1.5 × JPEG 2000's.
+* ``monotone``: quality rises with rate — over the codec's settings in knob order, the mean bpp, PSNR and
+  MS-SSIM each strictly increase (``note`` names the first step that does not).
 
 ``met_*`` columns say whether each target is met (False where the value is not computable).
 
 Below it, :func:`weights_sizes`: every shipped checkpoint of the learned codecs against the ≤ 10 MB per
 checkpoint that the issue asks for (file bytes; MB = 10**6 bytes).
+
+``--bpp-check N`` adds :func:`bpp_landing`: ``python -m core.codecs compress … --bpp T`` (the command-line path,
+:func:`core.codecs.__main__.compress_file`; the dashboard's target bpp is the same :mod:`core.rate_search`
+rule) on N test images of every stage-2/3 dataset per learned codec and target T in :data:`BPP_TARGETS`; the
+file's bpp must land within 3 % of every target inside the codec's range on that image.
 """
 from __future__ import annotations
 
@@ -36,10 +43,12 @@ TOP_PSNR_DB = {2: 36.0, 3: 38.0}
 DICE_SAFE_OVER_JPEG2000 = 1.5
 MAX_CHECKPOINT_BYTES = 10_000_000
 PSNR_LOSSES = {"mse", "mix"}
+BPP_TOLERANCE = 0.03  # relative: |achieved / target − 1|
+BPP_TARGETS = (0.15, 0.3, 0.6, 1.0)  # bits per pixel
 
 COLUMNS = ["stage", "dataset", "codec", "psnr_family", "msssim_bd_jpeg2000", "msssim_bd_avif",
            "psnr_bd_jpeg2000", "psnr_bd_avif", "top_psnr_db", "top_psnr_bpp", "dice_safe", "dice_safe_jpeg2000",
-           "met_msssim_jpeg2000", "met_msssim_avif", "met_psnr_avif", "met_top_psnr", "met_dice_safe", "note"]
+           "monotone", "met_msssim_jpeg2000", "met_msssim_avif", "met_psnr_avif", "met_top_psnr", "met_dice_safe", "note"]
 
 
 def psnr_family(codec_name: str) -> bool:
@@ -52,6 +61,20 @@ def psnr_family(codec_name: str) -> bool:
 
 def _finite(value) -> bool:
     return value is not None and isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def monotone_note(curve: pd.DataFrame) -> str:
+    """'' when, over the settings in knob order, mean bpp, psnr and ms_ssim all strictly increase; else the
+    first step where one does not (e.g. ``'psnr 31.24 → 31.20 dB from setting 13 to 16'``)."""
+    ordered = curve.assign(_knob=pd.to_numeric(curve["setting"], errors="coerce")).sort_values(["_knob", "bpp"])
+    units = {"bpp": ("bpp", ".3f"), "psnr": ("dB", ".2f"), "ms_ssim": ("", ".4f")}
+    for column, (unit, fmt) in units.items():
+        values, settings = ordered[column].to_numpy(float), ordered["setting"].tolist()
+        for i in range(1, len(values)):
+            if not values[i] > values[i - 1]:
+                return (f"{column} {values[i - 1]:{fmt}} → {values[i]:{fmt}}{' ' + unit if unit else ''} "
+                        f"from setting {settings[i - 1]} to {settings[i]}")
+    return ""
 
 
 def target_table(con, learned: list[str] | None = None, held_out_only: bool = True) -> pd.DataFrame:
@@ -69,7 +92,7 @@ def target_table(con, learned: list[str] | None = None, held_out_only: bool = Tr
                 bd[(metric, anchor, r.stage, r.dataset, r.codec)] = (r.bd_rate, r.reason)
     points = load_points(con, held_out_only=held_out_only)
     points = points[points["stage"].isin(TARGET_STAGES) & (points["colour_mode"] == "joint")]
-    curves = mean_per_setting(points, ["bpp", "psnr"])
+    curves = mean_per_setting(points, ["bpp", "psnr", "ms_ssim"])
     safe = dice_safe_two_way(con, held_out_only=held_out_only)
     safe = safe[safe["colour_mode"] == "joint"].set_index(["stage", "dataset", "codec"])["safe_factor_agreement"]
 
@@ -90,6 +113,9 @@ def target_table(con, learned: list[str] | None = None, held_out_only: bool = Tr
                 values[column] = value
                 if not _finite(value):
                     notes.append(f"{column}: {reason}")
+            not_monotone = monotone_note(curve)
+            if not_monotone:
+                notes.append(f"not monotone: {not_monotone}")
             own = safe.get((stage, dataset, codec), math.nan)
             anchor_safe = safe.get((stage, dataset, "jpeg2000"), math.nan)
             if _finite(own) and not _finite(anchor_safe):
@@ -99,7 +125,7 @@ def target_table(con, learned: list[str] | None = None, held_out_only: bool = Tr
             rows.append({
                 "stage": int(stage), "dataset": dataset, "codec": codec, "psnr_family": family, **values,
                 "top_psnr_db": float(top["psnr"]), "top_psnr_bpp": float(top["bpp"]),
-                "dice_safe": own, "dice_safe_jpeg2000": anchor_safe,
+                "dice_safe": own, "dice_safe_jpeg2000": anchor_safe, "monotone": not not_monotone,
                 "met_msssim_jpeg2000": _finite(values["msssim_bd_jpeg2000"])
                 and values["msssim_bd_jpeg2000"] <= MSSSIM_VS_JPEG2000,
                 "met_msssim_avif": _finite(values["msssim_bd_avif"]) and values["msssim_bd_avif"] <= MSSSIM_VS_AVIF,
@@ -126,6 +152,61 @@ def weights_sizes(learned: list[str] | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["codec", "model_id", "channels", "bytes", "storage", "met"])
 
 
+def bpp_landing(images_per_dataset: int = 1, targets=BPP_TARGETS, learned: list[str] | None = None,
+                data_root=None, workdir=None) -> pd.DataFrame:
+    """Where ``--bpp T`` lands: one row per (dataset, image, learned codec, target bpp) with the achieved file
+    bpp (8 · bytes of the whole ``.bcc`` file / (H · W)), ``deviation`` (achieved / target − 1), ``in_range``
+    (the target lies inside the rates the codec reaches on that image) and ``met`` (in range and
+    |deviation| ≤ :data:`BPP_TOLERANCE`; None out of range).  Images: ``images_per_dataset`` evenly spaced
+    test-split images of every stage-2/3 dataset, each as its file holds it (page, bit depth)."""
+    import tempfile
+    from pathlib import Path
+
+    from core.catalog import evenly_spaced
+    from core.codecs.__main__ import compress_file
+    from core.codecs.registry import available_codecs
+    from core.stages import stage_refs
+
+    learned = available_codecs("learned") if learned is None else learned
+    refs = []
+    for stage in TARGET_STAGES:
+        by_dataset: dict[str, list] = {}
+        for ref in stage_refs(stage, data_root, splits=("test",)):
+            by_dataset.setdefault(ref.dataset, []).append(ref)
+        for dataset in sorted(by_dataset):
+            refs += evenly_spaced(by_dataset[dataset], images_per_dataset)
+    rows = []
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        out = Path(tmp) / "landing.bcc"
+        for ref in refs:
+            for codec in learned:
+                for target in targets:
+                    got = compress_file(Path(ref.source), out, codec, bpp=float(target), bit_depth=ref.bit_depth,
+                                        page=ref.page)
+                    in_range = "range searched" not in got["note"]
+                    deviation = got["bpp"] / target - 1.0
+                    rows.append({"stage": ref.stage, "dataset": ref.dataset, "image_id": ref.image_id, "codec": codec,
+                                 "target_bpp": float(target), "bpp": got["bpp"], "deviation": deviation,
+                                 "in_range": in_range,
+                                 "met": (abs(deviation) <= BPP_TOLERANCE) if in_range else None})
+    return pd.DataFrame(rows, columns=["stage", "dataset", "image_id", "codec", "target_bpp", "bpp", "deviation",
+                                       "in_range", "met"])
+
+
+def landing_markdown(landing: pd.DataFrame) -> str:
+    """One line per (dataset, codec): worst |deviation| over the in-range targets, ✓ when within 3 %."""
+    lines = ["| dataset | codec | images | targets in range | worst deviation (≤ 3 %) | out of range |",
+             "|---|---|---|---|---|---|"]
+    for (dataset, codec), part in landing.groupby(["dataset", "codec"], sort=True):
+        inside = part[part["in_range"]]
+        worst = inside["deviation"].abs().max() if len(inside) else math.nan
+        outside = ", ".join(f"{r.target_bpp:g} ({r.image_id})" for r in part[~part["in_range"]].itertuples())
+        lines.append(f"| {dataset} | {codec} | {part['image_id'].nunique()} | {len(inside)} | "
+                     f"{_cell(100 * worst, '.1f', bool(inside['met'].all()) if len(inside) else False)} % | "
+                     f"{outside or '—'} |")
+    return "\n".join(lines)
+
+
 def _cell(value, fmt: str, met) -> str:
     text = "—" if not _finite(value) else format(value, fmt)
     return text if met is None else f"{text} {'✓' if met else '✗'}"
@@ -134,15 +215,17 @@ def _cell(value, fmt: str, met) -> str:
 def markdown(table: pd.DataFrame) -> str:
     """The table as Markdown: one line per dataset × codec, ✓/✗ per target (— = not computable)."""
     lines = ["| stage | dataset | codec | MS-SSIM BD vs J2K (≤ −30 %) | vs AVIF (≤ −15 %) | PSNR BD vs J2K | "
-             "vs AVIF (≤ 0, PSNR family) | top PSNR dB @ bpp (≥ 36 EM / 38 H&E) | Dice-safe × (≥ 1.5 × J2K) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "vs AVIF (≤ 0, PSNR family) | top PSNR dB @ bpp (≥ 36 EM / 38 H&E) | Dice-safe × (≥ 1.5 × J2K) | "
+             "monotone |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.stage} | {r.dataset} | {r.codec} | {_cell(r.msssim_bd_jpeg2000, '+.1f', r.met_msssim_jpeg2000)} | "
             f"{_cell(r.msssim_bd_avif, '+.1f', r.met_msssim_avif)} | {_cell(r.psnr_bd_jpeg2000, '+.1f', None)} | "
             f"{_cell(r.psnr_bd_avif, '+.1f', r.met_psnr_avif)} | "
             f"{_cell(r.top_psnr_db, '.2f', r.met_top_psnr)} @ {r.top_psnr_bpp:.2f} | "
-            f"{_cell(r.dice_safe, '.1f', r.met_dice_safe)} vs {_cell(r.dice_safe_jpeg2000, '.1f', None)} |")
+            f"{_cell(r.dice_safe, '.1f', r.met_dice_safe)} vs {_cell(r.dice_safe_jpeg2000, '.1f', None)} | "
+            f"{'✓' if r.monotone else '✗'} |")
     notes = [f"- {r.dataset} {r.codec}: {r.note}" for r in table.itertuples(index=False) if r.note]
     return "\n".join(lines + ([""] + notes if notes else []))
 
@@ -155,6 +238,9 @@ def main(argv=None) -> int:
     p.add_argument("db", nargs="?", default=str(default_db()))
     p.add_argument("--include-training", action="store_true",
                    help="also use rows of images a model involved was trained / validated on")
+    p.add_argument("--bpp-check", type=int, default=0, metavar="N",
+                   help="also run `--bpp T` on N test images per stage-2/3 dataset (catalog data root) for "
+                        f"T in {', '.join(map(str, BPP_TARGETS))} bpp and report the worst deviation")
     args = p.parse_args(argv)
     con = open_reader(args.db)
     try:
@@ -167,6 +253,10 @@ def main(argv=None) -> int:
     print("\nCheckpoints (≤ 10 MB each):\n")
     for r in weights_sizes().itertuples(index=False):
         print(f"- {r.codec} ({r.channels} ch): {r.model_id}.pt {r.bytes / 1e6:.2f} MB {'✓' if r.met else '✗'}")
+    if args.bpp_check > 0:
+        print(f"\n`--bpp` landing ({args.bpp_check} test image(s) per dataset; deviation = achieved file bpp / "
+              "target − 1):\n")
+        print(landing_markdown(bpp_landing(args.bpp_check)))
     return 0
 
 

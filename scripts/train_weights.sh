@@ -13,11 +13,13 @@
 #                                          # optimiser; a new checkout has no .train/ resume snapshots)
 #   STEPS=20000 bash scripts/train_weights.sh em   # longer (the shipped step counts are in each JSON)
 #   LR=5e-5 bash scripts/train_weights.sh em       # resume with a lower learning rate (anneal the end)
+#   MINUTES=90 bash scripts/train_weights.sh em    # also stop after 90 min of wall time (resumable as after kill -TERM)
 #   THREADS=2 bash scripts/train_weights.sh em     # torch threads (default 1: two jobs side by side on 2 cores)
 #   BF16=1 CROP=256 bash scripts/train_weights.sh em  # bf16 autocast, larger crops (see the bf16 note below)
 #   bash scripts/train_weights.sh em-mse-more  # gray learned-mse: continue the shipped em-mse-wide (fresh optimiser)
 #   bash scripts/train_weights.sh em-mse-n128  # gray learned-mse: em-mse-wide widened to N = 128 image transforms
 #   bash scripts/train_weights.sh em-more  # gray learned-msssim: continue the shipped em-msssim-vr (fresh optimiser)
+#   bash scripts/train_weights.sh he-mse-n128  # colour learned-mse: he-mse widened to N = 128 image transforms
 #   bash scripts/train_weights.sh he-mse-more  # colour learned-mse: continue the shipped he-mse (fresh optimiser)
 #
 # Every job reads its images from the catalog (data/stages.toml): it trains on the datasets' `train` split,
@@ -50,7 +52,7 @@ vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
     --N 64 --transform-N "${TN:-64}" --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop "${CROP:-128}" \
     --lr "${LR:-2e-4}" \
     --seed 21 --threads "${THREADS:-1}" --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
-    --no-progress ${BF16:+--bf16} "$@" >> "$T/$name.log" 2>&1
+    --no-progress ${BF16:+--bf16} ${MINUTES:+--minutes "$MINUTES"} "$@" >> "$T/$name.log" 2>&1
   tail -n 16 "$T/$name.log"
 }
 
@@ -84,6 +86,11 @@ case "${1:-}" in
           # higher EM top, but more bits on unseen gray images (data/weights/README.md, em-mse-n128)
           LR=${LR:-1e-4} M=224 TN=128 vr em-mse-n128 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse \
             --int8 h_s g_a --init data/weights/em-mse-wide.pt --init-widen ;;
+  he-mse-n128) # the shipped he-mse with its image transforms widened to N = 128 (--init-widen: the same function at
+          # step 0, core.models.widen), as em-mse-n128 did for gray: bench.latent_ceiling puts the colour model's limit
+          # in its transforms, not its M = 96 latent.  Run on this CPU on 2026-12-04 with THREADS=2 BF16=1 CROP=256
+          LR=${LR:-1e-4} TN=128 vr he-mse-n128 3 mse 0.0005 0.2 monuseg learned-mse --int8 h_s \
+            --init data/weights/he-mse.pt --init-widen ;;
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched
           # to MSE (on H&E the M = 96 latent is not the limit, bench.latent_ceiling; its transforms are)
           # (lr 1e-4 by default: a fine-tune of a converged model; data/weights/README.md, he-mse)
@@ -109,5 +116,5 @@ case "${1:-}" in
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
-  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mse-n128|he-mse-more|em-mix" >&2; exit 2 ;;
+  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mse-n128|he-mse-n128|he-mse-more|em-mix" >&2; exit 2 ;;
 esac

@@ -2,6 +2,7 @@
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from bench.targets import COLUMNS, markdown, psnr_family, target_table
@@ -96,3 +97,48 @@ def test_weights_sizes_lists_every_shipped_checkpoint_under_10_mb():
     assert sizes["met"].all() and (sizes["bytes"] <= 10_000_000).all()
     wide = sizes[sizes["model_id"] == "em-mse-wide"].iloc[0]
     assert "int8" in wide["storage"] and wide["bytes"] < 8_000_000
+
+
+def test_stored_ladders_are_monotone_and_a_dip_is_named(con):
+    from bench.targets import monotone_note
+
+    table = target_table(con, learned=["learned-msssim", "learned-mse"])
+    assert table["monotone"].all()  # the synthetic curves rise everywhere
+    curve = pd.DataFrame({"setting": ["2", "10", "1", "3"], "bpp": [0.2, 0.9, 0.1, 0.4],
+                          "psnr": [30.0, 33.0, 28.0, 32.5], "ms_ssim": [0.95, 0.99, 0.90, 0.98]})
+    assert monotone_note(curve) == ""  # knob order, not text order: 1, 2, 3, 10
+    dip = curve.assign(psnr=[30.0, 32.0, 28.0, 32.5])
+    assert monotone_note(dip) == "psnr 32.50 → 32.00 dB from setting 3 to 10"
+    flat_rate = curve.assign(bpp=[0.2, 0.4, 0.1, 0.4])
+    assert monotone_note(flat_rate) == "bpp 0.400 → 0.400 bpp from setting 3 to 10"
+    # a dip in the stored rows turns the verdict and the note
+    con.execute("UPDATE results SET psnr = psnr - 10 WHERE codec = 'learned-mse' AND dataset = 'he' AND setting = '4'")
+    he = target_table(con, learned=["learned-mse"]).set_index("dataset").loc["he"]
+    assert not he.monotone and "not monotone: psnr" in he.note and "from setting 3 to 4" in he.note
+
+
+@pytest.mark.skipif(not psnr_family("learned-mse"), reason="no shipped checkpoints")
+def test_bpp_landing_runs_the_command_line_search(monkeypatch, tmp_path):
+    from skimage import data as skdata
+
+    import core.stages
+    from bench.targets import BPP_TOLERANCE, bpp_landing, landing_markdown
+    from core.catalog import ImageRef
+    from core.io import as_bioimage, write_image
+
+    write_image(tmp_path / "cam.png", as_bioimage(skdata.camera()[96:288, 128:384]))
+    ref = ImageRef(stage=2, dataset="em", image_id="cam", source=str(tmp_path / "cam.png"), page=None,
+                   bit_depth=None, crop=None, ground_truth=None, label_kind=None, membranes=None, split="test")
+    asked = []
+    monkeypatch.setattr(core.stages, "stage_refs",
+                        lambda stage, root=None, splits=None: asked.append((stage, splits)) or ([ref] if stage == 2 else []))
+    landing = bpp_landing(1, targets=(0.5, 1.0, 40.0), learned=["learned-mse"], workdir=tmp_path)
+    assert asked == [(2, ("test",)), (3, ("test",))]
+    assert list(landing["target_bpp"]) == [0.5, 1.0, 40.0] and set(landing["image_id"]) == {"cam"}
+    assert landing["deviation"].tolist() == pytest.approx((landing["bpp"] / landing["target_bpp"] - 1).tolist())
+    inside, outside = landing[landing["in_range"]], landing[~landing["in_range"]]
+    assert list(inside["target_bpp"]) == [0.5, 1.0] and inside["met"].all()
+    assert (inside["deviation"].abs() <= BPP_TOLERANCE).all()
+    assert list(outside["target_bpp"]) == [40.0] and outside["met"].isna().all() and outside["bpp"].iloc[0] < 40
+    line = landing_markdown(landing).splitlines()[2]
+    assert line.startswith("| em | learned-mse | 1 | 2 | ") and "✓ %" in line and line.endswith("| 40 (cam) |")
