@@ -183,7 +183,7 @@ def bpp_landing(images_per_dataset: int = 1, targets=BPP_TARGETS, learned: list[
                 for target in targets:
                     got = compress_file(Path(ref.source), out, codec, bpp=float(target), bit_depth=ref.bit_depth,
                                         page=ref.page)
-                    in_range = "range searched" not in got["note"]
+                    in_range = got["in_range"]
                     deviation = got["bpp"] / target - 1.0
                     rows.append({"stage": ref.stage, "dataset": ref.dataset, "image_id": ref.image_id, "codec": codec,
                                  "target_bpp": float(target), "bpp": got["bpp"], "deviation": deviation,
@@ -199,10 +199,10 @@ def landing_markdown(landing: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|"]
     for (dataset, codec), part in landing.groupby(["dataset", "codec"], sort=True):
         inside = part[part["in_range"]]
-        worst = inside["deviation"].abs().max() if len(inside) else math.nan
+        worst = f"{100 * inside['deviation'].abs().max():.1f} %" if len(inside) else "—"
+        mark = "✓" if len(inside) and inside["met"].all() else "✗"
         outside = ", ".join(f"{r.target_bpp:g} ({r.image_id})" for r in part[~part["in_range"]].itertuples())
-        lines.append(f"| {dataset} | {codec} | {part['image_id'].nunique()} | {len(inside)} | "
-                     f"{_cell(100 * worst, '.1f', bool(inside['met'].all()) if len(inside) else False)} % | "
+        lines.append(f"| {dataset} | {codec} | {part['image_id'].nunique()} | {len(inside)} | {worst} {mark} | "
                      f"{outside or '—'} |")
     return "\n".join(lines)
 

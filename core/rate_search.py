@@ -23,6 +23,7 @@ class SearchResult:
     reached: bool  # within the tolerance
     trials: list[tuple[object, float]]  # (setting, bpp) in evaluation order
     note: str = ""
+    in_range: bool = True  # the target lies between the rates of the knob's two ends
 
 
 def _continuous_knob(codec) -> bool:
@@ -58,11 +59,11 @@ def search_setting(image, codec, target_bpp: float, rel_tol: float = 0.03, max_e
             trials.append((setting, cache[setting].metrics["bpp"]))
         return cache[setting]
 
-    def done(note=""):
+    def done(note="", in_range=True):
         best = min(cache, key=lambda s: abs(cache[s].metrics["bpp"] - target_bpp))
         bpp = cache[best].metrics["bpp"]
         return SearchResult(best, cache[best], target_bpp, abs(bpp - target_bpp) <= rel_tol * target_bpp,
-                            trials, note)
+                            trials, note, in_range)
 
     settings = list(codec.default_settings)
     if codec.lossless or settings == [None]:
@@ -73,10 +74,10 @@ def search_setting(image, codec, target_bpp: float, rel_tol: float = 0.03, max_e
     bpp_low, bpp_high = run(low).metrics["bpp"], run(high).metrics["bpp"]
     if target_bpp <= bpp_low:
         return done(f"target below the range searched ({bpp_low:.3f}–{bpp_high:.3f} bpp at settings "
-                    f"{low}–{high}): nearest end")
+                    f"{low}–{high}): nearest end", in_range=False)
     if target_bpp >= bpp_high:
         return done(f"target above the range searched ({bpp_low:.3f}–{bpp_high:.3f} bpp at settings "
-                    f"{low}–{high}): nearest end")
+                    f"{low}–{high}): nearest end", in_range=False)
     while len(cache) < max_evals:
         mid = (low + high) / 2
         if integer:

@@ -184,15 +184,17 @@ def test_search_setting_reaches_target(camera_image, codec_name):
     assert abs(best - 1.0) < 0.15  # within 15 % of the target on this image
     again = evaluate(camera_image, codec, found.setting)  # the reported setting gives the reported rate
     assert again.metrics["bytes"] == found.evaluation.metrics["bytes"]
-    assert len(found.trials) <= 14
+    assert len(found.trials) <= 14 and found.in_range
 
 
 def test_search_setting_out_of_range_and_lossless(camera_image):
     jpeg = get_codec("jpeg")
     low = live.search_setting(camera_image, jpeg, target_bpp=0.001)
     assert low.setting == jpeg.default_settings[0] and not low.reached and "below" in low.note
+    assert not low.in_range
     high = live.search_setting(camera_image, jpeg, target_bpp=40.0)
     assert high.setting == jpeg.default_settings[-1] and not high.reached and "above" in high.note
+    assert not high.in_range
     png = live.search_setting(camera_image, get_codec("png"), target_bpp=1.0)
     assert png.setting is None and len(png.trials) == 1
     with pytest.raises(ValueError):

@@ -141,4 +141,4 @@ def test_bpp_landing_runs_the_command_line_search(monkeypatch, tmp_path):
     assert (inside["deviation"].abs() <= BPP_TOLERANCE).all()
     assert list(outside["target_bpp"]) == [40.0] and outside["met"].isna().all() and outside["bpp"].iloc[0] < 40
     line = landing_markdown(landing).splitlines()[2]
-    assert line.startswith("| em | learned-mse | 1 | 2 | ") and "✓ %" in line and line.endswith("| 40 (cam) |")
+    assert line.startswith("| em | learned-mse | 1 | 2 | ") and " % ✓ |" in line and line.endswith("| 40 (cam) |")

@@ -57,7 +57,8 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
                   colour_mode: str = "joint", bit_depth: int | None = None, page: int | None = None,
                   effort: int = 0) -> dict:
     """Compress one image file (``page``: the plane of a stack; ``effort``: latent-refinement steps of a
-    learned codec); returns ``{"setting", "bytes", "bpp"}`` (bpp of the whole file)."""
+    learned codec); returns ``{"setting", "bytes", "bpp", "note", "in_range"}`` (bpp of the whole file;
+    ``in_range``: False when a ``bpp`` target lies outside the codec's rates on this image)."""
     image = read_image(src, bit_depth=bit_depth, page=page)
     h, w = image.pixels.shape[:2]
     colour_mode = effective_colour_mode(colour_mode, image.channels)  # what the stream records
@@ -69,7 +70,7 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
             raise ValueError(f"--effort (latent refinement) applies to learned codecs only, not {codec_name}")
         base = base.with_refinement(effort)
     codec = build_encoder(base, colour_mode, image.channels, h, w)
-    note = ""
+    note, in_range = "", True
     if bpp is not None:
         if setting is not None:
             raise ValueError("give --setting or --bpp, not both")
@@ -81,7 +82,7 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
 
         found = search_setting(image, codec, bpp, evaluate_fn=encode_only)
         chosen, data = found.setting, found.evaluation.encoded
-        achieved = found.evaluation.metrics["bpp"]
+        achieved, in_range = found.evaluation.metrics["bpp"], found.in_range
         note = f"target {bpp} bpp, achieved {achieved:.4f} bpp ({100 * (achieved / bpp - 1):+.1f} %)"
         if found.note:
             note += f"; {found.note}"
@@ -92,7 +93,8 @@ def compress_file(src: Path, dst: Path, codec_name: str, setting=None, bpp: floa
         data = wrap_file(codec_name, setting, codec.encode(image.pixels, setting, image.bit_depth), colour_mode)
     dst.parent.mkdir(parents=True, exist_ok=True)
     dst.write_bytes(data)
-    return {"setting": chosen, "bytes": len(data), "bpp": bits_per_pixel(len(data), h, w), "note": note}
+    return {"setting": chosen, "bytes": len(data), "bpp": bits_per_pixel(len(data), h, w), "note": note,
+            "in_range": in_range}
 
 
 class _Encoded:
