@@ -46,6 +46,10 @@
 # is 38.9 MiB since (`git ls-files -z | xargs -0 du -cb`), which leaves room for EPFL + ISBI train/val with their
 # label files (14 MB) and the wheels: `pack` reports "travels: 52 MiB of 64" (2026-12-03). MoNuSeg's are 31 MB
 # (25 MB as deflated TIFF, because H&E noise does not compress): a colour run would not fit beside them.
+# Measured again 2026-12-04 night: tracked tree 35.5 MiB, MoNuSeg train + val (13 tiles, already LZW with the
+# horizontal predictor, 2.5 MB each, plus their masks) 29.8 MiB, so tree + tiles + wheels is about 66 MiB: a colour
+# job needs the tree slimmed or fewer tiles first. The colour widening tried on the CPU instead (he-mse-n128, 2,250
+# steps) did not move (data/weights/README.md).
 #
 # Only the checkpoints (.pt) come back, with their metadata (.json) and the logs in one tar ($OUT holds at most 8
 # files); a checkpoint is shipped to data/weights/ only after `python -m bench.compare_checkpoints` on test slices
