@@ -19,11 +19,39 @@ import numpy as np
 DEFAULT_CASES = ("learned-mse:16", "learned-mse:11", "avif:45", "jpeg2000:10", "jpeg2000:5")
 
 
-def main(argv=None) -> int:
+def probe(refs, cases, sigmas, segmenter, seed: int = 0) -> dict[tuple, list[float]]:
+    """``{(codec name, setting, σ): [Dice per image]}``; ``("original", None, σ)`` is the control (σ > 0 only).
+
+    ``refs``: catalog refs of 8-bit gray images; ``cases``: ``[(codec name, setting)]``; ``segmenter``: an object
+    segmenter (``labels(pixels)`` → instance labels)."""
     from core.codecs import get_codec
     from core.datasets import load_ref
     from core.pipeline import build_encoder
     from core.segmentation.metrics import dice
+
+    rng = np.random.default_rng(seed)
+    dices: dict[tuple, list[float]] = {}
+    for ref in refs:
+        image = load_ref(ref)
+        if image.pixels.dtype != np.uint8 or image.channels != 1:
+            raise ValueError(f"{ref.image_id}: the probe is for 8-bit gray images")
+        reference = segmenter.labels(image.pixels) > 0
+        for name, setting in [("original", None), *cases]:
+            if name == "original":
+                recon = image.pixels
+            else:
+                codec = build_encoder(get_codec(name), "joint", image.channels, image.height, image.width)
+                recon = codec.decode(codec.encode(image.pixels, setting, image.bit_depth))
+            for sigma in sigmas:
+                if name == "original" and sigma == 0:
+                    continue
+                noisy = recon if sigma == 0 else np.clip(
+                    np.rint(recon + rng.normal(0.0, sigma, recon.shape)), 0, 255).astype(np.uint8)
+                dices.setdefault((name, setting, sigma), []).append(dice(reference, segmenter.labels(noisy) > 0))
+    return dices
+
+
+def main(argv=None) -> int:
     from core.segmentation.segmenters import object_segmenter_for
     from core.setting_text import parse_setting
     from core.stages import stage_refs
@@ -43,26 +71,11 @@ def main(argv=None) -> int:
     refs = [r for r in stage_refs(args.stage, splits=("test",)) if r.dataset == args.dataset][: args.limit]
     if not refs:
         raise SystemExit(f"no test images of {args.dataset} in stage {args.stage}")
-    cases = [("original", None)] + [(c.split(":")[0], parse_setting(c.split(":", 1)[1])) for c in args.cases]
-    rng = np.random.default_rng(args.seed)
-    dices: dict[tuple, list[float]] = {}
-    for ref in refs:
-        image = load_ref(ref)
-        if image.pixels.dtype != np.uint8 or image.channels != 1:
-            raise SystemExit(f"{ref.image_id}: the probe is for 8-bit gray images")
-        reference = segmenter.labels(image.pixels) > 0
-        for name, setting in cases:
-            if name == "original":
-                recon = image.pixels
-            else:
-                codec = build_encoder(get_codec(name), "joint", image.channels, image.height, image.width)
-                recon = codec.decode(codec.encode(image.pixels, setting, image.bit_depth))
-            for sigma in args.sigmas:
-                if name == "original" and sigma == 0:
-                    continue
-                noisy = recon if sigma == 0 else np.clip(
-                    np.rint(recon + rng.normal(0.0, sigma, recon.shape)), 0, 255).astype(np.uint8)
-                dices.setdefault((name, setting, sigma), []).append(dice(reference, segmenter.labels(noisy) > 0))
+    cases = [(c.split(":")[0], parse_setting(c.split(":", 1)[1])) for c in args.cases]
+    try:
+        dices = probe(refs, cases, args.sigmas, segmenter, args.seed)
+    except ValueError as error:
+        raise SystemExit(str(error))
     print(f"{args.dataset}: {len(refs)} test images; Dice of the foreground vs the original's segmentation")
     for (name, setting, sigma), values in dices.items():
         print(f"{name:14s} setting {'-' if setting is None else setting!s:>4}  σ {sigma:3.0f}: "

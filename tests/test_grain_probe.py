@@ -1,0 +1,45 @@
+"""bench/grain_probe.py: Dice of noisy reconstructions vs the original's segmentation, with a texture-keyed segmenter."""
+import numpy as np
+import pytest
+from scipy.ndimage import uniform_filter
+
+from bench.grain_probe import probe
+from core.catalog import ImageRef
+from core.io import as_bioimage, write_image
+
+
+class TextureSegmenter:
+    """Foreground = where the local standard deviation (9 × 9) exceeds 6 grey levels: keys on texture only."""
+
+    def labels(self, pixels):
+        a = pixels.astype(float)
+        local = np.sqrt(np.maximum(uniform_filter(a * a, 9) - uniform_filter(a, 9) ** 2, 0))
+        return (local > 6).astype(np.int32)
+
+
+@pytest.fixture()
+def textured(tmp_path):
+    rng = np.random.default_rng(3)
+    pixels = np.full((96, 128), 120.0)
+    pixels[:, :64] += rng.normal(0, 12, (96, 64))  # textured left half, flat right half
+    write_image(tmp_path / "t.png", as_bioimage(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)))
+    return ImageRef(stage=2, dataset="t", image_id="t", source=str(tmp_path / "t.png"), split="test")
+
+
+def test_probe_lossless_is_exact_and_noise_restores_a_smoothed_texture(textured):
+    dices = probe([textured], [("png", None), ("jpeg", 20)], [0.0, 5.0, 10.0], TextureSegmenter(), seed=1)
+    assert set(dices) == {("original", None, 5.0), ("original", None, 10.0),  # no σ-0 control: 1 by definition
+                          ("png", None, 0.0), ("png", None, 5.0), ("png", None, 10.0),
+                          ("jpeg", 20, 0.0), ("jpeg", 20, 5.0), ("jpeg", 20, 10.0)}
+    assert dices[("png", None, 0.0)] == [1.0]  # lossless: the runner's seg_dice at σ 0
+    assert dices[("original", None, 5.0)][0] > 0.95  # σ 5 leaves the flat half flat (local std < 6)
+    assert dices[("original", None, 10.0)][0] < 0.7  # σ 10 floods it: Dice → 2·½ / (½ + 1)
+    smooth, grain = dices[("jpeg", 20, 0.0)][0], dices[("jpeg", 20, 5.0)][0]
+    assert smooth < 0.8 and grain > 0.95  # JPEG q20 flattens part of the texture; σ 5 brings it back
+
+
+def test_probe_refuses_other_than_8_bit_gray(tmp_path):
+    write_image(tmp_path / "c.png", as_bioimage(np.zeros((16, 16, 3), np.uint8)))
+    ref = ImageRef(stage=2, dataset="t", image_id="c", source=str(tmp_path / "c.png"), split="test")
+    with pytest.raises(ValueError, match="8-bit gray"):
+        probe([ref], [("png", None)], [0.0], TextureSegmenter())
