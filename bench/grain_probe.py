@@ -4,9 +4,10 @@
 
 For every test-split image of the dataset, each (codec, setting) in ``--cases`` codes it (the runner's pipeline,
 joint mode), seeded Gaussian noise of σ grey levels (8-bit scale) is added to the reconstruction (rounded, clipped),
-and the dataset's object segmenter (``data/segmenters.toml``) is run on it.  Printed: the mean Dice of the
-foreground against the segmentation of the original, per (codec, setting, σ) — the runner's ``seg_dice`` at σ = 0 —
-and, as the control, the original itself with the same noise.  If noise lifts a smooth reconstruction's Dice, the
+and the dataset's object segmenter (``data/segmenters.toml``) is run on it.  Printed per (codec, setting, σ): the
+mean Dice of the foreground against the segmentation of the original (the runner's ``seg_dice`` at σ = 0), the
+mean PSNR (dB) of the noisy reconstruction against the original and the mean compression factor (raw bytes /
+coded bytes); as the control, the original itself with the same noise.  If noise lifts a smooth reconstruction's Dice, the
 segmenter keys on texture that the codec removed, and decoder-side grain synthesis (as AV1's film grain) would be
 the codec tool to try; PSNR falls by the noise's MSE (σ²).
 """
@@ -19,18 +20,21 @@ import numpy as np
 DEFAULT_CASES = ("learned-mse:16", "learned-mse:11", "avif:45", "jpeg2000:10", "jpeg2000:5")
 
 
-def probe(refs, cases, sigmas, segmenter, seed: int = 0) -> dict[tuple, list[float]]:
-    """``{(codec name, setting, σ): [Dice per image]}``; ``("original", None, σ)`` is the control (σ > 0 only).
+def probe(refs, cases, sigmas, segmenter, seed: int = 0) -> dict[tuple, dict[str, list[float]]]:
+    """``{(codec name, setting, σ): {"dice": [...], "psnr": [...], "factor": [...]}}``, one value per image (PSNR
+    in dB against the original; factor = raw / coded bytes, NaN for the original); ``("original", None, σ)`` is
+    the control (σ > 0 only).
 
     ``refs``: catalog refs of 8-bit gray images; ``cases``: ``[(codec name, setting)]``; ``segmenter``: an object
     segmenter (``labels(pixels)`` → instance labels)."""
     from core.codecs import get_codec
     from core.datasets import load_ref
+    from core.metrics import psnr, size_metrics
     from core.pipeline import build_encoder
     from core.segmentation.metrics import dice
 
     rng = np.random.default_rng(seed)
-    dices: dict[tuple, list[float]] = {}
+    results: dict[tuple, dict[str, list[float]]] = {}
     for ref in refs:
         image = load_ref(ref)
         if image.pixels.dtype != np.uint8 or image.channels != 1:
@@ -38,17 +42,22 @@ def probe(refs, cases, sigmas, segmenter, seed: int = 0) -> dict[tuple, list[flo
         reference = segmenter.labels(image.pixels) > 0
         for name, setting in [("original", None), *cases]:
             if name == "original":
-                recon = image.pixels
+                recon, factor = image.pixels, float("nan")
             else:
                 codec = build_encoder(get_codec(name), "joint", image.channels, image.height, image.width)
-                recon = codec.decode(codec.encode(image.pixels, setting, image.bit_depth))
+                encoded = codec.encode(image.pixels, setting, image.bit_depth)
+                recon = codec.decode(encoded)
+                factor = size_metrics(len(encoded), image.pixels.shape, image.pixels.dtype)["factor"]
             for sigma in sigmas:
                 if name == "original" and sigma == 0:
                     continue
                 noisy = recon if sigma == 0 else np.clip(
                     np.rint(recon + rng.normal(0.0, sigma, recon.shape)), 0, 255).astype(np.uint8)
-                dices.setdefault((name, setting, sigma), []).append(dice(reference, segmenter.labels(noisy) > 0))
-    return dices
+                row = results.setdefault((name, setting, sigma), {"dice": [], "psnr": [], "factor": []})
+                row["dice"].append(dice(reference, segmenter.labels(noisy) > 0))
+                row["psnr"].append(psnr(image.pixels, noisy, image.bit_depth))
+                row["factor"].append(factor)
+    return results
 
 
 def main(argv=None) -> int:
@@ -73,13 +82,15 @@ def main(argv=None) -> int:
         raise SystemExit(f"no test images of {args.dataset} in stage {args.stage}")
     cases = [(c.split(":")[0], parse_setting(c.split(":", 1)[1])) for c in args.cases]
     try:
-        dices = probe(refs, cases, args.sigmas, segmenter, args.seed)
+        results = probe(refs, cases, args.sigmas, segmenter, args.seed)
     except ValueError as error:
         raise SystemExit(str(error))
     print(f"{args.dataset}: {len(refs)} test images; Dice of the foreground vs the original's segmentation")
-    for (name, setting, sigma), values in dices.items():
+    for (name, setting, sigma), row in results.items():
+        factor = "" if name == "original" else f", {np.mean(row['factor']):.1f}×"
         print(f"{name:14s} setting {'-' if setting is None else setting!s:>4}  σ {sigma:3.0f}: "
-              f"mean Dice {np.mean(values):.3f} (min {np.min(values):.3f})")
+              f"mean Dice {np.mean(row['dice']):.3f} (min {np.min(row['dice']):.3f}), "
+              f"{np.mean(row['psnr']):.2f} dB{factor}")
     return 0
 
 

@@ -88,7 +88,8 @@ case "${1:-}" in
             --int8 h_s g_a --init data/weights/em-mse-wide.pt --init-widen ;;
   he-mse-n128) # the shipped he-mse with its image transforms widened to N = 128 (--init-widen: the same function at
           # step 0, core.models.widen), as em-mse-n128 did for gray: bench.latent_ceiling puts the colour model's limit
-          # in its transforms, not its M = 96 latent.  Run on this CPU on 2026-12-04 with THREADS=2 BF16=1 CROP=256
+          # in its transforms, not its M = 96 latent.  Run on this CPU on 2026-12-04 (THREADS=2 BF16=1 CROP=256, 2,250 steps):
+          # it did not move (+0.3 % PSNR BD-rate on MoNuSeg test tiles) and was not shipped (data/weights/README.md)
           LR=${LR:-1e-4} TN=128 vr he-mse-n128 3 mse 0.0005 0.2 monuseg learned-mse --int8 h_s \
             --init data/weights/he-mse.pt --init-widen ;;
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched

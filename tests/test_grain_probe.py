@@ -27,7 +27,8 @@ def textured(tmp_path):
 
 
 def test_probe_lossless_is_exact_and_noise_restores_a_smoothed_texture(textured):
-    dices = probe([textured], [("png", None), ("jpeg", 20)], [0.0, 5.0, 10.0], TextureSegmenter(), seed=1)
+    results = probe([textured], [("png", None), ("jpeg", 20)], [0.0, 5.0, 10.0], TextureSegmenter(), seed=1)
+    dices = {key: row["dice"] for key, row in results.items()}
     assert set(dices) == {("original", None, 5.0), ("original", None, 10.0),  # no σ-0 control: 1 by definition
                           ("png", None, 0.0), ("png", None, 5.0), ("png", None, 10.0),
                           ("jpeg", 20, 0.0), ("jpeg", 20, 5.0), ("jpeg", 20, 10.0)}
@@ -36,6 +37,11 @@ def test_probe_lossless_is_exact_and_noise_restores_a_smoothed_texture(textured)
     assert dices[("original", None, 10.0)][0] < 0.7  # σ 10 floods it: Dice → 2·½ / (½ + 1)
     smooth, grain = dices[("jpeg", 20, 0.0)][0], dices[("jpeg", 20, 5.0)][0]
     assert smooth < 0.8 and grain > 0.95  # JPEG q20 flattens part of the texture; σ 5 brings it back
+    assert results[("png", None, 0.0)]["psnr"] == [float("inf")]  # lossless
+    jpeg0, jpeg5 = results[("jpeg", 20, 0.0)], results[("jpeg", 20, 5.0)]
+    assert jpeg5["psnr"][0] < jpeg0["psnr"][0]  # the noise costs PSNR
+    assert jpeg0["factor"] == jpeg5["factor"] and jpeg0["factor"][0] > 1  # same stream, raw / coded bytes
+    assert np.isnan(results[("original", None, 5.0)]["factor"][0])
 
 
 def test_probe_refuses_other_than_8_bit_gray(tmp_path):
