@@ -15,6 +15,10 @@ model on H&E), every value from rows of images no model involved saw (``core.pro
 * ``dice_safe`` / ``dice_safe_jpeg2000``: the Dice-safe compression factor judged by agreement with the
   original's segmentation (:func:`core.downstream.dice_safe_two_way`; NaN = no setting qualifies).
   Target: the codec's factor ≥ 1.5 × JPEG 2000's.
+* ``dice_safe_grain`` / ``dice_safe_jpeg2000_grain``: the same with decoder-side grain synthesis
+  (:mod:`core.codecs.grain`): the codec's ``+grain`` variant against the better of JPEG 2000 and
+  ``jpeg2000+grain`` (grain is judged like for like: it lifts JPEG 2000's agreement too).  NaN where the
+  database has no ``+grain`` rows (only stage 2 selects them).
 * ``monotone``: quality rises with rate — over the codec's settings in knob order, the mean bpp, PSNR and
   MS-SSIM each strictly increase (``note`` names the first step that does not).
 
@@ -48,7 +52,8 @@ BPP_TARGETS = (0.15, 0.3, 0.6, 1.0)  # bits per pixel
 
 COLUMNS = ["stage", "dataset", "codec", "psnr_family", "msssim_bd_jpeg2000", "msssim_bd_avif",
            "psnr_bd_jpeg2000", "psnr_bd_avif", "top_psnr_db", "top_psnr_bpp", "dice_safe", "dice_safe_jpeg2000",
-           "monotone", "met_msssim_jpeg2000", "met_msssim_avif", "met_psnr_avif", "met_top_psnr", "met_dice_safe", "note"]
+           "dice_safe_grain", "dice_safe_jpeg2000_grain", "monotone", "met_msssim_jpeg2000", "met_msssim_avif", "met_psnr_avif", "met_top_psnr", "met_dice_safe", "met_dice_safe_grain",
+           "note"]
 
 
 def psnr_family(codec_name: str) -> bool:
@@ -77,9 +82,17 @@ def monotone_note(curve: pd.DataFrame) -> str:
     return ""
 
 
+def _safe_over_anchor(own, anchor) -> bool:
+    """The Dice-safe target: ``own`` ≥ 1.5 × ``anchor``, or the anchor never safe while ``own`` is."""
+    if _finite(own) and not _finite(anchor):
+        return True
+    return _finite(own) and own >= DICE_SAFE_OVER_JPEG2000 * anchor
+
+
 def target_table(con, learned: list[str] | None = None, held_out_only: bool = True) -> pd.DataFrame:
     """:data:`COLUMNS`, one row per (stage 2/3 dataset, learned codec) that has held-out joint rows."""
     from core.bdrate import bd_rate_table, load_points, mean_per_setting
+    from core.codecs.grain import SUFFIX as GRAIN_SUFFIX
     from core.codecs.registry import available_codecs
     from core.downstream import dice_safe_two_way
 
@@ -118,14 +131,17 @@ def target_table(con, learned: list[str] | None = None, held_out_only: bool = Tr
                 notes.append(f"not monotone: {not_monotone}")
             own = safe.get((stage, dataset, codec), math.nan)
             anchor_safe = safe.get((stage, dataset, "jpeg2000"), math.nan)
-            if _finite(own) and not _finite(anchor_safe):
-                met_safe = True  # JPEG 2000 never reaches agreement here, the codec does
-            else:
-                met_safe = _finite(own) and own >= DICE_SAFE_OVER_JPEG2000 * anchor_safe
+            met_safe = _safe_over_anchor(own, anchor_safe)
+            grain = safe.get((stage, dataset, codec + GRAIN_SUFFIX), math.nan)
+            anchors = [v for v in (anchor_safe, safe.get((stage, dataset, "jpeg2000" + GRAIN_SUFFIX), math.nan))
+                       if _finite(v)]
+            anchor_grain = max(anchors) if anchors else math.nan
+            has_grain = (stage, dataset, codec + GRAIN_SUFFIX) in safe.index
             rows.append({
                 "stage": int(stage), "dataset": dataset, "codec": codec, "psnr_family": family, **values,
                 "top_psnr_db": float(top["psnr"]), "top_psnr_bpp": float(top["bpp"]),
-                "dice_safe": own, "dice_safe_jpeg2000": anchor_safe, "monotone": not not_monotone,
+                "dice_safe": own, "dice_safe_jpeg2000": anchor_safe, "dice_safe_grain": grain,
+                "dice_safe_jpeg2000_grain": anchor_grain, "monotone": not not_monotone,
                 "met_msssim_jpeg2000": _finite(values["msssim_bd_jpeg2000"])
                 and values["msssim_bd_jpeg2000"] <= MSSSIM_VS_JPEG2000,
                 "met_msssim_avif": _finite(values["msssim_bd_avif"]) and values["msssim_bd_avif"] <= MSSSIM_VS_AVIF,
@@ -133,6 +149,7 @@ def target_table(con, learned: list[str] | None = None, held_out_only: bool = Tr
                 if family else None,
                 "met_top_psnr": float(top["psnr"]) >= TOP_PSNR_DB[int(stage)],
                 "met_dice_safe": bool(met_safe),
+                "met_dice_safe_grain": _safe_over_anchor(grain, anchor_grain) if has_grain else None,
                 "note": "; ".join(notes)})
     return pd.DataFrame(rows, columns=COLUMNS)
 
@@ -212,12 +229,18 @@ def _cell(value, fmt: str, met) -> str:
     return text if met is None else f"{text} {'✓' if met else '✗'}"
 
 
+def _grain_cell(r) -> str:
+    if r.met_dice_safe_grain is None or (isinstance(r.met_dice_safe_grain, float) and math.isnan(r.met_dice_safe_grain)):
+        return "(no +grain rows)"
+    return f"{_cell(r.dice_safe_grain, '.1f', bool(r.met_dice_safe_grain))} vs {_cell(r.dice_safe_jpeg2000_grain, '.1f', None)}"
+
+
 def markdown(table: pd.DataFrame) -> str:
     """The table as Markdown: one line per dataset × codec, ✓/✗ per target (— = not computable)."""
     lines = ["| stage | dataset | codec | MS-SSIM BD vs J2K (≤ −30 %) | vs AVIF (≤ −15 %) | PSNR BD vs J2K | "
              "vs AVIF (≤ 0, PSNR family) | top PSNR dB @ bpp (≥ 36 EM / 38 H&E) | Dice-safe × (≥ 1.5 × J2K) | "
-             "monotone |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "with grain synthesis × (≥ 1.5 × J2K's best) | monotone |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in table.itertuples(index=False):
         lines.append(
             f"| {r.stage} | {r.dataset} | {r.codec} | {_cell(r.msssim_bd_jpeg2000, '+.1f', r.met_msssim_jpeg2000)} | "
@@ -225,6 +248,7 @@ def markdown(table: pd.DataFrame) -> str:
             f"{_cell(r.psnr_bd_avif, '+.1f', r.met_psnr_avif)} | "
             f"{_cell(r.top_psnr_db, '.2f', r.met_top_psnr)} @ {r.top_psnr_bpp:.2f} | "
             f"{_cell(r.dice_safe, '.1f', r.met_dice_safe)} vs {_cell(r.dice_safe_jpeg2000, '.1f', None)} | "
+            f"{_grain_cell(r)} | "
             f"{'✓' if r.monotone else '✗'} |")
     notes = [f"- {r.dataset} {r.codec}: {r.note}" for r in table.itertuples(index=False) if r.note]
     return "\n".join(lines + ([""] + notes if notes else []))

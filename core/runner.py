@@ -437,7 +437,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit:
         refs = refs[: args.limit]
     stage_codecs, stage_sweeps = stage_settings(args.stage)
-    codecs = parse_codec_list(args.codecs) if args.codecs else (stage_codecs or available_codecs())
+    codecs = parse_codec_list(args.codecs) if args.codecs else (
+        stage_codecs or available_codecs("classical") + available_codecs("learned"))  # "+grain" only when named
     settings = {**stage_sweeps, **parse_settings(args.settings, codecs)}
     colour_modes = tuple(m.strip() for m in args.colour_modes.split(",")) if args.colour_modes else None
     argv_list = list(argv if argv is not None else sys.argv[1:])

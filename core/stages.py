@@ -101,8 +101,8 @@ def _expand_codecs(rules: list[str]) -> list[str]:
     for rule in rules:
         if rule.startswith("@"):
             family = rule[1:]
-            if family not in ("classical", "learned"):
-                raise StageError(f"unknown codec family rule {rule!r} (use @classical or @learned)")
+            if family not in ("classical", "learned", "grain"):
+                raise StageError(f"unknown codec family rule {rule!r} (use @classical, @learned or @grain)")
             found = available_codecs(family=family)
         else:
             get_codec(rule)  # raises with the list of known names

@@ -134,7 +134,7 @@ def test_crafted_stream_is_refused_within_seconds(tiny_gray):
 
 @needs_torch
 def test_crafted_stream_for_a_shipped_checkpoint_is_refused_by_python_m_core_codecs(tmp_path):
-    learned = [n for n in available_codecs() if get_codec(n).family == "learned"]
+    learned = available_codecs("learned")
     if not learned:
         pytest.skip("no shipped learned checkpoints")
     name = learned[0]
@@ -190,7 +190,7 @@ def test_padded_z_string_with_a_short_y_string_is_refused_too(tiny_gray):
 @needs_torch
 def test_shipped_checkpoints_decode_real_streams_of_flat_images():
     """The bound never refuses a real stream of the shipped models (flat images code the fewest z bytes)."""
-    learned = [n for n in available_codecs() if get_codec(n).family == "learned"]
+    learned = available_codecs("learned")
     if not learned:
         pytest.skip("no shipped learned checkpoints")
     for name in learned:

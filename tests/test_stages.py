@@ -34,7 +34,8 @@ def test_definition_has_four_stages_with_notes():
 
 def test_codec_settings_expand_family_rules():
     codecs, sweeps = stage_codec_settings("2")
-    assert codecs == available_codecs("classical") + available_codecs("learned")
+    assert codecs == available_codecs("classical") + available_codecs("learned") + available_codecs("grain")
+    assert "jpeg2000+grain" in codecs and "jpeg2000+grain" not in stage_codec_settings("1")[0]
     assert sweeps["jpeg2000"] == (160, 80, 40, 20, 10, 5)
     assert all(4 <= len(v) <= 6 for k, v in sweeps.items() if not k.startswith("learned"))
     assert sweeps["learned-msssim"] == (1, 3, 5, 7, 9, 11, 13, 16)  # 8 points of the variable-rate knob

@@ -13,7 +13,7 @@ BPP = np.array([0.1, 0.2, 0.4, 0.8, 1.6])
 DICE = [0.80, 0.90, 0.96, 0.98, 0.99]
 
 
-def _rows(codec, factor, stage=2, dataset="em", images=("i1", "i2"), **extra):
+def _rows(codec, factor, stage=2, dataset="em", images=("i1", "i2"), dice=DICE, **extra):
     """4 dB per doubling of the rate, 20 dB at 0.1 bpp (image i2 one dB above i1); 8-bit gray, so the
     compression factor is 8 / bpp."""
     out = []
@@ -22,7 +22,7 @@ def _rows(codec, factor, stage=2, dataset="em", images=("i1", "i2"), **extra):
             quality = 20.0 + 4.0 * math.log2(bpp / 0.1) + offset
             out.append({"stage": stage, "dataset": dataset, "image_id": image, "codec": codec, "setting": str(k),
                         "colour_mode": "joint", "bpp": float(bpp * factor), "factor": float(8 / (bpp * factor)),
-                        "psnr": quality, "ms_ssim": 1 - 10 ** (-quality / 10), "seg_dice": DICE[k], **extra})
+                        "psnr": quality, "ms_ssim": 1 - 10 ** (-quality / 10), "seg_dice": dice[k], **extra})
     return out
 
 
@@ -67,6 +67,24 @@ def test_target_table_values_and_verdicts(con):
     assert math.isnan(he.msssim_bd_avif) and "no avif rows" in he.note and not he.met_msssim_avif
     assert he.msssim_bd_jpeg2000 == pytest.approx(0.0, abs=1e-6)
     assert he.top_psnr_db == pytest.approx(36.5) and not he.met_top_psnr  # < 38 dB on stage 3
+
+
+def test_grain_synthesis_is_judged_against_the_better_jpeg2000(con):
+    """``+grain`` rows: the learned variant against max(JPEG 2000, jpeg2000+grain); no rows, no verdict."""
+    grainy = [0.90, 0.96, 0.97, 0.98, 0.99]  # passes 0.95 one setting earlier (k = 1)
+    store.upsert_results(con, _rows("learned-msssim+grain", 0.6, dice=grainy) + _rows("jpeg2000+grain", 1.0, dice=grainy))
+    got = target_table(con, learned=["learned-msssim", "learned-mse"]).set_index(["dataset", "codec"])
+    ms = got.loc[("em", "learned-msssim")]
+    assert ms.dice_safe_grain == pytest.approx(8 / 0.12) and ms.dice_safe_jpeg2000_grain == pytest.approx(40.0)
+    assert ms.met_dice_safe_grain  # 1.67 × the grain anchor (not 3.3 × plain JPEG 2000's 20)
+    assert ms.dice_safe == pytest.approx(8 / 0.24)  # the plain codec's own verdict is unchanged
+    mse = got.loc[("em", "learned-mse")]
+    assert math.isnan(mse.dice_safe_grain) and mse.met_dice_safe_grain is None
+    text = markdown(got.reset_index())
+    assert "66.7 ✓ vs 40.0" in text and "(no +grain rows)" in text
+    store.upsert_results(con, _rows("jpeg2000+grain", 1.0, dice=[0.96, 0.97, 0.97, 0.98, 0.99]))
+    better_anchor = target_table(con, learned=["learned-msssim"]).set_index("dataset").loc["em"]
+    assert better_anchor.dice_safe_jpeg2000_grain == pytest.approx(80.0) and not better_anchor.met_dice_safe_grain
 
 
 def test_seen_rows_count_only_when_asked(con):

@@ -2,7 +2,8 @@
 checkpoints and the catalog's sweeps (``data/stages.toml`` ``[sweeps]``).
 
 This module imports the codec modules; they never import it, so there is no import circle.
-A lossy codec's ``default_settings`` is its catalog sweep; lossless codecs sweep ``(None,)``.
+A lossy codec's ``default_settings`` is its catalog sweep; lossless codecs sweep ``(None,)``; a ``+grain``
+variant (:mod:`core.codecs.grain`) sweeps its inner codec's settings.
 """
 from __future__ import annotations
 
@@ -44,7 +45,17 @@ def _factories() -> dict[str, Callable[[], Codec]]:
             if name in sweep:
                 codec.default_settings = sweep[name]
             table[name] = (lambda c=codec: c)  # one instance: its models load once per process
+    from core.codecs.grain import GRAIN_CODECS, SUFFIX, GrainCodec
+
+    for name in GRAIN_CODECS:  # "+grain" variants share the inner codec's (cached) instance and its sweep
+        if name in table:
+            table[name + SUFFIX] = (lambda inner=table[name]: _with_inner_sweep(GrainCodec(inner())))
     return table
+
+
+def _with_inner_sweep(codec):
+    codec.default_settings = codec.inner.default_settings
+    return codec
 
 
 def register_codec(name: str, factory: Callable[[], Codec]) -> None:
@@ -68,11 +79,17 @@ def get_codec(name: str) -> Codec:
 
 
 def available_codecs(family: str | None = None) -> list[str]:
-    """Names of every registered codec (optionally only ``classical`` or ``learned``)."""
+    """Names of every registered codec (optionally only ``classical`` or ``learned``; ``grain``: the codecs
+    whose decoder synthesises grain, :mod:`core.codecs.grain`, which the other two families leave out)."""
+    from core.codecs.grain import is_synthetic
+
     names = sorted({*_factories(), *_EXTRA})
     if family is None:
         return names
-    return [n for n in names if get_codec(n).family == family]  # construction is cheap (models load lazily)
+    if family == "grain":
+        return [n for n in names if is_synthetic(get_codec(n))]
+    # construction is cheap (models load lazily)
+    return [n for n in names if get_codec(n).family == family and not is_synthetic(get_codec(n))]
 
 
 def parse_codec_list(text: str | Iterable[str]) -> list[str]:
