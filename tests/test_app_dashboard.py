@@ -429,3 +429,10 @@ def test_download_png_of_incompressible_noise_round_trips():
 
     noise = np.random.default_rng(0).integers(0, 65536, (400, 1), dtype=np.uint16)  # bare png_encode: "output stream too small"
     assert np.array_equal(imagecodecs.png_decode(imaging.png_bytes(noise)), noise)
+
+
+def test_grain_note_names_the_grain_codecs_only_when_selected():
+    assert data.grain_note(["jpeg2000", "learned-mse"]) is None
+    note = data.grain_note(["learned-mse+grain", "jpeg2000", "jpeg2000+grain"])
+    assert note.startswith("jpeg2000+grain, learned-mse+grain: the decoder adds synthetic grain")
+    assert "not the source's pixels" in note

@@ -49,3 +49,38 @@ def test_probe_refuses_other_than_8_bit_gray(tmp_path):
     ref = ImageRef(stage=2, dataset="t", image_id="c", source=str(tmp_path / "c.png"), split="test")
     with pytest.raises(ValueError, match="8-bit gray"):
         probe([ref], [("png", None)], [0.0], TextureSegmenter())
+
+
+class TextureEvaluator:
+    """The runner's evaluator interface around :class:`TextureSegmenter` (no ground truth)."""
+
+    def prepare(self, image, ref):
+        return {"original": TextureSegmenter().labels(image.pixels) > 0}
+
+    def compare(self, state, pixels):
+        from core.segmentation.metrics import dice
+
+        return {"seg_dice": dice(state["original"], TextureSegmenter().labels(pixels) > 0),
+                "seg_dice_gt_reconstruction": None, "seg_dice_gt_original": None}
+
+
+@pytest.fixture()
+def grainy(tmp_path):
+    """Texture everywhere (σ 9 noise on a slow ramp): JPEG q20 flattens parts of it."""
+    rng = np.random.default_rng(4)
+    pixels = np.linspace(90, 150, 128)[None, :] + rng.normal(0, 9, (96, 128))
+    write_image(tmp_path / "g.png", as_bioimage(np.clip(np.rint(pixels), 0, 255).astype(np.uint8)))
+    return ImageRef(stage=2, dataset="t", image_id="g", source=str(tmp_path / "g.png"), split="test")
+
+
+def test_grain_scale_measures_the_real_grain_codec(grainy):
+    """One σ per image: it restores texture that covers the image (on the half-flat image above it would
+    flood the flat half — the limit of a single grain strength)."""
+    from bench.grain_scale import measure
+
+    results = measure([grainy], [("jpeg", 20)], [0.0, 1.0], lambda dataset: TextureEvaluator())
+    plain, grain = results[("t", "jpeg", 20, 0.0)], results[("t", "jpeg", 20, 1.0)]
+    assert plain["dice"][0] < 0.8 and grain["dice"][0] > 0.95  # the residual's RMS restores the texture
+    assert plain["psnr"][0] - grain["psnr"][0] == pytest.approx(3.0, abs=0.4)  # twice the squared error
+    assert plain["factor"] == grain["factor"]  # the same stream + the same 11-byte header
+    assert np.isnan(plain["gt_delta"][0])

@@ -39,6 +39,10 @@ st.caption(f"Means over the images of each dataset, {data.rows_note(len(with_met
               "data/models/noise_floor.json). A codec near the line changes the analysis no more than that."
               if len(ceiling) else "."))
 
+note = data.grain_note(with_metric["codec"].unique())
+if note:
+    st.info(note)
+
 st.subheader(f"Dice-safe operating points (mean Dice ≥ {threshold:g})")
 if notice:
     st.warning(notice)

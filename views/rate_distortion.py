@@ -35,6 +35,9 @@ else:
 left.caption(f"{len(points)} points from {rows_note}. Learned codecs solid, classical dashed. "
              + (f"{dropped} rows without a finite value (e.g. exact lossless reconstructions, PSNR = ∞, "
                 "or a metric this stage does not compute) are not drawn." if dropped else ""))
+note = data.grain_note(rows["codec"].unique())
+if note:
+    st.info(note)
 dice = rd.downstream_points(rows, "seg_dice")
 if dice.empty:
     right.info("No segmentation Dice in this selection: stages 2 (EM) and 3 (H&E nuclei) compute it.")
