@@ -27,6 +27,10 @@ model on H&E), every value from rows of images no model involved saw (``core.pro
 Below it, :func:`weights_sizes`: every shipped checkpoint of the learned codecs against the ≤ 10 MB per
 checkpoint that the issue asks for (file bytes; MB = 10**6 bytes).
 
+Then :func:`dice_safe_markdown`: every codec's Dice-safe factor on the stage-2/3 datasets, judged both ways
+(agreement with the original's segmentation, and accuracy against ground truth; ``core.downstream``), so the
+``+grain`` rows stand beside the plain ones.
+
 ``--bpp-check N`` adds :func:`bpp_landing`: ``python -m core.codecs compress … --bpp T`` (the command-line path,
 :func:`core.codecs.__main__.compress_file`; the dashboard's target bpp is the same :mod:`core.rate_search`
 rule) on N test images of every stage-2/3 dataset per learned codec and target T in :data:`BPP_TARGETS`; the
@@ -254,6 +258,26 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines + ([""] + notes if notes else []))
 
 
+def dice_safe_markdown(con, held_out_only: bool = True, stages=TARGET_STAGES) -> str:
+    """Per stage-2/3 dataset, every codec (joint mode) with its Dice-safe factor by agreement and by ground truth
+    (:func:`core.downstream.dice_safe_two_way`), best agreement first; — = no setting qualifies."""
+    from core.downstream import dice_safe_two_way
+
+    safe = dice_safe_two_way(con, held_out_only=held_out_only)
+    safe = safe[safe["stage"].isin(stages) & (safe["colour_mode"] == "joint")]
+    lines = []
+    for (stage, dataset), part in safe.groupby(["stage", "dataset"], sort=True):
+        part = part.sort_values(["safe_factor_agreement", "codec"], ascending=[False, True], na_position="last")
+        lines += [f"\n{dataset} (stage {stage}; agreement threshold {part['threshold_agreement'].iloc[0]:.3f}):\n",
+                  "| codec | by agreement × (setting) | by ground truth × (setting) |", "|---|---|---|"]
+        for r in part.itertuples(index=False):
+            agree = "—" if not _finite(r.safe_factor_agreement) else f"{r.safe_factor_agreement:.1f} ({r.setting_agreement})"
+            truth = ("—" if not _finite(r.safe_factor_ground_truth)
+                     else f"{r.safe_factor_ground_truth:.1f} ({r.setting_ground_truth})")
+            lines.append(f"| {r.codec} | {agree} | {truth} |")
+    return "\n".join(lines).lstrip("\n")
+
+
 def main(argv=None) -> int:
     from core.paths import default_db
     from core.store import open_reader
@@ -269,11 +293,15 @@ def main(argv=None) -> int:
     con = open_reader(args.db)
     try:
         table = target_table(con, held_out_only=not args.include_training)
+        safe_text = dice_safe_markdown(con, held_out_only=not args.include_training)
     finally:
         con.close()
     which = "all rows, including images seen in training" if args.include_training else "held-out rows only"
     print(f"Issue #11 targets, {args.db} ({which}); BD-rate in %, negative = fewer bits than the anchor\n")
     print(markdown(table))
+    print("\nDice-safe compression factor of every codec, judged two ways (core.downstream; '+grain' = decoder-side "
+          "grain synthesis):\n")
+    print(safe_text)
     print("\nCheckpoints (≤ 10 MB each):\n")
     for r in weights_sizes().itertuples(index=False):
         print(f"- {r.codec} ({r.channels} ch): {r.model_id}.pt {r.bytes / 1e6:.2f} MB {'✓' if r.met else '✗'}")

@@ -87,6 +87,19 @@ def test_grain_synthesis_is_judged_against_the_better_jpeg2000(con):
     assert better_anchor.dice_safe_jpeg2000_grain == pytest.approx(80.0) and not better_anchor.met_dice_safe_grain
 
 
+def test_dice_safe_markdown_lists_every_codec_both_ways(con):
+    from bench.targets import dice_safe_markdown
+
+    store.upsert_results(con, _rows("jpeg2000+grain", 1.0, dice=[0.90, 0.96, 0.97, 0.98, 0.99]))
+    text = dice_safe_markdown(con)
+    em = text.split("he (stage 3")[0]
+    assert em.startswith("em (stage 2; agreement threshold 0.950):")
+    rows = [line for line in em.splitlines() if line.startswith("| ") and not line.startswith("| codec")]
+    # best agreement first: jpeg2000+grain passes at k = 1 (8 / 0.2 = 40×), the learned codecs at k = 2
+    assert rows[0] == "| jpeg2000+grain | 40.0 (1) | — |"  # no ground-truth columns in these rows
+    assert rows[1] == "| learned-msssim | 33.3 (2) | — |" and len(rows) == 5
+
+
 def test_seen_rows_count_only_when_asked(con):
     everything = target_table(con, learned=["learned-msssim"], held_out_only=False).set_index("dataset")
     assert everything.loc["em", "msssim_bd_jpeg2000"] > 0  # the seen image's bad rows now weigh in

@@ -41,7 +41,7 @@ MAGIC = b"BCGR"
 VERSION = 1
 SUFFIX = "+grain"
 #: σ of the synthesised noise as a multiple of the RMS coding residual.  1.0 restores the residual's energy;
-#: chosen on the stage-2 *val* images (2 EPFL + 2 ISBI slices) among 0.7, 1.0 and 1.3 (see bench/grain_probe.md).
+#: chosen on the stage-2 *val* images (2 EPFL + 2 ISBI slices) among 0.7, 1.0 and 1.3 (`python -m bench.grain_scale --split val`, bench/grain_scale.md).
 GRAIN_SCALE = 1.0
 #: Inner codecs that get a ``+grain`` variant in the registry: the learned codecs and the two classical
 #: codecs that the Dice-safe target is judged against (JPEG 2000, the anchor; AVIF, the strongest).
