@@ -60,9 +60,15 @@ def probe(refs, cases, sigmas, segmenter, seed: int = 0) -> dict[tuple, dict[str
     return results
 
 
+def parse_cases(texts) -> list[tuple]:
+    """``["CODEC:SETTING", ...]`` → ``[(codec name, setting), ...]`` (the setting through the one parser)."""
+    from core.setting_text import parse_setting
+
+    return [(text.split(":")[0], parse_setting(text.split(":", 1)[1])) for text in texts]
+
+
 def main(argv=None) -> int:
     from core.segmentation.segmenters import object_segmenter_for
-    from core.setting_text import parse_setting
     from core.stages import stage_refs
 
     p = argparse.ArgumentParser(prog="python -m bench.grain_probe", description=__doc__.split("\n\n")[0])
@@ -80,7 +86,7 @@ def main(argv=None) -> int:
     refs = [r for r in stage_refs(args.stage, splits=("test",)) if r.dataset == args.dataset][: args.limit]
     if not refs:
         raise SystemExit(f"no test images of {args.dataset} in stage {args.stage}")
-    cases = [(c.split(":")[0], parse_setting(c.split(":", 1)[1])) for c in args.cases]
+    cases = parse_cases(args.cases)
     try:
         results = probe(refs, cases, args.sigmas, segmenter, args.seed)
     except ValueError as error:

@@ -78,9 +78,13 @@ def test_grain_scale_measures_the_real_grain_codec(grainy):
     flood the flat half — the limit of a single grain strength)."""
     from bench.grain_scale import measure
 
-    results = measure([grainy], [("jpeg", 20)], [0.0, 1.0], lambda dataset: TextureEvaluator())
-    plain, grain = results[("t", "jpeg", 20, 0.0)], results[("t", "jpeg", 20, 1.0)]
+    results = measure([grainy], [("jpeg", 20)], [0.0, 1.0], lambda dataset: TextureEvaluator(), seeds=3)
+    plain, grain = results[("t", "jpeg", 20, 0.0, 0)], results[("t", "jpeg", 20, 1.0, 0)]
     assert plain["dice"][0] < 0.8 and grain["dice"][0] > 0.95  # the residual's RMS restores the texture
     assert plain["psnr"][0] - grain["psnr"][0] == pytest.approx(3.0, abs=0.4)  # twice the squared error
     assert plain["factor"] == grain["factor"]  # the same stream + the same 11-byte header
     assert np.isnan(plain["gt_delta"][0])
+    redrawn = [results[("t", "jpeg", 20, 1.0, k)] for k in (1, 2)]
+    assert all(r["factor"] == grain["factor"] and r["dice"][0] > 0.95 for r in redrawn)  # another draw, same verdict
+    assert len({grain["psnr"][0], *(r["psnr"][0] for r in redrawn)}) == 3  # ... of different noise
+    assert results[("t", "jpeg", 20, 0.0, 1)]["psnr"] == plain["psnr"]  # scale 0: nothing to redraw

@@ -105,25 +105,35 @@ class GrainCodec(WrappingCodec):
         return header + payload
 
     def _decode(self, data):
-        if data[:4] != MAGIC or len(data) < 7:
-            raise CodecError("not a grain-synthesis stream (bad magic bytes; expected b'BCGR')")
-        version, bit_depth, channels = data[4], data[5], data[6]
-        if version != VERSION:
-            raise CodecError(f"grain-synthesis stream version {version} is not supported (this build reads {VERSION})")
-        if not 8 <= bit_depth <= 16 or channels not in (1, 3):
-            raise CodecError(f"grain-synthesis header is invalid (bit depth {bit_depth}, {channels} channels)")
-        start = 7 + 4 * channels
-        if len(data) <= start:
-            raise CodecError("grain-synthesis stream truncated in its header")
-        sigma = np.array(struct.unpack(f">{channels}f", data[7:start]), dtype=np.float64)
-        if not np.all(np.isfinite(sigma)) or np.any(sigma < 0) or np.any(sigma > (1 << bit_depth)):
-            raise CodecError(f"grain-synthesis header is invalid (σ {sigma.tolist()})")
-        payload = bytes(data[start:])
-        recon = self.inner.decode(payload)
+        bit_depth, sigma, payload = parse(data)
+        return self.synthesise(self.inner.decode(payload), sigma, bit_depth, stream_seed(payload))
+
+    @staticmethod
+    def synthesise(recon: np.ndarray, sigma: np.ndarray, bit_depth: int, seed: int) -> np.ndarray:
+        """The decoder's last step: :func:`add_grain` after checking the channel count against the header."""
         got = 1 if recon.ndim == 2 else recon.shape[2]
-        if got != channels:
-            raise CodecError(f"grain-synthesis header says {channels} channels, the inner stream decodes to {got}")
-        return add_grain(recon, sigma, bit_depth, stream_seed(payload))
+        if got != len(sigma):
+            raise CodecError(f"grain-synthesis header says {len(sigma)} channels, the inner stream decodes to {got}")
+        return add_grain(recon, sigma, bit_depth, seed)
+
+
+def parse(data: bytes) -> tuple[int, np.ndarray, bytes]:
+    """``(bit depth, σ per channel, inner stream)`` of a ``BCGR`` stream; :class:`CodecError` on any damage."""
+    data = bytes(data)
+    if data[:4] != MAGIC or len(data) < 7:
+        raise CodecError("not a grain-synthesis stream (bad magic bytes; expected b'BCGR')")
+    version, bit_depth, channels = data[4], data[5], data[6]
+    if version != VERSION:
+        raise CodecError(f"grain-synthesis stream version {version} is not supported (this build reads {VERSION})")
+    if not 8 <= bit_depth <= 16 or channels not in (1, 3):
+        raise CodecError(f"grain-synthesis header is invalid (bit depth {bit_depth}, {channels} channels)")
+    start = 7 + 4 * channels
+    if len(data) <= start:
+        raise CodecError("grain-synthesis stream truncated in its header")
+    sigma = np.array(struct.unpack(f">{channels}f", data[7:start]), dtype=np.float64)
+    if not np.all(np.isfinite(sigma)) or np.any(sigma < 0) or np.any(sigma > (1 << bit_depth)):
+        raise CodecError(f"grain-synthesis header is invalid (σ {sigma.tolist()})")
+    return bit_depth, sigma, data[start:]
 
 
 def is_synthetic(codec: Codec) -> bool:
