@@ -12,8 +12,10 @@ RMS of the coding residual (original − reconstruction, in grey levels of the i
 :data:`GRAIN_SCALE`.  The decoder decodes the inner stream and adds white Gaussian noise of that σ, rounds
 and clips to ``[0, 2**bit_depth − 1]``.  The noise is pseudo-random but reproducible: NumPy's legacy
 ``RandomState`` (whose stream NumPy guarantees never to change) seeded with the first 4 bytes of SHA-256 of
-the inner stream, so a stream always decodes to the same pixels.  With σ equal to the residual's RMS the
-output has the original's energy and, as the noise is independent of the error, twice its squared error:
+the inner stream, so a stream always decodes to the same pixels (its normal deviates go through libm's log
+and sqrt: another libm could move a sum that lies within an ulp of a rounding boundary by one grey level, a
+chance well under 1e-12 per pixel; an inner learned stream's own hash still verifies).  With σ equal to the
+residual's RMS the output has the original's energy and, as the noise is independent of the error, twice its squared error:
 PSNR falls by 10·log10(2) ≈ 3.0 dB.  These are synthetic pixels, not the source's: rows of a ``+grain``
 codec are its own codec in every table, never mixed with the plain codec's.
 
