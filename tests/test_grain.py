@@ -6,6 +6,7 @@ import pytest
 from skimage import data
 
 from core.codecs import CodecError, available_codecs, get_codec
+from core.codecs.base import Codec
 from core.codecs.grain import MAGIC, GrainCodec, add_grain, grain_sigma, stream_seed
 from core.metrics import psnr
 from core.pipeline import build_encoder
@@ -45,6 +46,25 @@ def test_grain_stream_restores_the_residual_energy_and_costs_3_db():
     assert psnr(CAMERA, out, 8) == pytest.approx(psnr(CAMERA, recon, 8) - 3.01, abs=0.25)
     other = grain.encode(CAMERA, 40)  # another stream, another seed: different noise
     assert not np.array_equal(grain.decode(other).astype(int) - inner.decode(other[11:]), added)
+
+
+def test_a_learned_inner_codec_hands_over_its_own_reconstruction_without_a_second_decode(monkeypatch):
+    if "learned-mse+grain" not in available_codecs("grain"):
+        pytest.skip("no shipped learned-mse checkpoints")
+    inner, grain = _inner_and_grain("learned-mse")
+    crop = CAMERA[:64, :96]
+    data_, recon = inner.encode_with_reconstruction(crop, 5)
+    assert np.array_equal(recon, inner.decode(data_)) and recon.dtype == np.uint8
+    calls = []
+    monkeypatch.setattr(type(inner), "decode", lambda self, data: calls.append(1) or Codec.decode(self, data))
+    stream = grain.encode(crop, 5)
+    assert calls == []  # σ came from the encoder's own reconstruction
+    (sigma,) = struct.unpack(">f", stream[7:11])
+    assert sigma == np.float32(np.sqrt(np.mean((crop.astype(float) - recon) ** 2)))
+    assert stream[11:] == data_
+    jp_inner, jp_grain = _inner_and_grain("jpeg2000")  # a classical inner codec: the base class decodes
+    jp_data, jp_recon = jp_inner.encode_with_reconstruction(crop, 20)
+    assert np.array_equal(jp_recon, jp_inner.decode(jp_data))
 
 
 def test_rgb_gets_one_sigma_per_channel_and_per_channel_mode_wraps_it():

@@ -200,6 +200,13 @@ class Codec(ABC):
                              f"{type(exc).__name__}: {str(exc) or 'no message'}") from exc
         return bytes(data)
 
+    def encode_with_reconstruction(self, pixels: np.ndarray, setting: Setting = None,
+                                   bit_depth: int | None = None) -> tuple[bytes, np.ndarray]:
+        """:meth:`encode`, and the array :meth:`decode` returns for those bytes.  Here a decode; a codec that
+        reconstructs the image while encoding anyway (a learned codec) returns that reconstruction instead."""
+        data = self.encode(pixels, setting, bit_depth)
+        return data, self.decode(data)
+
     def decode(self, data: bytes) -> np.ndarray:
         """Decode a byte string produced by :meth:`encode` back to an array."""
         try:

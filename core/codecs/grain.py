@@ -7,8 +7,9 @@ agreement with the original's segmentation rising from 0.874 to 0.981 when noise
 is added back to a ``learned-mse`` reconstruction.  Video codecs do the same for film grain (AV1's film grain
 synthesis): the encoder measures the grain, sends its strength in a few bytes, the decoder synthesises it.
 
-Here the encoder codes the image with the inner codec, decodes that stream, and measures per channel the
-RMS of the coding residual (original − reconstruction, in grey levels of the image's bit depth), scaled by
+Here the encoder codes the image with the inner codec, takes the reconstruction the decoder will make
+(:meth:`~core.codecs.base.Codec.encode_with_reconstruction`: a learned codec's own, else a decode), and
+measures per channel the RMS of the coding residual (original − reconstruction, in grey levels of the image's bit depth), scaled by
 :data:`GRAIN_SCALE`.  The decoder decodes the inner stream and adds white Gaussian noise of that σ, rounds
 and clips to ``[0, 2**bit_depth − 1]``.  The noise is pseudo-random but reproducible: NumPy's legacy
 ``RandomState`` (whose stream NumPy guarantees never to change) seeded with the first 4 bytes of SHA-256 of
@@ -101,8 +102,8 @@ class GrainCodec(WrappingCodec):
         return list(getattr(self.inner, "models", lambda: [])())
 
     def _encode(self, pixels, setting, bit_depth):
-        payload = self.inner.encode(pixels, setting, bit_depth)
-        sigma = grain_sigma(pixels, self.inner.decode(payload), self.scale)
+        payload, reconstruction = self.inner.encode_with_reconstruction(pixels, setting, bit_depth)
+        sigma = grain_sigma(pixels, reconstruction, self.scale)
         header = MAGIC + bytes([VERSION, bit_depth, len(sigma)]) + struct.pack(f">{len(sigma)}f", *sigma)
         return header + payload
 

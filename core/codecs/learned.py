@@ -167,6 +167,10 @@ def verifying():
         _VERIFIED.reset(token)
 
 
+#: While :meth:`LearnedCodec.encode_with_reconstruction` runs: the reconstruction each model's encode made.
+_RECONSTRUCTIONS: ContextVar[list | None] = ContextVar("reconstructions", default=None)
+
+
 #: Architectures whose probability-table choice runs through :mod:`core.models.exact` (integer arithmetic).
 EXACT_ARCHS = ("hyperprior", "mean-scale", "gained-mean-scale")
 
@@ -301,6 +305,9 @@ class LearnedModel:
                 strings = [s[0] for s in out["strings"]]
                 x_hat = self.model.decompress([[b] for b in strings], self.latent_shape(x.shape[2], x.shape[3]))["x_hat"]
         pixels_hat = _to_pixels(x_hat, h, w, channels, bit_depth)
+        sink = _RECONSTRUCTIONS.get()
+        if sink is not None:
+            sink.append(pixels_hat)
         return pack(Header(self.model_id, self.checkpoint_hash, h, w, channels, bit_depth, milli,
                            recon_hash=reconstruction_hash(pixels_hat)), strings)
 
@@ -688,6 +695,17 @@ class LearnedCodec(Codec):
         channels = 1 if pixels.ndim == 2 else pixels.shape[2]
         model = self.model_for(channels, setting)
         return model.encode(pixels, bit_depth, setting if model.variable_rate else None, self.refine_steps)
+
+    def encode_with_reconstruction(self, pixels, setting=None, bit_depth=None):
+        """:meth:`encode` and the pixels its model reconstructed on the way (the ones the stream's reconstruction
+        hash is taken of, which :meth:`decode` reproduces): no second decode."""
+        sink: list = []
+        token = _RECONSTRUCTIONS.set(sink)
+        try:
+            data = self.encode(pixels, setting, bit_depth)
+        finally:
+            _RECONSTRUCTIONS.reset(token)
+        return data, (sink[0] if len(sink) == 1 else self.decode(data))
 
     def _decode(self, data):
         header, strings = unpack(data)
