@@ -47,10 +47,9 @@ def measure(refs, cases, scales, evaluator, seeds: int = 1) -> dict[tuple, dict[
                 encoded = codec.encode(image.pixels, setting, image.bit_depth)
                 factor = size_metrics(len(encoded), image.pixels.shape, image.pixels.dtype)["factor"]
                 bit_depth, sigma, payload = parse(encoded)
-                smooth = codec.inner.decode(payload) if seeds > 1 else None
-                for draw in range(seeds):
-                    recon = codec.decode(encoded) if draw == 0 else codec.synthesise(
-                        smooth, sigma, bit_depth, (stream_seed(payload) + draw) % 2**32)
+                smooth = codec.inner.decode(payload)  # once: every draw adds its grain to it
+                for draw in range(seeds):  # draw 0 is exactly GrainCodec.decode: the stream's own seed
+                    recon = codec.synthesise(smooth, sigma, bit_depth, (stream_seed(payload) + draw) % 2**32)
                     row = judge.compare(state, recon)
                     gt = (row.get("seg_dice_gt_reconstruction"), row.get("seg_dice_gt_original"))
                     out = results.setdefault((ref.dataset, name, setting, scale, draw),

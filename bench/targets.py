@@ -234,7 +234,7 @@ def _cell(value, fmt: str, met) -> str:
 
 
 def _grain_cell(r) -> str:
-    if r.met_dice_safe_grain is None or (isinstance(r.met_dice_safe_grain, float) and math.isnan(r.met_dice_safe_grain)):
+    if pd.isna(r.met_dice_safe_grain):  # None, or NaN once pandas has mixed it with booleans
         return "(no +grain rows)"
     return f"{_cell(r.dice_safe_grain, '.1f', bool(r.met_dice_safe_grain))} vs {_cell(r.dice_safe_jpeg2000_grain, '.1f', None)}"
 

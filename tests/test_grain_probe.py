@@ -83,6 +83,14 @@ def test_grain_scale_measures_the_real_grain_codec(grainy):
     assert plain["dice"][0] < 0.8 and grain["dice"][0] > 0.95  # the residual's RMS restores the texture
     assert plain["psnr"][0] - grain["psnr"][0] == pytest.approx(3.0, abs=0.4)  # twice the squared error
     assert plain["factor"] == grain["factor"]  # the same stream + the same 11-byte header
+    from core.codecs import get_codec
+    from core.codecs.grain import GrainCodec
+    from core.datasets import load_ref
+    from core.metrics import psnr
+
+    pixels = load_ref(grainy).pixels
+    codec = GrainCodec(get_codec("jpeg"), 1.0)
+    assert grain["psnr"][0] == psnr(pixels, codec.decode(codec.encode(pixels, 20)), 8)  # draw 0 = what decode gives
     assert np.isnan(plain["gt_delta"][0])
     redrawn = [results[("t", "jpeg", 20, 1.0, k)] for k in (1, 2)]
     assert all(r["factor"] == grain["factor"] and r["dice"][0] > 0.95 for r in redrawn)  # another draw, same verdict

@@ -84,7 +84,6 @@ class GrainCodec(WrappingCodec):
         super().__init__(inner, "synthetic grain at the decoder")
         self.name = inner.name + SUFFIX
         self.scale = float(scale)
-        self.params = {"grain": f"v{VERSION} rms-residual x{self.scale:g}"}
 
     @property
     def version(self) -> str:

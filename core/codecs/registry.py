@@ -47,15 +47,10 @@ def _factories() -> dict[str, Callable[[], Codec]]:
             table[name] = (lambda c=codec: c)  # one instance: its models load once per process
     from core.codecs.grain import GRAIN_CODECS, SUFFIX, GrainCodec
 
-    for name in GRAIN_CODECS:  # "+grain" variants share the inner codec's (cached) instance and its sweep
-        if name in table:
-            table[name + SUFFIX] = (lambda inner=table[name]: _with_inner_sweep(GrainCodec(inner())))
+    for name in GRAIN_CODECS:  # "+grain" variants share the inner codec's (cached) instance; WrappingCodec
+        if name in table:      # copies its sweep
+            table[name + SUFFIX] = (lambda inner=table[name]: GrainCodec(inner()))
     return table
-
-
-def _with_inner_sweep(codec):
-    codec.default_settings = codec.inner.default_settings
-    return codec
 
 
 def register_codec(name: str, factory: Callable[[], Codec]) -> None:
@@ -86,10 +81,10 @@ def available_codecs(family: str | None = None) -> list[str]:
     names = sorted({*_factories(), *_EXTRA})
     if family is None:
         return names
+    codecs = {n: get_codec(n) for n in names}  # construction is cheap (models load lazily)
     if family == "grain":
-        return [n for n in names if is_synthetic(get_codec(n))]
-    # construction is cheap (models load lazily)
-    return [n for n in names if get_codec(n).family == family and not is_synthetic(get_codec(n))]
+        return [n for n, c in codecs.items() if is_synthetic(c)]
+    return [n for n, c in codecs.items() if c.family == family and not is_synthetic(c)]
 
 
 def parse_codec_list(text: str | Iterable[str]) -> list[str]:
