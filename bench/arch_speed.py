@@ -4,7 +4,8 @@
 
 What a stronger entropy model would cost in time (issue #11 asks for the context model's encode/decode time
 beside the hyperprior's).  Each architecture of :data:`core.models.ARCHS` is built at the shipped width
-(N = 64, M = 96; the checkerboard model's latent is N wide), saved as ``core.train`` saves a checkpoint and
+(N = 64, M = 96; the checkerboard model's latent is N wide; an untrained ``gained-checkerboard`` computes its
+context like a trained one, its corrections are zero), saved as ``core.train`` saves a checkpoint and
 wrapped in a :class:`core.codecs.learned.LearnedCodec`, so the timing covers everything a user waits for:
 padding, transforms, probability tables (the exact integer hyper-decoder where the architecture has one),
 rANS coding of every string and the stream container.  The weights are **untrained** (seeded): the bpp
@@ -42,11 +43,11 @@ def untrained_codec(arch: str, channels: int, folder: Path):
     import torch
 
     from core.codecs.learned import LearnedCodec, LearnedModel
-    from core.models import build_model
+    from core.models import build_model, is_variable_rate
     from core.train import save_checkpoint
 
     torch.manual_seed(0)
-    variable = arch == "gained-mean-scale"
+    variable = is_variable_rate(arch)
     N, M = (64, None) if arch == "checkerboard" else (64, 96)
     model = build_model(arch, channels, N, M, levels=8 if variable else None)
     stem = folder / f"speed-{arch}-{channels}"
@@ -71,16 +72,22 @@ def main(argv: list[str] | None = None) -> int:
     from bench.codec_speed import _median_time
     from core.codecs import available_codecs, get_codec
     from core.metrics import bits_per_pixel
-    from core.models import ARCHS
+    from core.models import ARCHS, is_variable_rate
 
     torch.set_num_threads(a.threads)
     image = test_image(a.size, a.channels)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        codecs = [(arch, "untrained", untrained_codec(arch, a.channels, Path(tmp)), 8 if arch == "gained-mean-scale"
+        codecs = [(arch, "untrained", untrained_codec(arch, a.channels, Path(tmp)), 8 if is_variable_rate(arch)
                    else 1) for arch in ARCHS]
-        if "learned-msssim" in available_codecs():
-            codecs.append(("gained-mean-scale", "shipped learned-msssim", get_codec("learned-msssim"), 8))
+        for name in ("learned-msssim", "learned-mse"):  # the shipped checkpoints, trained
+            if name in available_codecs():
+                codec = get_codec(name)
+                try:
+                    arch = codec.model_for(a.channels, 8).arch
+                except Exception:  # no checkpoint for this channel count
+                    continue
+                codecs.append((arch, f"shipped {name}", codec, 8))
         for arch, weights, codec, setting in codecs:
             data = codec.encode(image, setting, 8)  # warm-up: loads the model, builds the tables
             codec.decode(data)

@@ -219,18 +219,48 @@ class CropSampler:
 
 
 # ----------------------------------------------------------------------------- training
+def rate_ratio_loss(model, x: torch.Tensor) -> dict:
+    """``--entropy-only``: the mean over the batch of bits(context model) / bits(hyperprior alone).
+
+    Every image gets a random gain level; the model's transforms, hyperprior and gains are frozen, so only
+    the context model's parameters move and the reconstruction never changes.  Dividing by each image's
+    hyperprior bits makes every level count by its *relative* saving (what a BD-rate measures), where plain
+    bits would let the top levels' many bits drown the low ones.  At the start (a context model is its
+    hyperprior at construction) the loss is 1; ``bpp`` is the context model's estimate, ``dist`` here the
+    hyperprior's.
+    """
+    n, _, h, w = x.shape
+    level = torch.randint(0, model.levels, (n,))
+    out = model(x, level.float(), synthesis=False)
+    bpp = rate_bpp_per_image(out["likelihoods"], h * w)
+    hyper_bpp = rate_bpp_per_image(out["hyper_likelihoods"], h * w)
+    return {"loss": (bpp / hyper_bpp).mean(), "bpp": bpp.mean(), "dist": hyper_bpp.mean()}
+
+
+def freeze_all_but_context(model) -> list[str]:
+    """Freeze every parameter of a ``gained-checkerboard`` model except its context model's; returns the
+    names left trainable."""
+    names = set(model.context_parameter_names())
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in names)
+    return sorted(names)
+
+
 def make_optimizers(model, lr: float, aux_lr: float = 1e-3):
-    """Main Adam over every parameter except the entropy bottleneck quantiles; aux Adam over those."""
+    """Main Adam over every trainable parameter except the entropy bottleneck quantiles; aux Adam over those
+    (None when they are frozen, ``--entropy-only``)."""
     main = [p for n, p in model.named_parameters() if not n.endswith(".quantiles") and p.requires_grad]
     aux = [p for n, p in model.named_parameters() if n.endswith(".quantiles") and p.requires_grad]
-    return torch.optim.Adam(main, lr=lr), torch.optim.Adam(aux, lr=aux_lr)
+    return torch.optim.Adam(main, lr=lr), (torch.optim.Adam(aux, lr=aux_lr) if aux else None)
 
 
 def train_steps(model, sampler: CropSampler, optimizer, aux_optimizer, steps: int, *, kind: str, lmbda: float,
                 alpha: float = 0.84, batch: int = 8, device: str = "cpu", clip: float = 1.0,
                 progress: bool = True, start: int = 0, on_step=None, warmup: int = 0,
-                should_stop=None) -> list[float]:
+                should_stop=None, entropy_only: bool = False) -> list[float]:
     """Run ``steps`` optimisation steps (fewer when ``should_stop()`` turns true); returns each step's loss.
+
+    ``entropy_only``: the loss is :func:`rate_ratio_loss` (a context model trained on the rate alone).
 
     The first ``warmup`` steps (counted from step 0, so a resumed run skips them) use the
     ``mse`` loss with λ = :data:`WARMUP_MSE_LMBDA`: from a random start MS-SSIM can be exactly 0
@@ -245,15 +275,22 @@ def train_steps(model, sampler: CropSampler, optimizer, aux_optimizer, steps: in
     for step in bar:
         x = sampler.batch(batch).to(device)
         optimizer.zero_grad()
-        aux_optimizer.zero_grad()
-        out = rd_loss(model, x, kind, lmbda, alpha) if step >= warmup else rd_loss(model, x, "mse", WARMUP_MSE_LMBDA)
+        if entropy_only:
+            out = rate_ratio_loss(model, x)
+        elif step >= warmup:
+            out = rd_loss(model, x, kind, lmbda, alpha)
+        else:
+            out = rd_loss(model, x, "mse", WARMUP_MSE_LMBDA)
         out["loss"].backward()
         if clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+            torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], clip)
         optimizer.step()
-        aux = model.aux_loss()
-        aux.backward()
-        aux_optimizer.step()
+        aux = torch.zeros(())
+        if aux_optimizer is not None:
+            aux_optimizer.zero_grad()
+            aux = model.aux_loss()
+            aux.backward()
+            aux_optimizer.step()
         losses.append(out["loss"].item())
         bar.set_postfix(loss=f"{out['loss'].item():.4f}", bpp=f"{out['bpp'].item():.3f}",
                         dist=f"{out['dist'].item():.4f}", aux=f"{aux.item():.1f}")
@@ -438,6 +475,9 @@ def parse_args(argv=None):
     p.add_argument("--validate-only", action="store_true", help="only (re)measure validation for OUT")
     p.add_argument("--skip-validation", action="store_true", help="write the checkpoint without measuring the "
                    "validation images (measure it later, elsewhere, with --validate-only)")
+    p.add_argument("--entropy-only", action="store_true", help="gained-checkerboard: train only the context "
+                   "model, on the rate (bits / the hyperprior's bits); everything else frozen, so the "
+                   "reconstruction stays the start's (use with --init START.pt --init-matching)")
     p.add_argument("--int8", nargs="*", default=[], metavar="MODULE",
                    help="store these modules' convolution weights in 8 bits (e.g. h_s; core.models.checkpoint)")
     p.add_argument("--no-progress", action="store_true")
@@ -447,6 +487,8 @@ def parse_args(argv=None):
         p.error(f"--arch {args.arch} needs --lmbda-range LOW HIGH")
     if not args.validate_only and not is_variable_rate(args.arch) and args.lmbda is None:
         p.error("--lmbda is required")
+    if args.entropy_only and args.arch != "gained-checkerboard":
+        p.error("--entropy-only trains a context model: it needs --arch gained-checkerboard")
     if bool(args.datasets) == bool(args.train):
         p.error("give either --datasets (catalog splits) or --train (your own images)")
     return args
@@ -517,6 +559,12 @@ def main(argv=None) -> dict:
         elif load_state(model, args.init, lmbda if variable else None) is not None:
             base["note"] = ("fixed-rate checkpoint: transforms and entropy models loaded, gain 1 placed at its "
                             "λ on the ladder")
+    if args.entropy_only and args.init and not args.init.name.endswith(".resume.pt"):
+        start_lmbda, start_loss = (base or {}).get("lmbda"), (base or {}).get("loss")
+        if start_lmbda is None or not np.allclose(start_lmbda, lmbda) or start_loss != args.loss:
+            raise SystemExit(f"--entropy-only keeps the start's transforms: give its --loss ({start_loss}) and "
+                             f"--lmbda-range (its ladder {start_lmbda}), not {args.loss} / {lmbda}")
+    trainable = freeze_all_but_context(model) if args.entropy_only else None
     optimizer, aux_optimizer = make_optimizers(model, args.lr)
     resume_path = stem_path(out, ".resume.pt")
     start, seconds_before = 0, 0.0
@@ -537,7 +585,8 @@ def main(argv=None) -> dict:
             raise SystemExit(f"{resume_path} does not fit the model that --init built ({error}); the snapshot "
                              f"probably continues from another start: move it away to start afresh") from error
         optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        if aux_optimizer is not None:
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
         start = int(state["step"])
         seconds_before = float(state.get("seconds", 0.0))
         saved_lr = float(state["optimizer"]["param_groups"][0]["lr"])
@@ -574,7 +623,8 @@ def main(argv=None) -> dict:
             resume_path.parent.mkdir(parents=True, exist_ok=True)
             tmp = resume_path.with_name(resume_path.name + ".tmp")
             torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                        "aux_optimizer": aux_optimizer.state_dict(), "step": step, "base": base,
+                        "aux_optimizer": aux_optimizer.state_dict() if aux_optimizer else None, "step": step,
+                        "base": base,
                         "seconds": seconds_before + time.time() - t0, "lr_history": lr_history,
                         "bf16_history": bf16_history, "crop_history": crop_history}, tmp)
             tmp.replace(resume_path)  # atomic: a kill during the save keeps the previous snapshot
@@ -586,7 +636,8 @@ def main(argv=None) -> dict:
     losses = train_steps(model, sampler, optimizer, aux_optimizer, max(0, args.steps - start), kind=args.loss,
                          lmbda=lmbda, alpha=args.alpha, batch=args.batch, device=args.device,
                          progress=not args.no_progress, start=start, on_step=snapshot,
-                         warmup=args.warmup, should_stop=lambda: stop["requested"] or (
+                         warmup=args.warmup, entropy_only=args.entropy_only,
+                         should_stop=lambda: stop["requested"] or (
                              args.minutes is not None and time.time() - t0 > 60 * args.minutes))
     done = start + len(losses)
     if last_save["step"] != done:
@@ -611,6 +662,10 @@ def main(argv=None) -> dict:
         "lmbda": lmbda,
         "loss_formula": formula + (" per gain level i with lmbda_i (geometric ladder), image loss weighted by "
                                    "sqrt(lmbda_0/lmbda_i)" if variable else ""),
+        **({"entropy_only": ("the context model alone trained on mean(bits / the hyperprior's bits) over images "
+                             "at random gain levels (core.train.rate_ratio_loss); transforms, hyperprior, gains "
+                             "and the loss/lmbda above are the start's, frozen"),
+            "trained_parameters": trainable} if args.entropy_only else {}),
         "steps": {"base": base_steps, "this_run": done, "total": base_steps + done},
         "base": base,
         "warmup_mse_steps": args.warmup, "warmup_mse_lmbda": WARMUP_MSE_LMBDA if args.warmup else None,

@@ -18,6 +18,8 @@
 #   BF16=1 CROP=256 bash scripts/train_weights.sh em  # bf16 autocast, larger crops (see the bf16 note below)
 #   bash scripts/train_weights.sh em-mse-more  # gray learned-mse: continue the shipped em-mse-wide (fresh optimiser)
 #   bash scripts/train_weights.sh em-mse-n128  # gray learned-mse: em-mse-wide widened to N = 128 image transforms
+#   bash scripts/train_weights.sh em-ctx   # gray learned-msssim + checkerboard context (only the context trains)
+#   bash scripts/train_weights.sh he-ctx   # colour learned-msssim + checkerboard context (only the context trains)
 #   bash scripts/train_weights.sh em-more  # gray learned-msssim: continue the shipped em-msssim-vr (fresh optimiser)
 #   bash scripts/train_weights.sh he-mse-n128  # colour learned-mse: he-mse widened to N = 128 image transforms
 #   bash scripts/train_weights.sh he-mse-more  # colour learned-mse: continue the shipped he-mse (fresh optimiser)
@@ -46,9 +48,9 @@ mkdir -p "$T"
 export OMP_NUM_THREADS=${THREADS:-1}
 STEPS=${STEPS:-14000}
 
-vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]
+vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]   (ARCH: another variable-rate architecture)
   local name=$1 ch=$2 loss=$3 low=$4 high=$5 datasets=$6 codec=$7; shift 7
-  "$PY" -m core.train --arch gained-mean-scale --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
+  "$PY" -m core.train --arch "${ARCH:-gained-mean-scale}" --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
     --N 64 --transform-N "${TN:-64}" --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop "${CROP:-128}" \
     --lr "${LR:-2e-4}" \
     --seed 21 --threads "${THREADS:-1}" --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
@@ -65,6 +67,15 @@ case "${1:-}" in
             [ -f "$T/$f" ] || { git show "0b81796:data/weights/$f" > "$T/$f.part" && mv "$T/$f.part" "$T/$f"; }
           done
           vr he-msssim-vr 3 msssim 0.4 4000 monuseg learned-msssim --init "$T/he-msssim-q4.pt" ;;
+  em-ctx) # gray learned-msssim with a checkerboard context model (core/models/context.py): the shipped
+          # em-msssim-vr as the start (--init-matching; the context is new and, zero at first, is the hyperprior),
+          # only the context trained, on the rate (--entropy-only: transforms, hyperprior and gains frozen)
+          ARCH=gained-checkerboard LR=${LR:-1e-3} CROP=${CROP:-256} vr em-msssim-ctx 1 msssim 0.4 4000 \
+            epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init data/weights/em-msssim-vr.pt --init-matching \
+            --entropy-only ;;
+  he-ctx) # colour learned-msssim with a checkerboard context model: as em-ctx, from the shipped he-msssim-vr
+          ARCH=gained-checkerboard LR=${LR:-1e-3} CROP=${CROP:-256} vr he-msssim-ctx 3 msssim 0.4 4000 monuseg \
+            learned-msssim --init data/weights/he-msssim-vr.pt --init-matching --entropy-only ;;
   em-more) # the shipped gray checkpoint as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256
           LR=${LR:-1e-4} vr em-msssim-vr-more 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim \
             --init data/weights/em-msssim-vr.pt ;;

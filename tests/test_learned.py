@@ -18,7 +18,7 @@ from core.codecs.learned import WEIGHTS_DIR, LearnedCodec, LearnedModel, load_co
 from core.codecs.per_channel import PerChannelCodec
 from core.io import as_bioimage, read_image, write_image
 from core.metrics import psnr
-from core.models import ARCHS, build_model
+from core.models import ARCHS, build_model, is_variable_rate
 from core.models.checkpoint import int8_modules, read_state_dict
 from core.train import save_checkpoint
 
@@ -126,11 +126,11 @@ def test_per_channel_mode_round_trip(tiny):
 @pytest.mark.parametrize("arch", ARCHS)
 def test_every_architecture_codes_gray_and_colour(tmp_path, arch):
     for ch in (1, 3):
-        variable = arch == "gained-mean-scale"
-        model = _tiny_variable_rate(tmp_path, ch) if variable else _tiny_checkpoint(tmp_path, arch, ch)
+        variable = is_variable_rate(arch)
+        model = _tiny_variable_rate(tmp_path, ch, arch=arch) if variable else _tiny_checkpoint(tmp_path, arch, ch)
         pixels = _ramp(40, 72, ch, 8)
         data = model.encode(pixels, 8, 8 if variable else None)
-        assert len(unpack(data)[1]) == {"factorized": 1, "checkerboard": 3}.get(arch, 2)
+        assert len(unpack(data)[1]) == {"factorized": 1, "checkerboard": 3, "gained-checkerboard": 3}.get(arch, 2)
         out = model.decode(data)
         assert out.shape == pixels.shape and out.dtype == np.uint8
 
@@ -234,12 +234,13 @@ def test_file_cli_round_trip_learned_folder(tmp_path):
 
 
 # ----------------------------------------------------------------------------- variable rate
-def _tiny_variable_rate(folder: Path, channels: int, codec: str = "tinyvr", levels: int = 4) -> LearnedModel:
+def _tiny_variable_rate(folder: Path, channels: int, codec: str = "tinyvr", levels: int = 4,
+                        arch: str = "gained-mean-scale") -> LearnedModel:
     torch.manual_seed(100 + channels)
-    model = build_model("gained-mean-scale", channels, 16, 16, levels=levels)
+    model = build_model(arch, channels, 16, 16, levels=levels)
     with torch.no_grad():  # an untrained y is tiny: spread the gains so the rate visibly rises with the level
         model.log_gain.copy_(torch.linspace(0.0, 6.0, levels)[:, None].repeat(1, 16))
-    return _save(model, folder / f"{codec}-{channels}", {"codec": codec, "arch": "gained-mean-scale",
+    return _save(model, folder / f"{codec}-{channels}", {"codec": codec, "arch": arch,
                                                           "channels": channels, "N": 16, "M": 16, "levels": levels})
 
 

@@ -173,6 +173,9 @@ _RECONSTRUCTIONS: ContextVar[list | None] = ContextVar("reconstructions", defaul
 
 #: Architectures whose probability-table choice runs through :mod:`core.models.exact` (integer arithmetic).
 EXACT_ARCHS = ("hyperprior", "mean-scale", "gained-mean-scale")
+#: Architectures with a checkerboard context model whose two passes run in integer arithmetic too
+#: (:meth:`LearnedModel._compress_context`); streams: anchors, non-anchors, hyper-latent.
+CONTEXT_ARCHS = ("gained-checkerboard",)
 
 
 _MKLDNN_LOCK = threading.Lock()
@@ -293,11 +296,14 @@ class LearnedModel:
             raise ValueError(f"{self.model_id} is a fixed-rate checkpoint: it takes no setting")
         y = None
         if refine_steps:
-            if self.arch not in EXACT_ARCHS:
-                raise ValueError(f"{self.model_id}: latent refinement needs one of {EXACT_ARCHS}, not {self.arch}")
+            if self.arch not in EXACT_ARCHS + CONTEXT_ARCHS:
+                raise ValueError(f"{self.model_id}: latent refinement needs one of {EXACT_ARCHS + CONTEXT_ARCHS}, "
+                                 f"not {self.arch}")
             y = self.refine_latent(x, milli, int(refine_steps), h, w)
         with torch.inference_mode():
-            if self.arch in EXACT_ARCHS:
+            if self.arch in CONTEXT_ARCHS:
+                strings, x_hat = self._compress_context(x, milli, y)
+            elif self.arch in EXACT_ARCHS:
                 strings, x_hat = self._compress_exact(x, milli, y)
             else:  # factorized (channel-indexed tables: nothing to choose) and checkerboard (float context model)
                 out = self.model.compress(x, vr_rate(setting, self.levels)[0]) if self.variable_rate \
@@ -332,15 +338,15 @@ class LearnedModel:
                                   for name in ("log_gain", "log_hyper_gain", "log_hyper_inv_gain", "log_inv_gain")}
         return self._gains[milli]
 
-    def hyper(self, z_hat, milli: int):
-        """(table indexes, means or None) from the decoded hyper-latent, in integer arithmetic.
+    def hyper_fixed(self, z_hat, milli: int):
+        """The hyper-decoder's output (scales and means, int64 at ``FRAC`` bits) from the decoded hyper-latent.
 
         ``z_hat`` is the entropy bottleneck's output (symbols + medians); the symbols are recovered exactly
         (integers), the medians rounded to fixed point, and everything after is :mod:`core.models.exact`.
         """
         import torch
 
-        from core.models.exact import FRAC, GFRAC, fixed_point, table_indexes
+        from core.models.exact import FRAC, GFRAC, fixed_point
 
         eb = self.model.entropy_bottleneck
         medians = eb._get_medians().detach().reshape(1, -1, 1, 1)
@@ -349,13 +355,122 @@ class LearnedModel:
         if self.variable_rate:
             gain = self.gains(milli)["log_hyper_inv_gain"].view(1, -1, 1, 1)
             z_q = torch.div(z_q * gain, 2 ** GFRAC, rounding_mode="floor")
-        out = self.exact_hyper_decoder()(z_q)
+        return self.exact_hyper_decoder()(z_q)
+
+    def hyper(self, z_hat, milli: int):
+        """(table indexes, means or None) from the decoded hyper-latent, in integer arithmetic
+        (:meth:`hyper_fixed`)."""
+        from core.models.exact import FRAC, table_indexes
+
+        out = self.hyper_fixed(z_hat, milli)
         if self.arch == "hyperprior":
             scales_q, means = out, None
         else:
             scales_q, means_q = out.chunk(2, 1)
             means = (means_q.double() / float(2 ** FRAC)).float()
         return table_indexes(scales_q, self.model.gaussian_conditional.scale_table), means
+
+    # ------------------------------------------------------------------ the exact checkerboard context path
+    def exact_context(self):
+        """The context network (masked convolution, then ``entropy_parameters``) as one
+        :class:`core.models.exact.ExactHyperDecoder`: the checkerboard mask applied to the weights once, here."""
+        import torch
+        from torch import nn
+
+        from core.models.exact import ExactHyperDecoder
+
+        key = ("context", bool(self.exact_reference))
+        if key not in self._exact:
+            cp = self.model.context_prediction
+            conv = nn.Conv2d(cp.in_channels, cp.out_channels, cp.kernel_size, cp.stride, cp.padding)
+            with torch.no_grad():
+                conv.weight.copy_(cp.weight * cp.mask)
+                conv.bias.copy_(cp.bias)
+            self._exact[key] = ExactHyperDecoder(nn.Sequential(conv, *self.model.entropy_parameters), reference=key[1])
+        return self._exact[key]
+
+    def context_fixed(self, hyper_q, anchor_symbols=None):
+        """Entropy parameters (σ, μ; int64 at ``FRAC`` bits) of the checkerboard model, in integer arithmetic:
+        the hyper-decoder's for the anchor pass (``anchor_symbols`` None); for the non-anchor pass the
+        hyperprior's corrected by the context of the anchors' decoded symbols round(y − μ) (zero elsewhere):
+        :class:`~core.models.context.GainedCheckerboardHyperprior` with every division a floor division of
+        integers and every product exact in int64."""
+        import torch
+
+        from core.models.context import SCALE_CORRECTION, SCALE_FLOOR
+        from core.models.exact import FRAC
+
+        if anchor_symbols is None:
+            return hyper_q
+        one = 2 ** FRAC
+        scales_q, means_q = hyper_q.chunk(2, 1)
+        floor_q = int(math.floor(SCALE_FLOOR * one))
+        normalised = torch.div(anchor_symbols * (one * one), scales_q.clamp(min=floor_q), rounding_mode="floor")
+        delta = self.exact_context()(torch.cat((normalised, normalised.abs()), dim=1))
+        d_scale, d_mean = delta.chunk(2, 1)
+        d_scale = d_scale.clamp(math.floor(SCALE_CORRECTION[0] * one), math.floor(SCALE_CORRECTION[1] * one))
+        scales = torch.div(scales_q * (one + d_scale), one, rounding_mode="floor")
+        means = means_q + torch.div(scales_q * d_mean, one, rounding_mode="floor")
+        return torch.cat((scales, means), dim=1)
+
+    def _tables(self, params_q):
+        """(table indexes, means as float32) of fixed-point entropy parameters."""
+        from core.models.exact import FRAC, table_indexes
+
+        scales_q, means_q = params_q.chunk(2, 1)
+        means = (means_q.double() / float(2 ** FRAC)).float()
+        return table_indexes(scales_q, self.model.gaussian_conditional.scale_table), means
+
+    def _compress_context(self, x, milli: int, y=None):
+        """Encode with the checkerboard context model: hyper-latent, then the anchors from the hyperprior alone,
+        then the non-anchors with the decoded anchors as context — every table choice in integer arithmetic.
+        Returns ([anchor, non-anchor, hyper-latent strings], the decoder's x_hat); ``y`` as in
+        :meth:`_compress_exact`."""
+        import torch
+
+        from core.models.context import pack_anchors, pack_non_anchors, unpack
+        from core.models.exact import gains_as_float
+
+        m = self.model
+        gains = self.gains(milli)
+        if y is None:
+            y = m.g_a(x) * gains_as_float(gains["log_gain"])
+        z = m.h_a(y) * gains_as_float(gains["log_hyper_gain"])
+        z_strings = m.entropy_bottleneck.compress(z)
+        z_hat = m.entropy_bottleneck.decompress(z_strings, z.size()[-2:])
+        hyper_q = self.hyper_fixed(z_hat, milli)
+        height, width = y.shape[-2:]
+        halves = []
+        anchor_symbols = None
+        for pack in (pack_anchors, pack_non_anchors):
+            indexes, means = self._tables(self.context_fixed(hyper_q, anchor_symbols))
+            y_half, means_half = pack(y), pack(means)
+            string = m.gaussian_conditional.compress(y_half, pack(indexes), means=means_half)[0]
+            symbols = torch.round(y_half - means_half)  # what the coder codes (CompressAI's quantize)
+            halves.append((string, symbols + means_half))
+            if anchor_symbols is None:
+                anchor_symbols = unpack(symbols.long(), None, height, width)
+        y_hat = unpack(halves[0][1], halves[1][1], height, width)
+        return [halves[0][0], halves[1][0], z_strings[0]], self._synthesise(y_hat, gains)
+
+    def _decompress_context(self, strings, shape, milli: int, trace: dict | None = None):
+        from core.models.context import pack_anchors, pack_non_anchors, unpack
+
+        m = self.model
+        z_hat = m.entropy_bottleneck.decompress([strings[2]], shape)
+        hyper_q = self.hyper_fixed(z_hat, milli)
+        height, width = 4 * shape[0], 4 * shape[1]
+        decoded, anchor_symbols = [], None
+        for string, pack in zip(strings[:2], (pack_anchors, pack_non_anchors)):
+            indexes, means = self._tables(self.context_fixed(hyper_q, anchor_symbols))
+            symbols = m.gaussian_conditional.decompress([string], pack(indexes)).long()
+            decoded.append(symbols.float() + pack(means))
+            if anchor_symbols is None:
+                anchor_symbols = unpack(symbols, None, height, width)
+            if trace is not None:
+                trace.setdefault("indexes", []).append(indexes)
+                trace.setdefault("means", []).append(means)
+        return self._synthesise(unpack(decoded[0], decoded[1], height, width), self.gains(milli))
 
     def _compress_exact(self, x, milli: int, y=None):
         """Encode with the exact hyper path; returns (strings, the decoder's x_hat).  ``y``: the (gained)
@@ -459,6 +574,8 @@ class LearnedModel:
                 y_hat = ste(y)
             else:
                 scales, means = params.chunk(2, 1)
+                if self.arch in CONTEXT_ARCHS:  # the non-anchors' parameters from the anchors' residuals
+                    scales, means = m.context_parameters_of(y, scales, means, ste)
                 y_hat = ste(y - means) + means
             y_lik = gc._likelihood(y_hat, scales, means)
             if gc.use_likelihood_bound:
@@ -546,7 +663,7 @@ class LearnedModel:
                              f"(hash {header.checkpoint_hash.hex()} ≠ {self.checkpoint_hash.hex()})")
         if header.channels != self.channels:
             raise CodecError(f"stream says {header.channels} channels, model {self.model_id!r} has {self.channels}")
-        expected = {"factorized": 1, "checkerboard": 3}.get(self.arch, 2)
+        expected = {"factorized": 1, "checkerboard": 3, "gained-checkerboard": 3}.get(self.arch, 2)
         if len(strings) != expected:
             raise CodecError(f"{self.arch} stream needs {expected} strings, got {len(strings)}")
         s = stride(self.arch)
@@ -564,7 +681,9 @@ class LearnedModel:
                 _guard_entropy_model(module)
         try:
             with torch.inference_mode():
-                if header.version >= 3 and self.arch in EXACT_ARCHS:
+                if header.version >= 3 and self.arch in CONTEXT_ARCHS:
+                    x_hat = self._decompress_context(strings, self.latent_shape(hp, wp), header.setting_milli, trace)
+                elif header.version >= 3 and self.arch in EXACT_ARCHS:
                     x_hat = self._decompress_exact(strings, self.latent_shape(hp, wp), header.setting_milli, trace)
                 elif header.version >= 3:
                     x_hat = model.decompress([[b] for b in strings], self.latent_shape(hp, wp))["x_hat"]
@@ -619,8 +738,8 @@ class LearnedCodec(Codec):
         refine_steps = int(refine_steps)
         if refine_steps < 0:
             raise ValueError(f"{name}: refine_steps must be >= 0, got {refine_steps}")
-        if refine_steps and any(m.arch not in EXACT_ARCHS for m in models):
-            raise ValueError(f"{name}: latent refinement needs the architectures {EXACT_ARCHS}")
+        if refine_steps and any(m.arch not in EXACT_ARCHS + CONTEXT_ARCHS for m in models):
+            raise ValueError(f"{name}: latent refinement needs the architectures {EXACT_ARCHS + CONTEXT_ARCHS}")
         #: Encoder-side latent refinement steps (0 = off, the default everywhere; :meth:`LearnedModel.refine_latent`).
         self.refine_steps = refine_steps
         # a fixed encoder parameter: in ``version`` (so the runner never mixes refined and plain rows), and only
@@ -640,6 +759,8 @@ class LearnedCodec(Codec):
         # stream v3: integer hyper-decoder (core.models.exact) and plain float32 synthesis change the outputs
         version = ("weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
                    + "; stream v3, exact integer hyper-decoder")
+        if any(m.arch in CONTEXT_ARCHS for m in models):
+            version += " and checkerboard context"
         if self.refine_steps:
             version += f"; refine_steps={self.refine_steps} lr={REFINE_LR}"
         return version

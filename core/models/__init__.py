@@ -35,7 +35,7 @@ from compressai.models import (  # noqa: E402
 )
 from compressai.models.utils import conv, deconv  # noqa: E402
 
-ARCHS = ("factorized", "hyperprior", "mean-scale", "checkerboard", "gained-mean-scale")
+ARCHS = ("factorized", "hyperprior", "mean-scale", "checkerboard", "gained-mean-scale", "gained-checkerboard")
 CHANNELS = (1, 3)
 
 
@@ -102,6 +102,7 @@ class GrayColourCheckerboard(Cheng2020AnchorCheckerboard):
 
 
 from core.models.variable_rate import GainedMeanScaleHyperprior  # noqa: E402  (subclasses the above)
+from core.models.context import GainedCheckerboardHyperprior  # noqa: E402  (subclasses that)
 
 _CLASSES = {
     "factorized": GrayColourFactorizedPrior,
@@ -109,12 +110,13 @@ _CLASSES = {
     "mean-scale": GrayColourMeanScaleHyperprior,
     "checkerboard": GrayColourCheckerboard,
     "gained-mean-scale": GainedMeanScaleHyperprior,
+    "gained-checkerboard": GainedCheckerboardHyperprior,
 }
 
 
 def is_variable_rate(arch: str) -> bool:
     """True for architectures with a continuous rate knob (gain units)."""
-    return arch == "gained-mean-scale"
+    return arch in ("gained-mean-scale", "gained-checkerboard")
 
 
 def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: int | None = None,
