@@ -123,16 +123,7 @@ class GainedCheckerboardHyperprior(GainedMeanScaleHyperprior):
         ``hyper_likelihoods``: the latent's likelihoods under the hyperprior alone (the start model's),
         which ``core.train --entropy-only`` divides by.  ``synthesis=False`` skips ``g_s``."""
         rate = self._rate_tensor(self.levels - 1 if rate is None else rate, x.shape[0])
-        with self._ac(x):
-            y = self.g_a(x)
-        y = y.float() * self._gain(self.log_gain, rate)
-        with self._ac(x):
-            z = self.h_a(y)
-        z = z.float() * self._gain(self.log_hyper_gain, rate)
-        z_hat, z_likelihoods = self.entropy_bottleneck(z)
-        with self._ac(x):
-            hyper = self.h_s(z_hat * self._gain(self.log_hyper_inv_gain, rate))
-        scales, means = hyper.float().chunk(2, 1)
+        y, z_likelihoods, scales, means = self.hyper_forward(x, rate)
         ctx_scales, ctx_means = self.context_parameters_of(y, scales, means)
         y_hat, y_likelihoods = self.gaussian_conditional(y, ctx_scales, means=ctx_means)
         hyper_likelihoods = self.gaussian_conditional._likelihood(y_hat, scales, means)

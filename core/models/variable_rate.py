@@ -77,9 +77,8 @@ class GainedMeanScaleHyperprior(GrayColourMeanScaleHyperprior):
         return nullcontext()
 
     # ------------------------------------------------------------------ training
-    def forward(self, x: torch.Tensor, rate=None):
-        """Noisy-quantisation forward pass; ``rate`` (scalar or (B,)) defaults to the top level."""
-        rate = self._rate_tensor(self.levels - 1 if rate is None else rate, x.shape[0])
+    def hyper_forward(self, x: torch.Tensor, rate: torch.Tensor):
+        """The training path up to the hyperprior: (gained y, z likelihoods, scales, means), noisy ẑ."""
         with self._ac(x):
             y = self.g_a(x)
         y = y.float() * self._gain(self.log_gain, rate)
@@ -90,6 +89,12 @@ class GainedMeanScaleHyperprior(GrayColourMeanScaleHyperprior):
         with self._ac(x):
             params = self.h_s(z_hat * self._gain(self.log_hyper_inv_gain, rate))
         scales, means = params.float().chunk(2, 1)
+        return y, z_likelihoods, scales, means
+
+    def forward(self, x: torch.Tensor, rate=None):
+        """Noisy-quantisation forward pass; ``rate`` (scalar or (B,)) defaults to the top level."""
+        rate = self._rate_tensor(self.levels - 1 if rate is None else rate, x.shape[0])
+        y, z_likelihoods, scales, means = self.hyper_forward(x, rate)
         y_hat, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         with self._ac(x):
             x_hat = self.g_s(y_hat * self._gain(self.log_inv_gain, rate))
