@@ -22,7 +22,7 @@
 # (data/weights/README.md, em-mse-n128). These jobs repeat that widening with N = 96 beside it and widen the MS-SSIM
 # family (the not-shipped file is not in the tree; carry it from .train/ to continue it instead):
 #
-#   name             transform N  M    loss    λ ladder (8 levels)  start (data/weights/)               size
+#   name             transform N  M    loss    λ ladder (8 levels)  start (data/weights/; em-msssim-vr: .gpu/start/, from git)  size
 #   em-mse-n128      128          224  mse     0.0005 – 0.2         em-mse-wide.pt, widened             10.0 MB (h_s, g_a in 8 bits)
 #   em-mse-n96       96           224  mse     0.0005 – 0.2         em-mse-wide.pt, widened             9.3 MB (h_s in 8 bits)
 #   em-msssim-n128   128          96   msssim  0.4 – 4000           em-msssim-vr.pt, widened            5.7 MB (h_s, g_a in 8 bits)
@@ -83,6 +83,10 @@ for dataset in ("epfl_hippocampus_fibsem", "isbi2012_em"):
 print(f".gpu/data: {total / 2**20:.1f} MiB")
 EOF
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
+  # the gray MS-SSIM hyperprior the em-msssim-* jobs start from: inside em-msssim-ctx since 2026-12-05, its own file
+  # only in git (the device gets no .git)
+  mkdir -p .gpu/start
+  for f in em-msssim-vr.pt em-msssim-vr.json; do git show "0ef8e13:data/weights/$f" > ".gpu/start/$f"; done
   mkdir -p .whl
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_34_x86_64 -d .whl compressai==1.2.8 pytorch-msssim==1.0.0
@@ -138,8 +142,8 @@ PYEOF
   local W=data/weights
   job em-mse-n128 128 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s g_a &
   job em-mse-n96 96 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s &
-  job em-msssim-n128 128 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt --init-widen --int8 h_s g_a &
-  job em-msssim-vr 64 96 msssim 0.4 4000 learned-msssim $W/em-msssim-vr.pt &
+  job em-msssim-n128 128 96 msssim 0.4 4000 learned-msssim .gpu/start/em-msssim-vr.pt --init-widen --int8 h_s g_a &
+  job em-msssim-vr 64 96 msssim 0.4 4000 learned-msssim .gpu/start/em-msssim-vr.pt &
   wait
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
   for n in $JOBS; do

@@ -48,6 +48,17 @@ mkdir -p "$T"
 export OMP_NUM_THREADS=${THREADS:-1}
 STEPS=${STEPS:-14000}
 
+start() {  # start NAME: checkpoint NAME.pt to start from — data/weights/ while it is shipped, else its last shipped
+  # version from git (commit 0ef8e13, with its JSON: the new run's 'base' records what it saw) under $T/start/
+  local name=$1
+  if [ -f "data/weights/$name.pt" ]; then echo "data/weights/$name.pt"; return; fi
+  mkdir -p "$T/start"
+  for f in "$name.json" "$name.pt"; do
+    [ -f "$T/start/$f" ] || { git show "0ef8e13:data/weights/$f" > "$T/start/$f.part" && mv "$T/start/$f.part" "$T/start/$f"; }
+  done
+  echo "$T/start/$name.pt"
+}
+
 vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]   (ARCH: another variable-rate architecture)
   local name=$1 ch=$2 loss=$3 low=$4 high=$5 datasets=$6 codec=$7; shift 7
   "$PY" -m core.train --arch "${ARCH:-gained-mean-scale}" --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
@@ -71,23 +82,23 @@ case "${1:-}" in
           # em-msssim-vr as the start (--init-matching; the context is new and, zero at first, is the hyperprior),
           # only the context trained, on the rate (--entropy-only: transforms, hyperprior and gains frozen)
           ARCH=gained-checkerboard LR=${LR:-1e-3} CROP=${CROP:-256} vr em-msssim-ctx 1 msssim 0.4 4000 \
-            epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init data/weights/em-msssim-vr.pt --init-matching \
+            epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init "$(start em-msssim-vr)" --init-matching \
             --entropy-only ;;
   he-ctx) # colour learned-msssim with a checkerboard context model: as em-ctx, from the shipped he-msssim-vr
           ARCH=gained-checkerboard LR=${LR:-1e-3} CROP=${CROP:-256} vr he-msssim-ctx 3 msssim 0.4 4000 monuseg \
-            learned-msssim --init data/weights/he-msssim-vr.pt --init-matching --entropy-only ;;
+            learned-msssim --init "$(start he-msssim-vr)" --init-matching --entropy-only ;;
   em-more) # the shipped gray checkpoint as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256
           LR=${LR:-1e-4} vr em-msssim-vr-more 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim \
-            --init data/weights/em-msssim-vr.pt ;;
+            --init "$(start em-msssim-vr)" ;;
   he-more) # the shipped colour checkpoint as the start (its steps count on in the new JSON's 'base')
           # The shipped he-msssim-vr (54,995 steps) is this target's result: THREADS=2 BF16=1 CROP=256 STEPS=60000
           # LR=1e-4 to 12,522 steps from the 41,295-step file (git show 929ae49~1:data/weights/he-msssim-vr.pt), then
           # STEPS=13700 LR=2e-5 (data/weights/README.md); running it again continues from the new one
-          vr he-msssim-vr-more 3 msssim 0.4 4000 monuseg learned-msssim --init data/weights/he-msssim-vr.pt ;;
+          vr he-msssim-vr-more 3 msssim 0.4 4000 monuseg learned-msssim --init "$(start he-msssim-vr)" ;;
   em-mse-wide) # the PSNR-oriented gray family at the latent width bench.latent_ceiling asks for (M = 224): the
           # shipped em model's N-wide layers as the start (--init-matching), the M-wide ones fresh
           M=224 vr em-mse-wide 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse --int8 h_s \
-            --init data/weights/em-msssim-vr.pt --init-matching ;;
+            --init "$(start em-msssim-vr)" --init-matching ;;
   em-mse-more) # the shipped em-mse-wide whole as the start (fine-tune: lr 1e-4 by default); its val top still rose
           # at q 16 (data/weights/README.md), so longer training of this width is the next step
           LR=${LR:-1e-4} M=224 vr em-mse-wide-more 1 mse 0.0005 0.2 epfl_hippocampus_fibsem,isbi2012_em learned-mse --int8 h_s \
@@ -114,7 +125,7 @@ case "${1:-}" in
   he-mse-wide) # the colour PSNR-oriented family with a wider latent (M = 192, ≈ 9 MB float16), as em-mse-wide did for
           # gray: he-msssim-vr's N-wide layers as the start (--init-matching), the M-wide ones fresh; lr 2e-4.  The
           # M = 96 model's top flattens near 34 dB on val (he-mse, he-mse-hi); this is the long run meant to pass it
-          M=192 vr he-mse-wide 3 mse 0.0005 0.2 monuseg learned-mse --init data/weights/he-msssim-vr.pt --init-matching ;;
+          M=192 vr he-mse-wide 3 mse 0.0005 0.2 monuseg learned-mse --init "$(start he-msssim-vr)" --init-matching ;;
   he-mse-hi) # the shipped he-mse whole as the start, the ladder's top raised from λ 0.2 to 0.8 (its val top
           # flattened: 33.42 → 33.83 dB from q 13 to 16) so the top point reaches further (#11: ≥ 38 dB on H&E)
           LR=${LR:-1e-4} vr he-mse-hi 3 mse 0.0005 0.8 monuseg learned-mse --init data/weights/he-mse.pt ;;

@@ -70,6 +70,15 @@ def test_anchor_packing_round_trips_and_matches_the_checkerboard_mask():
     assert float(same[:, :, anchor_mask(8, 8)[0, 0]].abs().max()) > 1e-3  # (anchors do see non-anchors)
 
 
+def test_the_checkerboard_mask_is_a_constant_not_stored():
+    model = build_model("gained-checkerboard", 1, 16, 16, levels=2)
+    assert "context_prediction.mask" not in model.state_dict()
+    fresh = build_model("gained-checkerboard", 1, 16, 16, levels=2)
+    fresh.load_state_dict(model.state_dict())  # strict: every stored tensor, nothing missing
+    assert torch.equal(fresh.context_prediction.mask, model.context_prediction.mask)
+    assert float(fresh.context_prediction.mask.mean()) == pytest.approx(12 / 25)  # the checkerboard taps
+
+
 @pytest.mark.parametrize("channels", [1, 3])
 def test_an_untrained_context_model_is_exactly_its_hyperprior(tmp_path, channels):
     hyper, ctx = _pair(tmp_path, channels)

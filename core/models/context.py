@@ -88,6 +88,10 @@ class GainedCheckerboardHyperprior(GainedMeanScaleHyperprior):
                  **kwargs):
         super().__init__(N=N, M=M, channels=channels, levels=levels, transform_N=transform_N, **kwargs)
         self.context_prediction = CheckerboardMaskedConv2d(2 * M, 2 * M, kernel_size=5, padding=2, stride=1)
+        # the mask is a constant of the class (CompressAI stores it, float32, as large as the weight): not saved
+        mask = self.context_prediction.mask
+        del self.context_prediction.mask
+        self.context_prediction.register_buffer("mask", mask, persistent=False)
         self.entropy_parameters = nn.Sequential(
             nn.Conv2d(2 * M, 2 * M, 1), nn.LeakyReLU(inplace=True),
             nn.Conv2d(2 * M, 2 * M, 1), nn.LeakyReLU(inplace=True),
