@@ -19,7 +19,7 @@
 #   bash scripts/train_weights.sh em-mse-more  # gray learned-mse: continue the shipped em-mse-wide (fresh optimiser)
 #   bash scripts/train_weights.sh em-mse-n128  # gray learned-mse: em-mse-wide widened to N = 128 image transforms
 #   bash scripts/train_weights.sh em-ctx   # gray learned-msssim + checkerboard context (only the context trains)
-#   bash scripts/train_weights.sh he-ctx   # colour learned-msssim + checkerboard context (only the context trains)
+#   bash scripts/train_weights.sh he-ctx   # colour learned-msssim + checkerboard context (measured, not shipped)
 #   bash scripts/train_weights.sh em-more  # gray learned-msssim: continue the shipped em-msssim-vr (fresh optimiser)
 #   bash scripts/train_weights.sh he-mse-n128  # colour learned-mse: he-mse widened to N = 128 image transforms
 #   bash scripts/train_weights.sh he-mse-more  # colour learned-mse: continue the shipped he-mse (fresh optimiser)
