@@ -122,8 +122,8 @@ def test_fixed_gains_are_decimal_exp_of_the_interpolated_log_gain():
 
 
 def test_version_2_streams_still_decode_through_their_float_path():
-    codec = _shipped("learned-msssim")
-    model = codec.models()[0]
+    codec = _shipped("learned-mse")  # a hyperprior-only gray model (version-2 streams predate the context model)
+    model = codec.model_for(1, 3)
     image = _em_like((64, 64), 5)
     x = torch.from_numpy(image.astype(np.float32) / 255)[None, None]
     from core.codecs.learned import vr_rate
@@ -163,7 +163,7 @@ def test_decompress_verify_passes_on_a_good_stream_and_fails_on_an_altered_one(t
     header, strings = unpack(payload)
     y = bytearray(strings[0])
     y[len(y) // 2] ^= 0x5A
-    altered = pack(header, [bytes(y), strings[1]])
+    altered = pack(header, [bytes(y), *strings[1:]])
     assert unpack(altered)[0] == header  # CRC valid
     (tmp_path / "bad.bcc").write_bytes(wrap_file(name, setting, altered, mode))
     bad = _cli("decompress", tmp_path / "bad.bcc", tmp_path / "bad_out.png", "--verify")

@@ -454,6 +454,8 @@ class LearnedModel:
         return [halves[0][0], halves[1][0], z_strings[0]], self._synthesise(y_hat, gains)
 
     def _decompress_context(self, strings, shape, milli: int, trace: dict | None = None):
+        import torch
+
         from core.models.context import pack_anchors, pack_non_anchors, unpack
 
         m = self.model
@@ -467,9 +469,9 @@ class LearnedModel:
             decoded.append(symbols.float() + pack(means))
             if anchor_symbols is None:
                 anchor_symbols = unpack(symbols, None, height, width)
-            if trace is not None:
-                trace.setdefault("indexes", []).append(indexes)
-                trace.setdefault("means", []).append(means)
+            if trace is not None:  # each pass's tables and means over the whole grid, stacked (anchors, non-anchors)
+                for key, value in (("indexes", indexes), ("means", means)):
+                    trace[key] = value[None] if key not in trace else torch.cat((trace[key], value[None]))
         return self._synthesise(unpack(decoded[0], decoded[1], height, width), self.gains(milli))
 
     def _compress_exact(self, x, milli: int, y=None):
