@@ -52,7 +52,7 @@ try:
     import torch
 
     from core.codecs.learned import LearnedModel, load_codecs, min_string_bytes
-    from core.models import ARCHS, build_model, stride
+    from core.models import ARCHS, build_model, is_variable_rate, stride
     from core.train import save_checkpoint
 except ImportError:  # pragma: no cover - the learned codecs need torch + compressai
     torch, ARCHS = None, ()
@@ -62,7 +62,7 @@ needs_torch = pytest.mark.skipif(torch is None, reason="learned codecs need torc
 def _tiny(folder: Path, arch: str, channels: int, codec: str = "tiny") -> LearnedModel:
     """An untrained small checkpoint saved as core.train saves it (as tests/test_learned.py makes them)."""
     torch.manual_seed(channels * 10 + ARCHS.index(arch))
-    variable = arch == "gained-mean-scale"
+    variable = is_variable_rate(arch)
     N, M = (16, None) if arch == "checkerboard" else (16, 16)
     model = build_model(arch, channels, N, M, levels=4 if variable else None)
     stem = folder / f"{codec}-{arch}-{channels}"
