@@ -360,15 +360,12 @@ class LearnedModel:
     def hyper(self, z_hat, milli: int):
         """(table indexes, means or None) from the decoded hyper-latent, in integer arithmetic
         (:meth:`hyper_fixed`)."""
-        from core.models.exact import FRAC, table_indexes
+        from core.models.exact import table_indexes
 
         out = self.hyper_fixed(z_hat, milli)
         if self.arch == "hyperprior":
-            scales_q, means = out, None
-        else:
-            scales_q, means_q = out.chunk(2, 1)
-            means = (means_q.double() / float(2 ** FRAC)).float()
-        return table_indexes(scales_q, self.model.gaussian_conditional.scale_table), means
+            return table_indexes(out, self.model.gaussian_conditional.scale_table), None
+        return self._tables(out)
 
     # ------------------------------------------------------------------ the exact checkerboard context path
     def exact_context(self):
