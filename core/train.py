@@ -435,6 +435,9 @@ def parse_args(argv=None):
     p.add_argument("--channels", type=int, choices=(1, 3), required=True)
     p.add_argument("--N", type=int, default=64)
     p.add_argument("--M", type=int, default=96)
+    p.add_argument("--context-bound", type=float, default=None,
+                   help="gained-checkerboard: clamp the context's normalised residuals u = round(y - mu)/sigma to "
+                        "±this (default: unbounded)")
     p.add_argument("--transform-N", type=int, default=None, help="gained-mean-scale: width of the image transforms "
                    "g_a/g_s when it differs from the hyperprior's --N")
     p.add_argument("--loss", choices=("mse", "msssim", "mix"), default="msssim")
@@ -487,6 +490,8 @@ def parse_args(argv=None):
         p.error(f"--arch {args.arch} needs --lmbda-range LOW HIGH")
     if not args.validate_only and not is_variable_rate(args.arch) and args.lmbda is None:
         p.error("--lmbda is required")
+    if args.context_bound is not None and args.arch != "gained-checkerboard":
+        p.error("--context-bound bounds a context model's input: it needs --arch gained-checkerboard")
     if args.entropy_only and args.arch != "gained-checkerboard":
         p.error("--entropy-only trains a context model: it needs --arch gained-checkerboard")
     if bool(args.datasets) == bool(args.train):
@@ -529,7 +534,7 @@ def main(argv=None) -> dict:
     variable = is_variable_rate(args.arch)
     lmbda = lambda_ladder(*args.lmbda_range, args.levels) if variable else args.lmbda
     model = build_model(args.arch, args.channels, args.N, args.M, levels=args.levels if variable else None,
-                        transform_N=args.transform_N)
+                        transform_N=args.transform_N, context_bound=args.context_bound)
     model = model.to(args.device)
     if variable:
         model.train_bf16 = args.bf16
@@ -656,6 +661,7 @@ def main(argv=None) -> dict:
         "quality": args.quality,
         "arch": args.arch, "channels": args.channels, "N": args.N, "M": args.M,
         **({"transform_N": args.transform_N} if args.transform_N not in (None, args.N) else {}),
+        **({"context_bound": args.context_bound} if args.context_bound is not None else {}),
         "bit_depth": "any (trained on the listed images, each divided by 2**bit_depth - 1)",
         "train_bit_depths": sorted({read_source(f).bit_depth for f in train_sources[:50]}),
         "loss": args.loss, "alpha": args.alpha if args.loss == "mix" else None,

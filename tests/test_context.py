@@ -31,15 +31,16 @@ def _save(model, stem: Path, meta: dict) -> LearnedModel:
     return LearnedModel(stem.with_name(stem.name + ".pt"), meta)
 
 
-def _pair(folder: Path, channels: int = 1, trained_context: bool = False):
+def _pair(folder: Path, channels: int = 1, trained_context: bool = False, context_bound: float | None = None):
     """A small gained mean-scale model and the checkerboard model started from it (as ``--init-matching`` does);
-    ``trained_context``: the context's weights set to random values, as after training."""
+    ``trained_context``: the context's weights set to random values, as after training; ``context_bound``: the
+    bound on the context's input, recorded in the checkpoint's JSON as ``core.train`` records it."""
     torch.manual_seed(7 + channels)
     base = build_model("gained-mean-scale", channels, 16, 16, levels=4)
     with torch.no_grad():  # spread the gains so the rate rises visibly with the level (an untrained y is tiny)
         base.log_gain.copy_(torch.linspace(1.0, 5.0, 4)[:, None].repeat(1, 16))
     hyper = _save(base, folder / f"hyper{channels}", {"arch": "gained-mean-scale"})
-    ctx_model = build_model("gained-checkerboard", channels, 16, 16, levels=4)
+    ctx_model = build_model("gained-checkerboard", channels, 16, 16, levels=4, context_bound=context_bound)
     report = train.load_matching(ctx_model, hyper.weights)
     assert all(k.startswith(("context_prediction.", "entropy_parameters.", "entropy_bottleneck._",
                              "gaussian_conditional.")) for k in report["kept_fresh"]), report
@@ -48,8 +49,9 @@ def _pair(folder: Path, channels: int = 1, trained_context: bool = False):
         with torch.no_grad():
             for p in ctx_model.entropy_parameters.parameters():
                 p.normal_(0, 0.05)
-    return hyper, _save(ctx_model, folder / f"ctx{channels}{'t' if trained_context else ''}",
-                        {"arch": "gained-checkerboard"})
+    bound = {} if context_bound is None else {"context_bound": context_bound}
+    return hyper, _save(ctx_model, folder / f"ctx{channels}{'t' if trained_context else ''}{context_bound or ''}",
+                        {"arch": "gained-checkerboard", **bound})
 
 
 def test_anchor_packing_round_trips_and_matches_the_checkerboard_mask():
@@ -110,9 +112,11 @@ def test_a_trained_context_changes_the_bits_not_the_pixels_and_decodes_exactly(t
     assert torch.equal(fast["indexes"], ref["indexes"]) and torch.equal(fast["means"], ref["means"])
 
 
-def test_the_integer_context_path_tracks_the_float_model(tmp_path):
-    _, ctx = _pair(tmp_path, 1, trained_context=True)
+@pytest.mark.parametrize("bound", [None, 1.5])
+def test_the_integer_context_path_tracks_the_float_model(tmp_path, bound):
+    _, ctx = _pair(tmp_path, 1, trained_context=True, context_bound=bound)
     model = ctx.model
+    assert model.context_bound == bound  # read back from the checkpoint's JSON
     torch.manual_seed(0)
     scales = torch.rand(1, 16, 8, 8) * 4 + 0.05
     means = torch.randn(1, 16, 8, 8)
@@ -123,6 +127,8 @@ def test_the_integer_context_path_tracks_the_float_model(tmp_path):
     exact = ctx.context_fixed(hyper_q, symbols).double() / 2 ** FRAC
     with torch.no_grad():
         normalised = symbols.float() / scales.clamp(min=SCALE_FLOOR)
+        if bound is not None:
+            normalised = normalised.clamp(-bound, bound)
         d_scale, d_mean = model.corrections(normalised)
     float_scales, float_means = scales * (1 + d_scale), means + scales * d_mean
     non = ~anchor_mask(8, 8).expand(1, 16, 8, 8)
@@ -130,6 +136,34 @@ def test_the_integer_context_path_tracks_the_float_model(tmp_path):
     assert float((got_s - float_scales)[non].abs().max()) < 2e-3
     assert float((got_m - float_means)[non].abs().max()) < 2e-3
     assert torch.equal(ctx.context_fixed(hyper_q, None), hyper_q)  # anchors: the hyperprior's own
+
+
+def test_a_bounded_context_sees_at_most_its_bound_and_codes_exactly(tmp_path, monkeypatch):
+    """``context_bound``: a residual of ±6 where σ is at its floor is u = ±55; the context sees ±bound."""
+    _, bounded = _pair(tmp_path, 1, trained_context=True, context_bound=1.5)
+    _, free = _pair(tmp_path, 1, trained_context=True)
+    seen = []
+    model = bounded.model
+    original = type(model).corrections
+    monkeypatch.setattr(type(model), "corrections", lambda self, u: (seen.append(u), original(self, u))[1])
+    scales = torch.full((1, 16, 8, 8), 0.05)
+    means = torch.zeros(1, 16, 8, 8)
+    y = torch.randint(-6, 7, (1, 16, 8, 8)).float()
+    with torch.no_grad():
+        s_bounded, _ = model.context_parameters_of(y, scales, means)
+        s_free, _ = free.model.context_parameters_of(y, scales, means)
+    assert float(seen[0].abs().max()) == pytest.approx(1.5) and float(seen[1].abs().max()) > 50
+    assert not torch.equal(s_bounded, s_free)  # the bound changes what the context predicts
+    monkeypatch.undo()
+    img = _textured()
+    data = bounded.encode(img, 8, 12)
+    with verifying() as checks:
+        bounded.decode(data)
+    assert checks and all(expected == got for _, expected, got in checks)
+    with pytest.raises(ValueError, match="needs gained-checkerboard"):
+        build_model("gained-mean-scale", 1, 16, 16, levels=4, context_bound=3.0)
+    with pytest.raises(ValueError, match="positive"):
+        build_model("gained-checkerboard", 1, 16, 16, levels=4, context_bound=0.0)
 
 
 def test_entropy_only_training_lowers_the_bits_and_leaves_everything_else_alone(tmp_path):

@@ -389,7 +389,8 @@ class LearnedModel:
     def context_fixed(self, hyper_q, anchor_symbols=None):
         """Entropy parameters (σ, μ; int64 at ``FRAC`` bits) of the checkerboard model, in integer arithmetic:
         the hyper-decoder's for the anchor pass (``anchor_symbols`` None); for the non-anchor pass the
-        hyperprior's corrected by the context of the anchors' decoded symbols round(y − μ) (zero elsewhere):
+        hyperprior's corrected by the context of the anchors' decoded symbols round(y − μ) (zero elsewhere;
+        divided by σ and clamped to ±``context_bound`` where the model has one):
         :class:`~core.models.context.GainedCheckerboardHyperprior` with every division a floor division of
         integers and every product exact in int64."""
         import torch
@@ -403,6 +404,10 @@ class LearnedModel:
         scales_q, means_q = hyper_q.chunk(2, 1)
         floor_q = int(math.floor(SCALE_FLOOR * one))
         normalised = torch.div(anchor_symbols * (one * one), scales_q.clamp(min=floor_q), rounding_mode="floor")
+        bound = self.model.context_bound
+        if bound is not None:
+            bound_q = int(math.floor(bound * one))
+            normalised = normalised.clamp(-bound_q, bound_q)
         delta = self.exact_context()(torch.cat((normalised, normalised.abs()), dim=1))
         d_scale, d_mean = delta.chunk(2, 1)
         d_scale = d_scale.clamp(math.floor(SCALE_CORRECTION[0] * one), math.floor(SCALE_CORRECTION[1] * one))

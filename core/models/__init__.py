@@ -120,11 +120,12 @@ def is_variable_rate(arch: str) -> bool:
 
 
 def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: int | None = None,
-                transform_N: int | None = None):
+                transform_N: int | None = None, context_bound: float | None = None):
     """Build an untrained model: ``arch`` in :data:`ARCHS`, ``channels`` 1 or 3, widths N, M.
 
     ``levels`` (variable-rate architectures only) is the number of trained gain levels; ``transform_N``
-    (variable-rate only) the width of the image transforms when it differs from the hyperprior's ``N``.
+    (variable-rate only) the width of the image transforms when it differs from the hyperprior's ``N``;
+    ``context_bound`` (gained-checkerboard only) the bound on the context's normalised residuals.
     """
     try:
         cls = _CLASSES[arch]
@@ -132,8 +133,13 @@ def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: 
         raise ValueError(f"unknown architecture {arch!r}; choose from {', '.join(ARCHS)}") from None
     if transform_N not in (None, N) and not is_variable_rate(arch):
         raise ValueError(f"{arch}: a separate transform width (transform_N={transform_N}) needs gained-mean-scale")
+    if context_bound is not None and arch != "gained-checkerboard":
+        raise ValueError(f"{arch}: context_bound={context_bound} needs gained-checkerboard")
     if arch == "checkerboard":
         return cls(N=N, M=M, channels=channels)
+    if arch == "gained-checkerboard":
+        return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8, transform_N=transform_N,
+                   context_bound=context_bound)
     if is_variable_rate(arch):
         return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8, transform_N=transform_N)
     return cls(N=N, M=M if M is not None else N, channels=channels)
@@ -141,9 +147,9 @@ def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: 
 
 def build_from_meta(meta: dict):
     """The untrained model a checkpoint's metadata (``core.train``'s JSON) describes: arch, channels, N, M,
-    levels and, where present, ``transform_N``."""
+    levels and, where present, ``transform_N`` and ``context_bound``."""
     return build_model(meta["arch"], int(meta["channels"]), int(meta["N"]), meta.get("M"), levels=meta.get("levels"),
-                       transform_N=meta.get("transform_N"))
+                       transform_N=meta.get("transform_N"), context_bound=meta.get("context_bound"))
 
 
 def stride(arch: str) -> int:
