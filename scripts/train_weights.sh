@@ -9,7 +9,7 @@
 #   bash scripts/train_weights.sh he-mse   # colour learned-mse (PSNR-oriented): MSE, fine-tune of he
 #   bash scripts/train_weights.sh he-mse-wide  # colour learned-mse at M = 192 (warm start from he, latent layers fresh)
 #   bash scripts/train_weights.sh he-mse-hi  # colour learned-mse with the ladder's top λ ×4 (0.8): fine-tune of he-mse
-#   bash scripts/train_weights.sh he-more  # colour: continue the shipped data/weights/he-msssim-vr.pt (fresh
+#   bash scripts/train_weights.sh he-more  # colour: continue he-msssim-vr (data/weights/ or git 0ef8e13; fresh
 #                                          # optimiser; a new checkout has no .train/ resume snapshots)
 #   STEPS=20000 bash scripts/train_weights.sh em   # longer (the shipped step counts are in each JSON)
 #   LR=5e-5 bash scripts/train_weights.sh em       # resume with a lower learning rate (anneal the end)
@@ -87,7 +87,7 @@ case "${1:-}" in
             --entropy-only ;;
   he-ctx) # colour learned-msssim with a checkerboard context model: as em-ctx, from the shipped he-msssim-vr, with
           # the context's input bounded, |u| ≤ 3 (the 99th percentile on MoNuSeg train tiles; the first, unbounded
-          # run spent up to 31 % more bits than its hyperprior on brightfield backgrounds: data/weights/README.md)
+          # run spent up to 21 % more bits than its hyperprior on the brightfield test images: data/weights/README.md)
           ARCH=gained-checkerboard LR=${LR:-1e-3} CROP=${CROP:-256} vr he-msssim-ctx 3 msssim 0.4 4000 monuseg \
             learned-msssim --init "$(start he-msssim-vr)" --init-matching --entropy-only --context-bound 3 ;;
   he-mse-ctx) # colour learned-mse with a checkerboard context model: as he-ctx, from the shipped he-mse
@@ -119,7 +119,7 @@ case "${1:-}" in
           # in its transforms, not its M = 96 latent.  Run on this CPU on 2026-12-04 (THREADS=2 BF16=1 CROP=256, 2,250 steps):
           # it did not move (+0.3 % PSNR BD-rate on MoNuSeg test tiles) and was not shipped (data/weights/README.md)
           LR=${LR:-1e-4} TN=128 vr he-mse-n128 3 mse 0.0005 0.2 monuseg learned-mse --int8 h_s \
-            --init data/weights/he-mse.pt --init-widen ;;
+            --init "$(start he-mse)" --init-widen ;;
   he-mse) # the PSNR-oriented colour family: the shipped colour model whole (M = 96) as the start, the loss switched
           # to MSE (on H&E the M = 96 latent is not the limit, bench.latent_ceiling; its transforms are)
           # (lr 1e-4 by default: a fine-tune of a converged model; data/weights/README.md, he-mse)
@@ -134,14 +134,14 @@ case "${1:-}" in
           M=192 vr he-mse-wide 3 mse 0.0005 0.2 monuseg learned-mse --init "$(start he-msssim-vr)" --init-matching ;;
   he-mse-hi) # the shipped he-mse whole as the start, the ladder's top raised from λ 0.2 to 0.8 (its val top
           # flattened: 33.42 → 33.83 dB from q 13 to 16) so the top point reaches further (#11: ≥ 38 dB on H&E)
-          LR=${LR:-1e-4} vr he-mse-hi 3 mse 0.0005 0.8 monuseg learned-mse --init data/weights/he-mse.pt ;;
+          LR=${LR:-1e-4} vr he-mse-hi 3 mse 0.0005 0.8 monuseg learned-mse --init "$(start he-mse)" ;;
   he-mse-more) # the shipped he-mse whole as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256.
           # The shipped he-mse is this target's result (2026-12-03: 6,848 steps at 1e-4, then LR=2e-5 to 8,050;
           # −10.5 % PSNR BD-rate on the MoNuSeg test tiles); it started from the 45,500-step file
           # (git show 9d8cf1a:data/weights/he-mse.pt), so running it again continues from the new one.  On 2026-12-04
           # 9,500 more steps from it (STEPS=60000 to 8,602, then STEPS=9500 LR=2e-5) measured +0.2 % PSNR BD-rate:
           # converged, not shipped (data/weights/README.md)
-          LR=${LR:-1e-4} vr he-mse-more 3 mse 0.0005 0.2 monuseg learned-mse --init data/weights/he-mse.pt ;;
+          LR=${LR:-1e-4} vr he-mse-more 3 mse 0.0005 0.2 monuseg learned-mse --init "$(start he-mse)" ;;
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
