@@ -20,7 +20,8 @@ floor (flat background) a residual of ±1 is u = ±9, far outside what the conte
 unbounded, the colour context trained on H&E inflated σ there and spent up to 21 % more bits than its
 hyperprior on the brightfield test images (mean of 3 per setting).  A bound at the training residuals' 99th
 percentile (|u| ≈ 3 on MoNuSeg train tiles; 0.8 % of them are larger) keeps the input in the trained range:
-the colour models trained with it spend 0.5–1.3 % fewer bits there (data/weights/README.md).
+the colour models trained with it need 0.5 % (MS-SSIM) and 6.7 % (MSE model) fewer bits there than their
+hyperpriors, with up to 2 % more at a few settings (data/weights/README.md).
 
 After the hyperprior, neighbouring residuals are uncorrelated in sign but not in size (measured on EM train
 crops with the shipped gray model: correlation of |residual / σ| with its 4 neighbours' 0.28–0.54, of the
