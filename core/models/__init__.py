@@ -137,11 +137,10 @@ def build_model(arch: str, channels: int, N: int, M: int | None = None, levels: 
         raise ValueError(f"{arch}: context_bound={context_bound} needs gained-checkerboard")
     if arch == "checkerboard":
         return cls(N=N, M=M, channels=channels)
-    if arch == "gained-checkerboard":
-        return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8, transform_N=transform_N,
-                   context_bound=context_bound)
     if is_variable_rate(arch):
-        return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8, transform_N=transform_N)
+        bound = {"context_bound": context_bound} if arch == "gained-checkerboard" else {}
+        return cls(N=N, M=M if M is not None else N, channels=channels, levels=levels or 8, transform_N=transform_N,
+                   **bound)
     return cls(N=N, M=M if M is not None else N, channels=channels)
 
 
