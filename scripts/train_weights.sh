@@ -21,6 +21,8 @@
 #   bash scripts/train_weights.sh em-ctx   # gray learned-msssim + checkerboard context (only the context trains)
 #   bash scripts/train_weights.sh he-ctx   # colour learned-msssim + checkerboard context, |u| bounded at 3
 #   bash scripts/train_weights.sh he-mse-ctx  # colour learned-mse + checkerboard context, |u| bounded at 3
+#   bash scripts/train_weights.sh he-ctx-joint  # colour learned-msssim: he-msssim-ctx fine-tuned whole (RD loss)
+#   bash scripts/train_weights.sh em-ctx-joint  # gray learned-msssim: em-msssim-ctx fine-tuned whole (RD loss)
 #   bash scripts/train_weights.sh em-more  # gray learned-msssim: continue the shipped em-msssim-vr (fresh optimiser)
 #   bash scripts/train_weights.sh he-mse-n128  # colour learned-mse: he-mse widened to N = 128 image transforms
 #   bash scripts/train_weights.sh he-mse-more  # colour learned-mse: continue the shipped he-mse (fresh optimiser)
@@ -93,6 +95,14 @@ case "${1:-}" in
   he-mse-ctx) # colour learned-mse with a checkerboard context model: as he-ctx, from the shipped he-mse
           ARCH=gained-checkerboard LR=${LR:-1e-3} CROP=${CROP:-256} vr he-mse-ctx 3 mse 0.0005 0.2 monuseg \
             learned-mse --init "$(start he-mse)" --init-matching --entropy-only --context-bound 3 ;;
+  he-ctx-joint) # colour learned-msssim: the shipped he-msssim-ctx whole as the start, *everything* trained on the
+          # rate-distortion loss (transforms, hyperprior, gains and context together; no --entropy-only), so the
+          # transforms learn latents the context predicts.  ~1 s/step with THREADS=2 BF16=1 on this CPU
+          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=${CROP:-256} vr he-msssim-ctx-joint 3 msssim 0.4 4000 monuseg \
+            learned-msssim --init "$(start he-msssim-ctx)" --context-bound 3 ;;
+  em-ctx-joint) # gray learned-msssim: as he-ctx-joint, from the shipped em-msssim-ctx (unbounded, as it was trained)
+          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=${CROP:-256} vr em-msssim-ctx-joint 1 msssim 0.4 4000 \
+            epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init "$(start em-msssim-ctx)" ;;
   em-more) # the shipped gray checkpoint as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256
           LR=${LR:-1e-4} vr em-msssim-vr-more 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim \
             --init "$(start em-msssim-vr)" ;;
@@ -145,5 +155,5 @@ case "${1:-}" in
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
-  *) echo "usage: $0 em|he|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mse-n128|he-mse-n128|he-mse-more|em-mix" >&2; exit 2 ;;
+  *) echo "usage: $0 em|he|he-ctx|he-mse-ctx|he-ctx-joint|em-ctx|em-ctx-joint|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mse-n128|he-mse-n128|he-mse-more|em-mix" >&2; exit 2 ;;
 esac
