@@ -98,7 +98,7 @@ case "${1:-}" in
   he-ctx-joint) # colour learned-msssim: the shipped he-msssim-ctx whole as the start, *everything* trained on the
           # rate-distortion loss (transforms, hyperprior, gains and context together; no --entropy-only), so the
           # transforms learn latents the context predicts.  ~0.8 s/step with THREADS=2 BF16=1 on this CPU.  Run on
-          # 2026-12-05 (5,353 steps, lr 5e-5 then 1e-5): level on the MoNuSeg test tiles, −28 % on brightfield, worse
+          # 2026-12-05 (5,353 steps, lr 5e-5 then 1e-5): level on the MoNuSeg test tiles, −28 % MS-SSIM BD-rate on brightfield, worse
           # on Kodak; not shipped (data/weights/README.md, he-msssim-ctx-joint); em-ctx-joint (1,553 steps) level too
           ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=${CROP:-256} vr he-msssim-ctx-joint 3 msssim 0.4 4000 monuseg \
             learned-msssim --init "$(start he-msssim-ctx)" --context-bound 3 ;;
