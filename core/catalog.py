@@ -172,6 +172,8 @@ def dataset_refs(stage_id: int, ds: dict, root: Path, splits=None) -> list[Image
     for group in ds["groups"]:
         files = sorted(folder.glob(group["glob"]), key=_natural_key)
         if not files:
+            if splits is not None and group.get("split", ds.get("split", "test")) not in splits:
+                continue  # a copy holding only some splits (scripts/gpu_train.sh pack); lists are checked below
             raise FileNotFoundError(f"{folder}: no files match {group['glob']!r} (dataset {ds['name']})")
         for path in files:
             pages = range(_page_count(path)) if group.get("pages") else [None]

@@ -506,7 +506,10 @@ def training_sources(args) -> tuple[list, list]:
 
         names = [d.strip() for d in args.datasets.split(",") if d.strip()]
         train = [r for d in names for r in split_refs(d, ("train",), args.data_root)]
-        val = [r for d in names for r in split_refs(d, ("val",), args.data_root)]
+        # a run that measures nothing needs no val image: a GPU machine's copy (scripts/gpu_train.sh pack) may
+        # hold the train split alone; --validate-only measures it later where the val images are
+        measures = getattr(args, "validate_only", False) or not getattr(args, "skip_validation", False)
+        val = [r for d in names for r in split_refs(d, ("val",), args.data_root)] if measures else []
         if not train:
             raise FileNotFoundError(f"no training images in the catalog's train split of {names}")
         return train, val

@@ -51,6 +51,24 @@
 # job needs the tree slimmed or fewer tiles first. The colour widening tried on the CPU instead (he-mse-n128, 2,250
 # steps) did not move (data/weights/README.md).
 #
+# FAMILY=colour (2026-12-05) packs and trains the colour models instead, the route the CPU could not take: the shipped
+# context models fine-tuned whole on the RD loss (on the CPU 5,353 steps of it were level on MoNuSeg,
+# data/weights/README.md, he-msssim-ctx-joint). To fit the 64 MiB it packs the MoNuSeg *train* split alone (11
+# tiles; `core.train --skip-validation` needs no val image, `unpack` validates here) and re-encodes each tile as TIFF
+# with LZMA and the horizontal predictor (pixels checked equal), which tifffile decodes without imagecodecs:
+# 17.8 MiB with the masks instead of 24.7 MiB as LZW TIFF, which the GPU image could not even read. `pack` printed
+# "travels: 61 MiB of 64" on 2026-12-05, and the check below ran all three jobs here (2 CPU steps each, 2 min 15 s).
+#
+#   name                       arch                 loss    λ ladder     lr (then anneal)  start (data/weights/)
+#   he-msssim-ctx-joint        gained-checkerboard  msssim  0.4 – 4000   5e-5 (1e-5)       he-msssim-ctx.pt, whole
+#   he-msssim-ctx-joint-hi     gained-checkerboard  msssim  0.4 – 4000   1e-4 (2e-5)       he-msssim-ctx.pt, whole
+#   he-mse-ctx-joint           gained-checkerboard  mse     0.0005 – 0.2 5e-5 (1e-5)       he-mse-ctx.pt, whole
+#
+#   FAMILY=colour bash scripts/gpu_train.sh pack; device run with carry [".gpu", ".whl"]:
+#       FAMILY=colour bash scripts/gpu_train.sh run;  then FAMILY=colour bash scripts/gpu_train.sh unpack DIR
+#   (check it here first: FAMILY=colour PY=.venv/bin/python DEVICE=cpu MINUTES=0.3 ANNEAL_MINUTES=0.1 bash
+#   scripts/gpu_train.sh run — the imagecodecs stand-in below is on the path here too)
+#
 # Only the checkpoints (.pt) come back, with their metadata (.json) and the logs in one tar ($OUT holds at most 8
 # files); a checkpoint is shipped to data/weights/ only after `python -m bench.compare_checkpoints` on test slices
 # shows it better.
@@ -59,34 +77,57 @@ cd "$(dirname "$0")/.."
 MINUTES=${MINUTES:-6.5}  # at lr 1e-4, then ANNEAL_MINUTES at lr 2e-5 (a resumed second run)
 ANNEAL_MINUTES=${ANNEAL_MINUTES:-1.5}
 DATASETS_EM=epfl_hippocampus_fibsem,isbi2012_em
-JOBS="em-mse-n128 em-mse-n96 em-msssim-n128 em-msssim-vr"
+FAMILY=${FAMILY:-em}
+case "$FAMILY" in
+  em) DATASETS=$DATASETS_EM CHANNELS=1 JOBS="em-mse-n128 em-mse-n96 em-msssim-n128 em-msssim-vr" ;;
+  colour) DATASETS=monuseg CHANNELS=3 JOBS="he-msssim-ctx-joint he-msssim-ctx-joint-hi he-mse-ctx-joint" ;;
+  *) echo "FAMILY must be em or colour, not $FAMILY" >&2; exit 2 ;;
+esac
 
 pack() {
   local py=.venv/bin/python
-  "$py" - <<'EOF'
+  FAMILY=$FAMILY "$py" - <<'EOF'
+import os
 import shutil
 from pathlib import Path
 from core.catalog import split_refs
 from core.paths import data_root
 
+import numpy as np
+import tifffile
+
 root, dest = data_root(), Path(".gpu/data")
+colour = os.environ["FAMILY"] == "colour"
+if dest.exists():
+    shutil.rmtree(dest)  # one family at a time: both would not fit
 total = 0
-for dataset in ("epfl_hippocampus_fibsem", "isbi2012_em"):
-    refs = split_refs(dataset, ("train", "val"), root)
+for dataset in (("monuseg",) if colour else ("epfl_hippocampus_fibsem", "isbi2012_em")):
+    splits = ("train",) if colour else ("train", "val")
+    refs = split_refs(dataset, splits, root)
     for ref in refs:  # the image and the label files the catalog checks for
         for src in (Path(f) for f in (ref.source, ref.ground_truth, ref.membranes) if f):
             out = dest / src.relative_to(root)
             out.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, out)
+            if colour and src == Path(ref.source):  # LZMA + predictor: smaller, and readable without imagecodecs
+                pixels = tifffile.imread(src)
+                tifffile.imwrite(out, pixels, photometric="rgb", compression="lzma",
+                                 compressionargs={"level": 9}, predictor=True)
+                if not np.array_equal(tifffile.imread(out), pixels):
+                    raise SystemExit(f"{out}: re-encoded pixels differ from {src}")
+            else:
+                shutil.copy2(src, out)
             total += out.stat().st_size
-    print(f"{dataset}: {len(refs)} train/val images")
+    print(f"{dataset}: {len(refs)} {'/'.join(splits)} images")
 print(f".gpu/data: {total / 2**20:.1f} MiB")
 EOF
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
   # the gray MS-SSIM hyperprior the em-msssim-* jobs start from: inside em-msssim-ctx since 2026-12-05, its own file
   # only in git (the device gets no .git)
-  mkdir -p .gpu/start
-  for f in em-msssim-vr.pt em-msssim-vr.json; do git show "0ef8e13:data/weights/$f" > ".gpu/start/$f"; done
+  rm -rf .gpu/start
+  if [ "$FAMILY" = em ]; then
+    mkdir -p .gpu/start
+    for f in em-msssim-vr.pt em-msssim-vr.json; do git show "0ef8e13:data/weights/$f" > ".gpu/start/$f"; done
+  fi
   mkdir -p .whl
   "$py" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_34_x86_64 -d .whl compressai==1.2.8 pytorch-msssim==1.0.0
@@ -107,10 +148,12 @@ run() {  # PY=.venv/bin/python DEVICE=cpu MINUTES=0.1 ANNEAL_MINUTES=0.05 bash s
   fi
   # The GPU image has no imagecodecs (its wheel is 27 MB, beyond the 64 MiB that travels); core.io reads PNG through
   # imagecodecs.png_decode, so this run puts a stand-in first on the path: Pillow, for the 8/16-bit gray PNGs that
-  # the EM train split holds (exact for those modes); any other PNG is refused, not misread.
+  # the EM train split holds (exact for those modes); any other PNG is refused, not misread.  tifffile imports the
+  # stand-in as imagecodecs too: every other name comes from tifffile's own pure-Python codecs (LZMA, zlib, the
+  # predictor), which decode the colour family's re-encoded tiles; a codec neither has still raises.
   mkdir -p /tmp/shim
   cat > /tmp/shim/imagecodecs.py <<'PYEOF'
-"""gpu_train.sh's stand-in for imagecodecs: png_decode of gray PNGs through Pillow; anything else raises."""
+"""gpu_train.sh's stand-in for imagecodecs: png_decode of gray PNGs through Pillow; the rest from tifffile."""
 import io
 
 import numpy as np
@@ -122,28 +165,43 @@ def png_decode(data, **kwargs):
         if im.mode not in ("L", "I;16", "I;16B"):
             raise ValueError(f"gpu_train.sh stand-in: PNG mode {im.mode} not supported")
         return np.array(im)
+
+
+def __getattr__(name):
+    from tifffile import _imagecodecs
+
+    return getattr(_imagecodecs, name)
 PYEOF
   export PYTHONPATH="/tmp/shim${PYTHONPATH:+:$PYTHONPATH}"
   export BIOCODEC_DATA_ROOT="$PWD/.gpu/data" PYTHONUNBUFFERED=1
   local out=${OUT:-/tmp/out} T=${TRAIN_DIR:-.train/gpu}
   mkdir -p "$T" "$out"
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
-  job() {  # job NAME WIDTH M LOSS LOW HIGH CODEC INIT [extra]: MINUTES at lr 1e-4, then ANNEAL_MINUTES at 2e-5 (--resume)
-    local name=$1 width=$2 M=$3 loss=$4 low=$5 high=$6 codec=$7 init=$8 minutes lr; shift 8
-    for phase in "$MINUTES 1e-4" "$ANNEAL_MINUTES 2e-5"; do
+  job() {  # job NAME ARCH TRANSFORM_N M LOSS LOW HIGH CODEC INIT LR ANNEAL_LR [extra]: MINUTES at LR, then
+    # ANNEAL_MINUTES at ANNEAL_LR (the same run resumed: --resume)
+    local name=$1 arch=$2 width=$3 M=$4 loss=$5 low=$6 high=$7 codec=$8 init=$9 lr1=${10} lr2=${11} minutes lr; shift 11
+    for phase in "$MINUTES $lr1" "$ANNEAL_MINUTES $lr2"; do
       read -r minutes lr <<< "$phase"
-      "$py" -m core.train --arch gained-mean-scale --levels 8 --channels 1 --N 64 --transform-N "$width" --M "$M" --loss "$loss" \
-        --lmbda-range "$low" "$high" --datasets "$DATASETS_EM" --codec "$codec" --init "$init" --resume \
+      "$py" -m core.train --arch "$arch" --levels 8 --channels "$CHANNELS" --N 64 --transform-N "$width" --M "$M" \
+        --loss "$loss" --lmbda-range "$low" "$high" --datasets "$DATASETS" --codec "$codec" --init "$init" --resume \
         --steps 1000000 --minutes "$minutes" --lr "$lr" --batch 16 --crop 256 --seed 21 --device "${DEVICE:-cuda}" \
         --threads 2 --save-minutes 2 --no-progress --skip-validation "$@" --out "$T/$name" >> "$T/$name.log" 2>&1 \
         || { echo "$name: exit $? at lr $lr" >> "$T/$name.log"; return 0; }
     done
   }
-  local W=data/weights
-  job em-mse-n128 128 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s g_a &
-  job em-mse-n96 96 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt --init-widen --int8 h_s &
-  job em-msssim-n128 128 96 msssim 0.4 4000 learned-msssim .gpu/start/em-msssim-vr.pt --init-widen --int8 h_s g_a &
-  job em-msssim-vr 64 96 msssim 0.4 4000 learned-msssim .gpu/start/em-msssim-vr.pt &
+  local W=data/weights VR=gained-mean-scale CB=gained-checkerboard
+  if [ "$FAMILY" = em ]; then
+    job em-mse-n128 $VR 128 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt 1e-4 2e-5 --init-widen --int8 h_s g_a &
+    job em-mse-n96 $VR 96 224 mse 0.0005 0.2 learned-mse $W/em-mse-wide.pt 1e-4 2e-5 --init-widen --int8 h_s &
+    job em-msssim-n128 $VR 128 96 msssim 0.4 4000 learned-msssim .gpu/start/em-msssim-vr.pt 1e-4 2e-5 --init-widen \
+      --int8 h_s g_a &
+    job em-msssim-vr $VR 64 96 msssim 0.4 4000 learned-msssim .gpu/start/em-msssim-vr.pt 1e-4 2e-5 &
+  else  # the shipped context models whole, every parameter on the RD loss (as train_weights.sh he-ctx-joint)
+    job he-msssim-ctx-joint $CB 64 96 msssim 0.4 4000 learned-msssim $W/he-msssim-ctx.pt 5e-5 1e-5 --context-bound 3 &
+    job he-msssim-ctx-joint-hi $CB 64 96 msssim 0.4 4000 learned-msssim $W/he-msssim-ctx.pt 1e-4 2e-5 \
+      --context-bound 3 &
+    job he-mse-ctx-joint $CB 64 96 mse 0.0005 0.2 learned-mse $W/he-mse-ctx.pt 5e-5 1e-5 --context-bound 3 &
+  fi
   wait
   nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv,noheader || true
   for n in $JOBS; do
@@ -160,7 +218,7 @@ unpack() {  # then validate each checkpoint on the catalog's val split, here (sl
   cp "$from"/*.pt .train/gpu/
   tar -xf "$from/meta-and-logs.tar" -C .train/gpu
   for n in $JOBS; do
-    OMP_NUM_THREADS=2 .venv/bin/python -m core.train --channels 1 --datasets "$DATASETS_EM" --out ".train/gpu/$n" \
+    OMP_NUM_THREADS=2 .venv/bin/python -m core.train --channels "$CHANNELS" --datasets "$DATASETS" --out ".train/gpu/$n" \
       --validate-only --threads 2
   done
   ls -la .train/gpu

@@ -194,3 +194,24 @@ def test_a_copy_holding_only_train_and_val_serves_those_splits(tmp_path):
         catalog.split_refs("isbi2012_em", ("test",), tmp_path)
     with pytest.raises(catalog.CatalogError, match="do not exist"):
         catalog.split_refs("isbi2012_em", catalog.SPLITS, tmp_path)
+
+
+def test_a_copy_holding_only_the_train_folder_of_a_dataset_split_by_folder_serves_the_train_split(tmp_path):
+    """MoNuSeg's test tiles live in their own folder (a group whose default split is test): a training machine's
+    copy of train/ alone (scripts/gpu_train.sh pack, FAMILY=colour) serves the train split; the val split, whose
+    list names tiles the copy lacks, and the test split are still clear errors."""
+    from PIL import Image
+
+    for sub in ("images", "instance_masks"):
+        (tmp_path / "monuseg" / "train" / sub).mkdir(parents=True)
+    for name in ("TCGA-A", "TCGA-B"):
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "monuseg" / "train" / "images" / f"{name}.tif")
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "monuseg" / "train" / "instance_masks" / f"{name}.png")
+    refs = catalog.split_refs("monuseg", ("train",), tmp_path)
+    assert [r.image_id for r in refs] == ["TCGA-A", "TCGA-B"] and all(r.crop == (1, 1, 8, 8) for r in refs)
+    with pytest.raises(catalog.CatalogError, match="do not exist"):
+        catalog.split_refs("monuseg", ("val",), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no files match 'test/images"):
+        catalog.split_refs("monuseg", ("test",), tmp_path)
+    with pytest.raises(FileNotFoundError, match="no files match 'test/images"):
+        catalog.split_refs("monuseg", catalog.SPLITS, tmp_path)

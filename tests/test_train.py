@@ -242,3 +242,27 @@ def test_a_resume_refuses_a_snapshot_that_began_from_another_init(tmp_path):
     (tmp_path / "tune.json").replace(tmp_path / "start.json")
     with pytest.raises(SystemExit, match="move tune.resume.pt away"):
         train.main(tune + ["--steps", "3"])
+
+
+def test_a_run_that_skips_validation_needs_only_the_train_split(tmp_path):
+    """scripts/gpu_train.sh packs the train split alone for a colour run (the 64 MiB a device call carries): with
+    --skip-validation the catalog's val images need not be there; a measuring run still asks for them."""
+    import argparse
+
+    from PIL import Image
+
+    from core.catalog import CatalogError
+
+    folder = tmp_path / "isbi2012_em" / "train"
+    for sub in ("image", "label"):
+        (folder / sub).mkdir(parents=True)
+    for i in range(18):  # the train slices 0-17 only: val 18-19 and test 20-29 stay behind
+        for sub in ("image", "label"):
+            Image.fromarray(np.full((8, 8), 255, np.uint8)).save(folder / sub / f"{i}.png")
+    args = argparse.Namespace(datasets="isbi2012_em", data_root=str(tmp_path), skip_validation=True,
+                              validate_only=False)
+    training, validation = train.training_sources(args)
+    assert len(training) == 18 and validation == []
+    for measuring in ({"skip_validation": False}, {"validate_only": True}):
+        with pytest.raises(CatalogError, match=r"do not exist: \['18', '19'\]"):
+            train.training_sources(argparse.Namespace(**{**vars(args), **measuring}))
