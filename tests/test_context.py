@@ -217,3 +217,18 @@ def test_latent_refinement_works_through_the_context_model(tmp_path):
     with verifying() as checks:
         out = ctx.decode(data)
     assert out.shape == img.shape and checks and checks[0][1] == checks[0][2]
+
+
+def test_the_context_bound_enters_the_codec_version_so_rows_made_with_another_bound_are_recomputed(tmp_path):
+    """``context_bound`` lives in the JSON beside the weights, not in them: the same weights file decoded with
+    another bound gives other bits, so the bound is part of the rows' ``codec_version`` (only where set: a
+    checkpoint without one keeps the version it had)."""
+    from core.codecs.learned import LearnedCodec
+
+    _, ctx = _pair(tmp_path, 1, trained_context=True)
+    versions = {bound: LearnedCodec("ctx", [LearnedModel(ctx.weights, {**ctx.meta, "context_bound": bound})]).version
+                for bound in (None, 1.5, 3.0)}
+    assert len(set(versions.values())) == 3
+    plain = LearnedCodec("ctx", [ctx]).version
+    assert "context_bound" not in ctx.meta and versions[None] == plain
+    assert versions[3.0] == LearnedCodec("ctx", [LearnedModel(ctx.weights, {**ctx.meta, "context_bound": 3})]).version

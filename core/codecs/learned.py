@@ -756,9 +756,13 @@ class LearnedCodec(Codec):
                      else f"rate point 1..{max(self.default_settings)} (higher = more bytes)")
 
     def _version_of(self, models: list[LearnedModel]) -> str:
-        """The hash of ``models``' sha256 (from their metadata, so registering reads no weights file), the
-        stream version and the refinement."""
-        digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')};"
+        """The hash of ``models``' sha256 (from their metadata, so registering reads no weights file) and of
+        the one decoding parameter that lives in the JSON beside the weights rather than in them
+        (``context_bound``, hashed only where set, so checkpoints without one keep their version), the stream
+        version and the refinement."""
+        digests = "".join(f"{m.model_id}:{m.meta.get('weights_sha256', '')}"
+                          + (f":context_bound={float(m.meta['context_bound'])!r}"
+                             if m.meta.get("context_bound") is not None else "") + ";"
                           for m in sorted(models, key=lambda m: m.model_id))
         # stream v3: integer hyper-decoder (core.models.exact) and plain float32 synthesis change the outputs
         version = ("weights sha256 " + hashlib.sha256(digests.encode()).hexdigest()[:16]
