@@ -531,6 +531,10 @@ def main(argv=None) -> dict:
     if args.validate_only:
         meta = json.loads(meta_path.read_text())
         meta["validation"] = validate(stem_path(out, ".pt"), meta, val_sources)
+        # validated on them now (a run with --skip-validation may not have listed them): recorded like a run's own
+        meta["validation_data"] = [source_name(f) for f in val_sources]
+        seen = meta.setdefault("training_images", [])
+        seen += [name for name in meta["validation_data"] if name not in seen]
         meta_path.write_text(json.dumps(meta, indent=1))
         return meta
 

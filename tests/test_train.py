@@ -120,9 +120,16 @@ def test_cli_writes_checkpoint_metadata_and_resumes(tmp_path):
     # --skip-validation writes the checkpoint unmeasured (a GPU machine's run); --validate-only measures it later
     meta = train.main(common + ["--steps", "6", "--resume", "--skip-validation"])
     assert "validation" not in json.loads(js.read_text()) and meta["steps"]["this_run"] == 6
+    # as a catalog run with --skip-validation writes it (no val image listed: the machine may not hold them)
+    unlisted = json.loads(js.read_text())
+    unlisted["validation_data"] = []
+    unlisted["training_images"] = [i for i in unlisted["training_images"] if i != str(tmp_path / "im2.png")]
+    js.write_text(json.dumps(unlisted))
     meta = train.main(["--channels", "1", "--train", str(tmp_path / "im0.png"), "--val", str(tmp_path / "im2.png"),
                        "--out", str(out), "--validate-only"])  # no λ needed: the JSON holds it
     assert json.loads(js.read_text())["validation"]["bpp"] == meta["validation"]["bpp"] > 0
+    assert meta["validation_data"] == [str(tmp_path / "im2.png")]  # validated on it now: recorded as seen
+    assert json.loads(js.read_text())["training_images"].count(str(tmp_path / "im2.png")) == 1
 
 
 def test_checkpoint_stores_half_precision_parameters_that_reload_exactly(tmp_path):
