@@ -59,6 +59,10 @@
 # 17.8 MiB with the masks instead of 24.7 MiB as LZW TIFF, which the GPU image could not even read. `pack` printed
 # "travels: 61 MiB of 64" on 2026-12-05, and the check below ran all three jobs here (2 CPU steps each, 2 min 15 s).
 #
+# Batch 4 × 512² crops (the pixels of 16 × 256²): on the CPU, the same fine-tune of the gray model moved on 512² crops
+# (−1.7 % / −1.2 % on the EM test slices, em-msssim-ctx-512) where on 256² it had been level; it also spent 5–10 %
+# more on unseen gray types and was not shipped, so measure the colour results on brightfield and Kodak too.
+#
 #   name                       arch                 loss    λ ladder     lr (then anneal)  start (data/weights/)
 #   he-msssim-ctx-joint        gained-checkerboard  msssim  0.4 – 4000   5e-5 (1e-5)       he-msssim-ctx.pt, whole
 #   he-msssim-ctx-joint-hi     gained-checkerboard  msssim  0.4 – 4000   1e-4 (2e-5)       he-msssim-ctx.pt, whole
@@ -79,8 +83,10 @@ ANNEAL_MINUTES=${ANNEAL_MINUTES:-1.5}
 DATASETS_EM=epfl_hippocampus_fibsem,isbi2012_em
 FAMILY=${FAMILY:-em}
 case "$FAMILY" in
-  em) DATASETS=$DATASETS_EM CHANNELS=1 JOBS="em-mse-n128 em-mse-n96 em-msssim-n128 em-msssim-vr" ;;
-  colour) DATASETS=monuseg CHANNELS=3 JOBS="he-msssim-ctx-joint he-msssim-ctx-joint-hi he-mse-ctx-joint" ;;
+  em) DATASETS=$DATASETS_EM CHANNELS=1 JOBS="em-mse-n128 em-mse-n96 em-msssim-n128 em-msssim-vr" CROP=${CROP:-256}
+      BATCH=${BATCH:-16} ;;
+  colour) DATASETS=monuseg CHANNELS=3 JOBS="he-msssim-ctx-joint he-msssim-ctx-joint-hi he-mse-ctx-joint"
+      CROP=${CROP:-512} BATCH=${BATCH:-4} ;;  # 512² crops: what moved the gray context model on EM, 2026-12-05
   *) echo "FAMILY must be em or colour, not $FAMILY" >&2; exit 2 ;;
 esac
 
@@ -121,7 +127,7 @@ for dataset in (("monuseg",) if colour else ("epfl_hippocampus_fibsem", "isbi201
 print(f".gpu/data: {total / 2**20:.1f} MiB")
 EOF
   grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >> .git/info/exclude
-  # the gray MS-SSIM hyperprior the em-msssim-* jobs start from: inside em-msssim-ctx since 2026-12-05, its own file
+  # the gray MS-SSIM hyperprior the em-msssim-* jobs start from: inside the context models since 2026-12-05, its own file
   # only in git (the device gets no .git)
   rm -rf .gpu/start
   if [ "$FAMILY" = em ]; then
@@ -184,7 +190,7 @@ PYEOF
       read -r minutes lr <<< "$phase"
       "$py" -m core.train --arch "$arch" --levels 8 --channels "$CHANNELS" --N 64 --transform-N "$width" --M "$M" \
         --loss "$loss" --lmbda-range "$low" "$high" --datasets "$DATASETS" --codec "$codec" --init "$init" --resume \
-        --steps 1000000 --minutes "$minutes" --lr "$lr" --batch 16 --crop 256 --seed 21 --device "${DEVICE:-cuda}" \
+        --steps 1000000 --minutes "$minutes" --lr "$lr" --batch "$BATCH" --crop "$CROP" --seed 21 --device "${DEVICE:-cuda}" \
         --threads 2 --save-minutes 2 --no-progress --skip-validation "$@" --out "$T/$name" >> "$T/$name.log" 2>&1 \
         || { echo "$name: exit $? at lr $lr" >> "$T/$name.log"; return 0; }
     done

@@ -23,6 +23,8 @@
 #   bash scripts/train_weights.sh he-mse-ctx  # colour learned-mse + checkerboard context, |u| bounded at 3
 #   bash scripts/train_weights.sh he-ctx-joint  # colour learned-msssim: he-msssim-ctx fine-tuned whole (RD loss)
 #   bash scripts/train_weights.sh em-ctx-joint  # gray learned-msssim: em-msssim-ctx fine-tuned whole (RD loss)
+#   bash scripts/train_weights.sh em-ctx-512  # the same on 512² crops (batch 2; measured, not shipped)
+#   bash scripts/train_weights.sh he-ctx-512  # he-ctx-joint on 512² crops (batch 2)
 #   bash scripts/train_weights.sh em-more  # gray learned-msssim: continue the shipped em-msssim-vr (fresh optimiser)
 #   bash scripts/train_weights.sh he-mse-n128  # colour learned-mse: he-mse widened to N = 128 image transforms
 #   bash scripts/train_weights.sh he-mse-more  # colour learned-mse: continue the shipped he-mse (fresh optimiser)
@@ -52,12 +54,16 @@ export OMP_NUM_THREADS=${THREADS:-1}
 STEPS=${STEPS:-14000}
 
 start() {  # start NAME: checkpoint NAME.pt to start from — data/weights/ while it is shipped, else its last shipped
-  # version from git (commit 0ef8e13, with its JSON: the new run's 'base' records what it saw) under $T/start/
-  local name=$1
+  # version from git (the last commit that held it, with its JSON: the new run's 'base' records what it saw) under
+  # $T/start/
+  local name=$1 rev
   if [ -f "data/weights/$name.pt" ]; then echo "data/weights/$name.pt"; return; fi
+  rev=$(git rev-list -1 HEAD -- "data/weights/$name.pt")  # the commit that removed it, or last changed it
+  [ -n "$rev" ] || { echo "data/weights/$name.pt was never shipped" >&2; return 1; }
+  git cat-file -e "$rev:data/weights/$name.pt" 2>/dev/null || rev="$rev^"
   mkdir -p "$T/start"
   for f in "$name.json" "$name.pt"; do
-    [ -f "$T/start/$f" ] || { git show "0ef8e13:data/weights/$f" > "$T/start/$f.part" && mv "$T/start/$f.part" "$T/start/$f"; }
+    [ -f "$T/start/$f" ] || { git show "$rev:data/weights/$f" > "$T/start/$f.part" && mv "$T/start/$f.part" "$T/start/$f"; }
   done
   echo "$T/start/$name.pt"
 }
@@ -105,6 +111,16 @@ case "${1:-}" in
   em-ctx-joint) # gray learned-msssim: as he-ctx-joint, from the shipped em-msssim-ctx (unbounded, as it was trained)
           ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=${CROP:-256} vr em-msssim-ctx-joint 1 msssim 0.4 4000 \
             epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init "$(start em-msssim-ctx)" ;;
+  em-ctx-512) # as em-ctx-joint on 512² crops (batch 2: the pixels of 8 × 256²).  On 256² crops the hyper-latent
+          # grid is 4 × 4, so h_a/h_s's 5 × 5 convolutions see zero padding almost everywhere, while the test slices'
+          # grids are 8 × 8 to 16 × 12: the mismatch that made 128² → 256² cut the bits by a tenth (2026-12-03).
+          # Run 2026-12-05 (MINUTES=55, stopped at 2,405 steps): −1.7 % / −1.2 % MS-SSIM BD-rate on the EPFL / ISBI
+          # test slices, 5–10 % more bits on the unseen gray types: not shipped (data/weights/README.md)
+          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=512 vr em-msssim-ctx-512 1 msssim 0.4 4000 \
+            epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init "$(start em-msssim-ctx)" --batch 2 ;;
+  he-ctx-512) # the colour twin of em-ctx-512: he-msssim-ctx whole on 512² crops, batch 2 (not run yet)
+          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=512 vr he-msssim-ctx-512 3 msssim 0.4 4000 monuseg \
+            learned-msssim --init "$(start he-msssim-ctx)" --context-bound 3 --batch 2 ;;
   em-more) # the shipped gray checkpoint as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256
           LR=${LR:-1e-4} vr em-msssim-vr-more 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim \
             --init "$(start em-msssim-vr)" ;;
@@ -157,5 +173,5 @@ case "${1:-}" in
   em-mix) # starts from a snapshot of the em run (it may still be going): copy it so the chain is fixed
           [ -f "$T/em-mix-vr.resume.pt" ] || [ -f "$T/em-mix-init.resume.pt" ] || cp "$T/em-msssim-vr.resume.pt" "$T/em-mix-init.resume.pt"
           vr em-mix-vr 1 mix 0.5 40000 epfl_hippocampus_fibsem,isbi2012_em learned-mix --init "$T/em-mix-init.resume.pt" ;;
-  *) echo "usage: $0 em|he|he-ctx|he-mse-ctx|he-ctx-joint|em-ctx|em-ctx-joint|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mse-n128|he-mse-n128|he-mse-more|em-mix" >&2; exit 2 ;;
+  *) echo "usage: $0 em|he|he-ctx|he-mse-ctx|he-ctx-joint|em-ctx|em-ctx-joint|em-ctx-512|he-ctx-512|he-mse|he-mse-wide|he-mse-hi|em-more|he-more|em-mse-wide|em-mse-more|em-mse-n128|he-mse-n128|he-mse-more|em-mix" >&2; exit 2 ;;
 esac
