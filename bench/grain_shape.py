@@ -66,9 +66,11 @@ def intensity_sigma(reconstruction: np.ndarray, residual: np.ndarray, bins: int 
 
 def variants(original: np.ndarray, reconstruction: np.ndarray, seed: int = SEED) -> dict[str, np.ndarray]:
     """{variant: reconstruction + grain}, float64 (before rounding); one white draw underlies every variant."""
+    from core.codecs.grain import grain_sigma
+
     recon = reconstruction.astype(np.float64)
     residual = original.astype(np.float64) - recon
-    rms = np.sqrt(np.mean(residual ** 2))
+    rms = float(grain_sigma(original, reconstruction)[0])  # the shipped codec's σ (one channel: stage 2 is gray)
     white = np.random.RandomState(seed).standard_normal(recon.shape)
     shaped = shape_noise(white, residual_spectrum(residual))
     by_level = intensity_sigma(recon, residual)

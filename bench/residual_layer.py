@@ -6,7 +6,7 @@
 The learned codecs' quality stops rising near 31 dB on EM (README, "Where they stand").  A two-layer stream would
 pass any ceiling: the learned stream, then the residual ``original − reconstruction`` coded near-losslessly, so
 every pixel is within ±NEAR of the original (Bai et al., CVPR 2021, learn the residual coder; here it is CharLS's
-JPEG-LS near-lossless mode, as the ``jpegls-near`` codec, on the residual offset by 2**bit_depth into an unsigned
+JPEG-LS near-lossless mode, the ``jpegls-near`` codec itself, on the residual offset by 2**bit_depth into an unsigned
 image; up to 15-bit images).  The two-layer stream only pays if the learned base removes more bits from the residual than it costs.
 
 For the first ``--images`` test images of the dataset (gray), printed per NEAR: the bpp and PSNR (dB) of
@@ -22,16 +22,16 @@ import numpy as np
 
 
 def residual_stream(original: np.ndarray, reconstruction: np.ndarray, near: int, bit_depth: int) -> tuple[bytes, np.ndarray]:
-    """(JPEG-LS stream of the residual at ``near``, the decoder's output: reconstruction + decoded residual, clipped)."""
-    import imagecodecs
+    """(``jpegls-near`` stream of the residual at ``near``, the decoder's output: reconstruction + decoded residual,
+    clipped).  The residual, offset by 2**bit_depth, is a (bit_depth + 1)-bit image."""
+    from core.codecs import get_codec
 
     if bit_depth > 15:  # the residual spans 2**(bit_depth + 1) − 1 values; JPEG-LS codes at most 16 bits
         raise ValueError(f"the residual of a {bit_depth}-bit image needs {bit_depth + 1} bits; JPEG-LS codes ≤ 16")
-    offset = 1 << bit_depth
-    residual = original.astype(np.int32) - reconstruction.astype(np.int32) + offset  # in [1, 2·offset − 1]
-    unsigned = residual.astype(np.uint16)
-    data = imagecodecs.jpegls_encode(unsigned, level=int(near), out=4 * unsigned.size + 4096)
-    decoded = imagecodecs.jpegls_decode(data).astype(np.int32) - offset
+    codec, offset = get_codec("jpegls-near"), 1 << bit_depth
+    residual = (original.astype(np.int32) - reconstruction.astype(np.int32) + offset).astype(np.uint16)
+    data = codec.encode(residual, near, bit_depth + 1)
+    decoded = codec.decode(data).astype(np.int32) - offset
     out = np.clip(reconstruction.astype(np.int32) + decoded, 0, offset - 1).astype(original.dtype)
     return bytes(data), out
 

@@ -508,7 +508,7 @@ def training_sources(args) -> tuple[list, list]:
         train = [r for d in names for r in split_refs(d, ("train",), args.data_root)]
         # a run that measures nothing needs no val image: a GPU machine's copy (scripts/gpu_train.sh pack) may
         # hold the train split alone; --validate-only measures it later where the val images are
-        measures = getattr(args, "validate_only", False) or not getattr(args, "skip_validation", False)
+        measures = args.validate_only or not args.skip_validation
         val = [r for d in names for r in split_refs(d, ("val",), args.data_root)] if measures else []
         if not train:
             raise FileNotFoundError(f"no training images in the catalog's train split of {names}")
