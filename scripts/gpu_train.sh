@@ -61,11 +61,13 @@
 #
 # Batch 4 × 512² crops (the pixels of 16 × 256²): on the CPU, the same fine-tune of the gray model moved on 512² crops
 # (−1.7 % / −1.2 % on the EM test slices, em-msssim-ctx-512) where on 256² it had been level; it also spent 5–10 %
-# more on unseen gray types and was not shipped, so measure the colour results on brightfield and Kodak too.
+# more on unseen gray types and was not shipped, so measure the colour results on brightfield and Kodak too.  The
+# colour twin on the CPU (he-msssim-ctx-512, 5,550 steps of batch 2 × 512²) was better on all three and is shipped
+# since 2026-12-05, so the colour MS-SSIM jobs start from it.
 #
 #   name                       arch                 loss    λ ladder     lr (then anneal)  start (data/weights/)
-#   he-msssim-ctx-joint        gained-checkerboard  msssim  0.4 – 4000   5e-5 (1e-5)       he-msssim-ctx.pt, whole
-#   he-msssim-ctx-joint-hi     gained-checkerboard  msssim  0.4 – 4000   1e-4 (2e-5)       he-msssim-ctx.pt, whole
+#   he-msssim-ctx-joint        gained-checkerboard  msssim  0.4 – 4000   5e-5 (1e-5)       he-msssim-ctx-512.pt, whole
+#   he-msssim-ctx-joint-hi     gained-checkerboard  msssim  0.4 – 4000   1e-4 (2e-5)       he-msssim-ctx-512.pt, whole
 #   he-mse-ctx-joint           gained-checkerboard  mse     0.0005 – 0.2 5e-5 (1e-5)       he-mse-ctx.pt, whole
 #
 #   FAMILY=colour bash scripts/gpu_train.sh pack; device run with carry [".gpu", ".whl"]:
@@ -203,8 +205,8 @@ PYEOF
       --int8 h_s g_a &
     job em-msssim-vr $VR 64 96 msssim 0.4 4000 learned-msssim .gpu/start/em-msssim-vr.pt 1e-4 2e-5 &
   else  # the shipped context models whole, every parameter on the RD loss (as train_weights.sh he-ctx-joint)
-    job he-msssim-ctx-joint $CB 64 96 msssim 0.4 4000 learned-msssim $W/he-msssim-ctx.pt 5e-5 1e-5 --context-bound 3 &
-    job he-msssim-ctx-joint-hi $CB 64 96 msssim 0.4 4000 learned-msssim $W/he-msssim-ctx.pt 1e-4 2e-5 \
+    job he-msssim-ctx-joint $CB 64 96 msssim 0.4 4000 learned-msssim $W/he-msssim-ctx-512.pt 5e-5 1e-5 --context-bound 3 &
+    job he-msssim-ctx-joint-hi $CB 64 96 msssim 0.4 4000 learned-msssim $W/he-msssim-ctx-512.pt 1e-4 2e-5 \
       --context-bound 3 &
     job he-mse-ctx-joint $CB 64 96 mse 0.0005 0.2 learned-mse $W/he-mse-ctx.pt 5e-5 1e-5 --context-bound 3 &
   fi
