@@ -36,11 +36,11 @@
 # resumes only from the --init it began from: once a result is shipped over its start (the *-more jobs), the
 # next run stops with a message; move .train/NAME.* away to start afresh from the shipped file.
 # Ship a result by copying .train/NAME.pt and .train/NAME.json to data/weights/ after measuring it
-# (python -m bench.compare_learned) against the checkpoint it replaces.
+# (python -m bench.compare_checkpoints) against the checkpoint it replaces.
 #
 # Architecture: gained mean-scale hyperprior (core/models/variable_rate.py), N = 64 (TN: the image transforms'
 # width, default 64), M = 96, 8 gain levels
-# with a geometric λ ladder, batch 8 × 128² random crops with flips, Adam lr 2e-4, first 300 steps MSE
+# with a geometric λ ladder, batch 8 × 128² random crops (BATCH, CROP) with flips, Adam lr 2e-4, first 300 steps MSE
 # (MS-SSIM of a random-start model has zero gradient).  bf16 autocast (BF16=1 → --bf16) depends on the host CPU:
 # measure it first with `python -m bench.torch_bf16`.  On 2026-12-01 this machine's CPU (AMD EPYC without
 # AMX/AVX-512-BF16) ran a bf16 step 25× slower than float32; on 2026-12-03 the VM had AVX-512-BF16 and bf16 ran
@@ -71,7 +71,7 @@ start() {  # start NAME: checkpoint NAME.pt to start from — data/weights/ whil
 vr() {  # vr NAME CHANNELS LOSS LOW HIGH DATASETS CODEC [extra args]   (ARCH: another variable-rate architecture)
   local name=$1 ch=$2 loss=$3 low=$4 high=$5 datasets=$6 codec=$7; shift 7
   "$PY" -m core.train --arch "${ARCH:-gained-mean-scale}" --levels 8 --lmbda-range "$low" "$high" --channels "$ch" \
-    --N 64 --transform-N "${TN:-64}" --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch 8 --crop "${CROP:-128}" \
+    --N 64 --transform-N "${TN:-64}" --M "${M:-96}" --loss "$loss" --datasets "$datasets" --steps "$STEPS" --batch "${BATCH:-8}" --crop "${CROP:-128}" \
     --lr "${LR:-2e-4}" \
     --seed 21 --threads "${THREADS:-1}" --save-every 500 --save-minutes 5 --resume --codec "$codec" --out "$T/$name" \
     --no-progress ${BF16:+--bf16} ${MINUTES:+--minutes "$MINUTES"} "$@" >> "$T/$name.log" 2>&1
@@ -116,13 +116,13 @@ case "${1:-}" in
           # grids are 8 × 8 to 16 × 12: the mismatch that made 128² → 256² cut the bits by a tenth (2026-12-03).
           # Run 2026-12-05 (MINUTES=55, stopped at 2,405 steps): −1.7 % / −1.2 % MS-SSIM BD-rate on the EPFL / ISBI
           # test slices, 5–10 % more bits on the unseen gray types: not shipped (data/weights/README.md)
-          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=512 vr em-msssim-ctx-512 1 msssim 0.4 4000 \
-            epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init "$(start em-msssim-ctx)" --batch 2 ;;
+          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=512 BATCH=2 vr em-msssim-ctx-512 1 msssim 0.4 4000 \
+            epfl_hippocampus_fibsem,isbi2012_em learned-msssim --init "$(start em-msssim-ctx)" ;;
   he-ctx-512) # the colour twin of em-ctx-512: he-msssim-ctx whole on 512² crops, batch 2.  Run 2026-12-05
           # (THREADS=2 BF16=1 STEPS=80000 MINUTES=85, 5,550 steps): −1.1 % MS-SSIM BD-rate on the MoNuSeg test tiles,
           # −22.8 % on brightfield, −0.8 % on Kodak: shipped as data/weights/he-msssim-ctx-512 (data/weights/README.md)
-          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=512 vr he-msssim-ctx-512 3 msssim 0.4 4000 monuseg \
-            learned-msssim --init "$(start he-msssim-ctx)" --context-bound 3 --batch 2 ;;
+          ARCH=gained-checkerboard LR=${LR:-5e-5} CROP=512 BATCH=2 vr he-msssim-ctx-512 3 msssim 0.4 4000 monuseg \
+            learned-msssim --init "$(start he-msssim-ctx)" --context-bound 3 ;;
   em-more) # the shipped gray checkpoint as the start (fine-tune, lr 1e-4 by default), e.g. with BF16=1 CROP=256
           LR=${LR:-1e-4} vr em-msssim-vr-more 1 msssim 0.4 4000 epfl_hippocampus_fibsem,isbi2012_em learned-msssim \
             --init "$(start em-msssim-vr)" ;;
