@@ -314,12 +314,23 @@ def execute(client, jobs: list[Job], run_id: str, repeat: int = 1, window: int |
 # --------------------------------------------------------------------------- provenance
 
 
-def git_commit() -> str | None:
-    here = REPO_ROOT
+def git_commit(repo: Path = REPO_ROOT, output: Path | None = None) -> str | None:
+    """The checkout's HEAD commit, with '-dirty' when a tracked file differs from it.
+
+    ``output`` (the results database this run writes) does not count: the shipped ``results.duckdb``
+    is tracked, so a regeneration's second run would otherwise call a clean checkout dirty because
+    of the rows its first run wrote.
+    """
+    pathspec = ["--", "."]
+    if output is not None:
+        try:
+            pathspec.append(f":(exclude){Path(output).resolve().relative_to(Path(repo).resolve()).as_posix()}")
+        except ValueError:  # the database lies outside the checkout
+            pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True, text=True,
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True,
                                 timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", *pathspec], cwd=repo,
                                capture_output=True, text=True, timeout=10).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
@@ -480,7 +491,7 @@ def _run(args, refs, codecs, settings, colour_modes, db_path, argv_list, termina
         run_id = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ-") + uuid.uuid4().hex[:6]
         threads = client.run(worker_threads)
         with store.short_writer(db_path) as con:
-            store.record_run(con, run_id, _utcnow(), git_commit(), package_versions(), machine_description(),
+            store.record_run(con, run_id, _utcnow(), git_commit(output=db_path), package_versions(), machine_description(),
                              argv_list, scheduler=args.scheduler, workers=len(threads), worker_threads=threads,
                              repeat=args.repeat, planned_rows=total, rows_written=0, heartbeat_at=_utcnow())
         print(f"{len(refs)} images, {len(codecs)} codecs: {total} rows to compute, "

@@ -91,7 +91,7 @@ RUN_COLUMNS: list[tuple[str, str, str]] = [
     ("run_id", "VARCHAR", "UTC start time + random suffix"),
     ("started_at", "TIMESTAMP", "UTC"),
     ("finished_at", "TIMESTAMP", "UTC; NULL while running (or when the run was killed)"),
-    ("git_commit", "VARCHAR", "commit of the code, '-dirty' when tracked files had changes"),
+    ("git_commit", "VARCHAR", "commit of the code, '-dirty' when tracked files other than the database written had changes"),
     ("versions", "VARCHAR", "JSON: python and package versions"),
     ("machine", "VARCHAR", "host, CPU count, OS"),
     ("argv", "VARCHAR", "JSON: the runner's arguments"),

@@ -96,6 +96,28 @@ def test_embedded_default_run_records_provenance_and_summary(tmp_path, capsys):
     assert "Summary" in out and "png" in out
 
 
+def test_git_commit_ignores_only_the_database_it_writes(tmp_path):
+    import subprocess
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results.duckdb").write_bytes(b"rows v1")
+    git("add", ".")
+    git("commit", "-q", "-m", "start")
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    db = tmp_path / "results.duckdb"
+    db.write_bytes(b"rows v2: a first run wrote here")
+    assert runner.git_commit(tmp_path, output=db) == head
+    assert runner.git_commit(tmp_path) == head + "-dirty"  # without naming it, the database counts
+    assert runner.git_commit(tmp_path, output=tmp_path.parent / "elsewhere.duckdb") == head + "-dirty"
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert runner.git_commit(tmp_path, output=db) == head + "-dirty"
+
+
 def test_settings_parser():
     assert runner.parse_settings("jpeg=10,90;jpeg2000=50", ["jpeg"]) == {"jpeg": (10, 90), "jpeg2000": (50,)}
     assert runner.parse_settings("0.5,2", ["jpegxl", "avif"]) == {"jpegxl": (0.5, 2), "avif": (0.5, 2)}
