@@ -239,7 +239,7 @@ def run_tasks(image: PreparedImage, tasks: list[Task], run_id: str, repeat: int 
                **row_flags(task.codec, ref.dataset, ref.image_id, image.downstream is not None)}
         try:
             codec = build_encoder(_codec(task.codec), task.colour_mode, pixels.channels, pixels.height, pixels.width)
-            row["codec_version"] = codec.version_for(pixels.channels)
+            row["codec_version"] = codec.version_for(pixels.channels, pixels.bit_depth)
             _warm_up(_codec(task.codec), task, pixels.channels)
             result = evaluate(pixels, codec, task.setting, repeat)
             row.update(result.metrics)
@@ -559,7 +559,7 @@ def plan_jobs(refs: list[ImageRef], infos: list[ImageInfo], codecs: list[str], s
             if info.bit_depth is None:
                 return (None, metrics)
             codec = build_encoder(_codec(task.codec), task.colour_mode, info.channels, info.height, info.width)
-            return (codec.version_for(info.channels), metrics)
+            return (codec.version_for(info.channels, info.bit_depth), metrics)
 
         pending = [t for t in tasks if done.get(
             (ref.stage, ref.dataset, ref.image_id, t.codec, format_setting(t.setting), t.colour_mode),

@@ -47,7 +47,7 @@ RESULT_COLUMNS: list[tuple[str, str, str]] = [
     ("setting", "VARCHAR", "codec setting as text ('-' for lossless codecs)"),
     ("colour_mode", "VARCHAR", "'joint' (codec sees all channels) or 'per_channel' (each RGB channel coded as gray)"),
     ("run_id", "VARCHAR", "runs.run_id that wrote the row"),
-    ("codec_version", "VARCHAR", "Codec.version_for(channels): library, version and fixed parameters, or the hash "
+    ("codec_version", "VARCHAR", "Codec.version_for(channels, bit_depth): library, version and fixed parameters, or the hash "
      "of the learned checkpoint that codes the image (and tiling); a change recomputes the row"),
     ("metrics_version", "VARCHAR", "core.provenance.metrics_version(): hash of the metric code; a change recomputes the row"),
     ("split", "VARCHAR", "catalog split of the image: train, val or test (core/catalog.py)"),

@@ -66,8 +66,8 @@ class TiledCodec(WrappingCodec):
         """The inner codec's version plus the tiling (tile size and overlap change the bytes)."""
         return f"{self.inner.version}; tiled {self.tile}px overlap {self.overlap}px"
 
-    def version_for(self, channels: int) -> str:
-        return f"{self.inner.version_for(channels)}; tiled {self.tile}px overlap {self.overlap}px"
+    def version_for(self, channels: int, bit_depth: int | None = None) -> str:
+        return f"{self.inner.version_for(channels, bit_depth)}; tiled {self.tile}px overlap {self.overlap}px"
 
     def _encode(self, pixels, setting, bit_depth):
         height, width = pixels.shape[:2]

@@ -14,7 +14,7 @@ import torch
 
 from core.codecs import CodecError, UnsupportedInput, available_codecs, get_codec
 from core.codecs.bitstream import MAGIC, Header, pack, reconstruction_hash, unpack, unwrap_file, wrap_file
-from core.codecs.learned import WEIGHTS_DIR, LearnedCodec, LearnedModel, load_codecs
+from core.codecs.learned import WEIGHTS_DIR, LearnedCodec, LearnedModel, intensity_window, load_codecs
 from core.codecs.per_channel import PerChannelCodec
 from core.io import as_bioimage, read_image, write_image
 from core.metrics import psnr
@@ -67,8 +67,9 @@ def test_round_trip_preserves_shape_dtype_and_bit_depth(tiny, channels, bit_dept
     pixels = _ramp(70, 90, channels, bit_depth)  # not a multiple of the 64-px stride
     data = codec.encode(pixels, 2, bit_depth)
     header, strings = unpack(data)
+    window = intensity_window(pixels, bit_depth)  # deeper than 8 bits: the image's own range (version 4)
     assert header == Header(header.model_id, header.checkpoint_hash, 70, 90, channels, bit_depth,
-                            recon_hash=header.recon_hash)
+                            recon_hash=header.recon_hash, version=3 if window is None else 4, window=window)
     assert header.model_id == f"tiny-mean-scale-{channels}-2" and len(strings) == 2
     out = codec.decode(data)
     assert header.recon_hash == reconstruction_hash(out)  # the encoder's reconstruction is the decoder's
@@ -108,6 +109,10 @@ def test_a_rows_version_is_the_checkpoint_that_codes_it_so_new_colour_weights_ke
                                                                "learned_max_side": 512, "classical_max_side": 0})
     assert tiled.version_for(3) == colour + "; tiled 256px overlap 32px"
     assert codec.with_refinement(5).version_for(1) == gray + "; refine_steps=5 lr=0.01"
+    # deeper than 8 bits the intensity window (stream v4) enters it, through every wrapper; 8-bit rows keep theirs
+    assert codec.version_for(1, 8) == gray and codec.version_for(1, 12) == gray + "; intensity window (stream v4)"
+    assert build_encoder(codec, "per_channel", 3).version_for(3, 16) == codec.version_for(1, 16)
+    assert tiled.version_for(3, 16) == colour + "; intensity window (stream v4); tiled 256px overlap 32px"
     assert get_codec("png").version_for(3) == get_codec("png").version  # classical: one version
 
 

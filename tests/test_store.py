@@ -94,13 +94,14 @@ def test_the_shipped_results_are_current_with_the_code_and_weights_that_ship_bes
     path = Path(__file__).resolve().parents[1] / "results.duckdb"
     con = store.open_reader(path)
     try:
-        groups = con.execute("SELECT codec, colour_mode, channels, height, width, codec_version, count(*) FROM results "
+        groups = con.execute("SELECT codec, colour_mode, channels, bit_depth, height, width, codec_version, count(*) "
+                             "FROM results "
                              "WHERE error IS NULL GROUP BY ALL").fetchall()
         datasets = con.execute("SELECT dataset, list(DISTINCT metrics_version) FROM results GROUP BY 1").fetchall()
     finally:
         con.close()
     assert sum(g[-1] for g in groups) > 3000
-    stale = [(codec, mode, ch, h, w, n) for codec, mode, ch, h, w, stored, n in groups
-             if build_encoder(codec, mode, ch, h, w).version_for(ch) != stored]
+    stale = [(codec, mode, ch, depth, h, w, n) for codec, mode, ch, depth, h, w, stored, n in groups
+             if build_encoder(codec, mode, ch, h, w).version_for(ch, depth) != stored]
     assert not stale
     assert {d: v for d, v in datasets if v != [metrics_version(d)]} == {}

@@ -115,10 +115,11 @@ class Codec(ABC):
         params = ",".join(f"{k}={v}" for k, v in sorted(self.params.items()))
         return f"{self.library}; {params}" if params else self.library
 
-    def version_for(self, channels: int) -> str:
-        """The :attr:`version` of coding a ``channels``-channel image, what the runner stores per row.  The same
-        as :attr:`version` unless the codec picks its coder by channel count: a learned codec's rows depend only
-        on the checkpoint that codes them, so new colour weights do not recompute the gray rows."""
+    def version_for(self, channels: int, bit_depth: int | None = None) -> str:
+        """The :attr:`version` of coding a ``channels``-channel image of ``bit_depth`` bits, what the runner
+        stores per row.  The same as :attr:`version` unless the codec codes some kinds of image differently: a
+        learned codec's rows depend only on the checkpoint that codes them (new colour weights do not recompute
+        the gray rows) and, above 8 bits, on its intensity window."""
         return self.version
 
     # ---------------------------------------------------------------- support checks
@@ -246,8 +247,8 @@ class WrappingCodec(Codec):
     def version(self) -> str:
         return self.inner.version
 
-    def version_for(self, channels: int) -> str:
-        return self.inner.version_for(channels)
+    def version_for(self, channels: int, bit_depth: int | None = None) -> str:
+        return self.inner.version_for(channels, bit_depth)
 
     def size_limits(self) -> tuple[int, int | None, int | None]:
         """No limit of its own: the inner codec checks every piece it is given."""

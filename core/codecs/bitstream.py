@@ -4,7 +4,8 @@ Learned-codec stream (``BCLC``), all integers big-endian::
 
     offset  size  field
     0       4     magic  b"BCLC"
-    4       1     format version (3; version 2 — without the reconstruction hash — is still read)
+    4       1     format version: 4 with an intensity window, else 3 (version 2 — without the
+                  reconstruction hash — is still read)
     5       1     L = length of the model id
     6       L     model id, ASCII (the checkpoint's stem in data/weights/, e.g. "em-msssim-q3")
     6+L     8     checkpoint hash: first 8 bytes of sha256 of the weights file (.pt)
@@ -17,6 +18,9 @@ Learned-codec stream (``BCLC``), all integers big-endian::
     +8      8     reconstruction hash (version 3): first 8 bytes of SHA-256 of the pixels the *encoder*
                   reconstructed (:func:`reconstruction_hash`), so a decoder can prove it reproduced them
                   (``python -m core.codecs decompress --verify``)
+    +4      4     intensity window (version 4 only): lo, hi, uint16 each, 0 ≤ lo < hi ≤ 2**bit_depth − 1;
+                  the network coded (pixels − lo) / (hi − lo) and the decoder maps its output back
+                  into [lo, hi] (:mod:`core.codecs.learned`: images deeper than 8 bits)
     +1      1     S = number of entropy-coded strings (1 factorized, 2 hyperpriors, 3 checkerboard)
     +4·S    4·S   length of each string in bytes, uint32
     ...           the S strings (CompressAI rANS output, in the model's order)
@@ -65,7 +69,9 @@ from core.setting_text import format_setting, parse_setting
 
 MAGIC = b"BCLC"
 VERSION = 3
-READABLE_VERSIONS = (2, 3)
+#: Version 3 plus the intensity window: written exactly when a header has one.
+WINDOW_VERSION = 4
+READABLE_VERSIONS = (2, 3, 4)
 RECON_HASH_BYTES = 8
 FILE_MAGIC = b"BCF1"
 FILE_VERSION = 1
@@ -86,6 +92,8 @@ class Header:
     setting_milli: int = 0  # variable-rate models: the rate setting × 1000 (0 = fixed-rate checkpoint)
     recon_hash: bytes = b""  # version 3: RECON_HASH_BYTES of the encoder's reconstruction; b"" in version 2
     version: int = VERSION
+    #: (lo, hi) of the intensity window the network coded, in the image's own units; None = [0, 2**bit_depth − 1]
+    window: tuple[int, int] | None = None
 
 
 def reconstruction_hash(pixels: np.ndarray) -> bytes:
@@ -96,11 +104,23 @@ def reconstruction_hash(pixels: np.ndarray) -> bytes:
         :RECON_HASH_BYTES]
 
 
-def pack(header: Header, strings: list[bytes], version: int = VERSION) -> bytes:
+def pack(header: Header, strings: list[bytes], version: int | None = None) -> bytes:
     """Serialise ``header`` + entropy-coded ``strings`` into one byte string (see module doc).
 
+    The version is :data:`WINDOW_VERSION` when the header has a ``window``, else :data:`VERSION`.
     A header without ``recon_hash`` gets 8 zero bytes (which no reconstruction matches: ``--verify`` fails);
     ``version=2`` writes the previous layout (no hash; tests of old streams)."""
+    if version is None:
+        version = WINDOW_VERSION if header.window is not None else VERSION
+    if (header.window is not None) != (version == WINDOW_VERSION):
+        raise ValueError(f"version {version} stream with window {header.window!r}: "
+                         f"the window is written exactly in version {WINDOW_VERSION}")
+    window = b""
+    if header.window is not None:
+        lo, hi = header.window
+        if not 0 <= lo < hi <= (1 << header.bit_depth) - 1:
+            raise ValueError(f"intensity window {header.window!r} outside 0 <= lo < hi <= 2**{header.bit_depth} - 1")
+        window = struct.pack(">HH", lo, hi)
     mid = header.model_id.encode("ascii")
     if not 0 < len(mid) < 256:
         raise ValueError(f"model id must be 1..255 ASCII bytes, got {header.model_id!r}")
@@ -116,7 +136,7 @@ def pack(header: Header, strings: list[bytes], version: int = VERSION) -> bytes:
     body = b"".join([
         MAGIC, bytes([version, len(mid)]), mid, header.checkpoint_hash,
         struct.pack(">IIBBH", header.height, header.width, header.channels, header.bit_depth,
-                    header.setting_milli), recon, bytes([len(strings)]),
+                    header.setting_milli), recon, window, bytes([len(strings)]),
         struct.pack(f">{len(strings)}I", *map(len, strings)),
         *strings,
     ])
@@ -141,7 +161,8 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     n = body[5]
     pos = 6
     hash_bytes = RECON_HASH_BYTES if version >= 3 else 0
-    fixed = n + HASH_BYTES + 13 + hash_bytes
+    window_bytes = 4 if version == WINDOW_VERSION else 0
+    fixed = n + HASH_BYTES + 13 + hash_bytes + window_bytes
     if len(body) < pos + fixed:
         raise CodecError("learned-codec stream truncated in its header")
     try:
@@ -155,11 +176,16 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     pos += 12
     recon = body[pos:pos + hash_bytes]
     pos += hash_bytes
+    window = struct.unpack(">HH", body[pos:pos + 4]) if window_bytes else None
+    pos += window_bytes
     count = body[pos]
     pos += 1
     if c not in (1, 3) or not 8 <= bd <= 16 or h == 0 or w == 0 or not 0 < count <= MAX_STRINGS:
         raise CodecError(f"learned-codec stream header is invalid (H={h}, W={w}, channels={c}, "
                          f"bit depth={bd}, strings={count})")
+    if window is not None and not 0 <= window[0] < window[1] <= (1 << bd) - 1:
+        raise CodecError(f"learned-codec stream header is invalid (intensity window {window[0]}..{window[1]} "
+                         f"for bit depth {bd})")
     if h * w > MAX_PIXELS:
         raise CodecError(f"learned-codec stream header claims {h}x{w} pixels, more than the "
                          f"{MAX_PIXELS}-pixel limit")
@@ -173,7 +199,7 @@ def unpack(data: bytes) -> tuple[Header, list[bytes]]:
     for length in lengths:
         strings.append(body[pos:pos + length])
         pos += length
-    return Header(model_id, chash, h, w, c, bd, milli, recon, version), strings
+    return Header(model_id, chash, h, w, c, bd, milli, recon, version, window), strings
 
 
 # ----------------------------------------------------------------------------- file wrapper

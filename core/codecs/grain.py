@@ -89,8 +89,8 @@ class GrainCodec(WrappingCodec):
     def version(self) -> str:
         return f"{self.inner.version}; grain v{VERSION} scale {self.scale:g}"
 
-    def version_for(self, channels: int) -> str:
-        return f"{self.inner.version_for(channels)}; grain v{VERSION} scale {self.scale:g}"
+    def version_for(self, channels: int, bit_depth: int | None = None) -> str:
+        return f"{self.inner.version_for(channels, bit_depth)}; grain v{VERSION} scale {self.scale:g}"
 
     def size_limits(self) -> tuple[int, int | None, int | None]:
         """The inner codec's: the whole image goes to it in one piece."""

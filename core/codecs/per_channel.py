@@ -29,9 +29,9 @@ class PerChannelCodec(WrappingCodec):
         super().__init__(inner, "per channel")
         self.channels = frozenset({3})
 
-    def version_for(self, channels: int) -> str:
+    def version_for(self, channels: int, bit_depth: int | None = None) -> str:
         """Every plane is coded as a 1-channel image."""
-        return self.inner.version_for(1)
+        return self.inner.version_for(1, bit_depth)
 
     def _encode(self, pixels, setting, bit_depth):
         streams = [self.inner.encode(np.ascontiguousarray(pixels[:, :, c]), setting, bit_depth)
