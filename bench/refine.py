@@ -34,15 +34,17 @@ def model_objective(model, original: np.ndarray, decoded: np.ndarray, bit_depth:
                     lmbda: float) -> float:
     """The checkpoint's own rate–distortion objective of one real stream: ``bpp`` (bits per pixel of the
     stream) + λ · D, D its training distortion (metadata ``loss``, :func:`core.train.distortion`) of the decoded
-    image against the original, both scaled to [0, 1] by the bit depth's maximum."""
+    image against the original, both mapped to [0, 1] as the codec maps the original (÷ the bit depth's maximum;
+    deeper than 8 bits through its intensity window, :func:`core.codecs.learned.intensity_window`)."""
     import torch
 
+    from core.codecs.learned import intensity_window
     from core.train import distortion
 
-    scale = float(2 ** bit_depth - 1)
+    lo, hi = intensity_window(original, bit_depth) or (0, 2 ** bit_depth - 1)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
-        a = a.astype(np.float32) / scale
+        a = (a.astype(np.float32) - lo) / float(hi - lo)
         a = a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]
         return torch.from_numpy(np.ascontiguousarray(a))
 

@@ -188,10 +188,17 @@ def test_the_refine_bench_scores_each_model_with_its_own_training_loss():
     decoded[:20] = 104  # MSE 8 on the 8-bit scale: 255² · MSE of [0, 1] pixels is the same number
     mse_model = SimpleNamespace(meta={"loss": "mse"})
     assert model_objective(mse_model, original, decoded, 8, 0.5, 0.01) == pytest.approx(0.5 + 0.01 * 8.0, rel=1e-5)
-    ramp = (np.arange(200 * 200).reshape(200, 200) % 251).astype(np.uint16) * 200  # 16-bit: scaled by 65535
+    ramp = (np.arange(200 * 200).reshape(200, 200) % 256).astype(np.uint16) * 257  # 16-bit, full range: ÷ 65535
     noise = np.random.default_rng(5).normal(0, 4000, ramp.shape)
     noisy = np.clip(ramp + noise, 0, 65535).astype(np.uint16)
     distortion = 1 - ms_ssim(ramp, noisy, 16)
     assert distortion > 0.01  # the distortion term is large enough for the check below to see it
     msssim_model = SimpleNamespace(meta={"loss": "msssim"})
     assert model_objective(msssim_model, ramp, noisy, 16, 0.25, 2.0) == pytest.approx(0.25 + 2.0 * distortion, rel=1e-4)
+    # a dim 16-bit image is measured through its intensity window, as the codec coded it: 4·x + 1000 is x / 255
+    x = (np.arange(200 * 200).reshape(200, 200) % 256).astype(np.uint8)
+    x_noisy = np.clip(x.astype(int) + np.random.default_rng(6).integers(-20, 21, x.shape), 0, 255).astype(np.uint8)
+    dim, dim_noisy = (a.astype(np.uint16) * 4 + 1000 for a in (x, x_noisy))
+    for model in (mse_model, msssim_model):
+        assert model_objective(model, dim, dim_noisy, 16, 0.25, 2.0) == pytest.approx(
+            model_objective(model, x, x_noisy, 8, 0.25, 2.0), rel=1e-5)
