@@ -38,13 +38,13 @@ def model_objective(model, original: np.ndarray, decoded: np.ndarray, bit_depth:
     deeper than 8 bits through its intensity window, :func:`core.codecs.learned.intensity_window`)."""
     import torch
 
-    from core.codecs.learned import intensity_window
+    from core.codecs.learned import intensity_window, to_unit_range
     from core.train import distortion
 
-    lo, hi = intensity_window(original, bit_depth) or (0, 2 ** bit_depth - 1)
+    window = intensity_window(original, bit_depth)
 
     def tensor(a: np.ndarray) -> torch.Tensor:
-        a = (a.astype(np.float32) - lo) / float(hi - lo)
+        a = to_unit_range(a, bit_depth, window)
         a = a[None, None] if a.ndim == 2 else a.transpose(2, 0, 1)[None]
         return torch.from_numpy(np.ascontiguousarray(a))
 

@@ -92,12 +92,12 @@ def test_window_headers_are_checked(codec):
 
 
 def test_the_bench_compares_real_streams_with_and_without_the_window(codec):
-    from bench.intensity_window import measure, window_off
+    from bench.intensity_window import OFF, measure, window_above
 
     dim = _full_range_8bit().astype(np.uint16) * 4 + 1000
     frame = measure(codec, [("dim", dim, 16), ("full", _full_range_8bit(), 8)], [1])
-    assert learned.WINDOW_ABOVE_BITS == 8  # window_off restored it
-    with window_off():
+    assert learned.WINDOW_ABOVE_BITS == 8  # window_above restored it
+    with window_above(OFF):
         assert learned.WINDOW_ABOVE_BITS == 16
     by = frame.set_index(["codec", "image_id"])
     assert by.loc[("window", "dim"), "bytes"] == by.loc[("window", "full"), "bytes"] + 4  # its stretched self
@@ -105,3 +105,18 @@ def test_the_bench_compares_real_streams_with_and_without_the_window(codec):
     # 8-bit images are coded the same either way
     assert by.loc[("window", "full"), "bytes"] == by.loc[("plain", "full"), "bytes"]
     assert by.loc[("window", "full"), "psnr"] == by.loc[("plain", "full"), "psnr"]
+
+
+def test_the_bench_can_window_8_bit_images_too_for_the_8_bit_verdict(codec):
+    """--window-above-bits 7 windows 8-bit images as well (how the 8-bit case is measured): a dim 8-bit image gets a
+    version-4 stream that decodes into its window."""
+    from bench.intensity_window import measure, window_above
+
+    dim8 = (_full_range_8bit() // 8 + 10).astype(np.uint8)  # 10..41
+    with window_above(7):
+        assert intensity_window(dim8, 8) == (10, 41)
+        header = unpack(codec.encode(dim8, 1, 8))[0]
+        assert (header.version, header.window) == (4, (10, 41))
+    frame = measure(codec, [("dim8", dim8, 8)], [1], window_above_bits=7).set_index("codec")
+    assert frame.loc["window", "bytes"] != frame.loc["plain", "bytes"]
+    assert learned.WINDOW_ABOVE_BITS == 8

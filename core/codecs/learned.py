@@ -289,10 +289,7 @@ class LearnedModel:
             raise UnsupportedInput(f"{self.model_id}: {channels}-channel image for a {self.channels}-channel model")
         h, w = pixels.shape[:2]
         window = intensity_window(pixels, bit_depth)
-        if window is None:
-            arr = pixels.astype(np.float32) / float((1 << bit_depth) - 1)
-        else:
-            arr = (pixels.astype(np.float32) - window[0]) / float(window[1] - window[0])
+        arr = to_unit_range(pixels, bit_depth, window)
         x = torch.from_numpy(np.ascontiguousarray(arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)))[None]
         s = stride(self.arch)
         ph, pw = -h % s, -w % s
@@ -722,9 +719,9 @@ def intensity_window(pixels: np.ndarray, bit_depth: int) -> tuple[int, int] | No
     MRI data in 16 bits; the stage-4 MRI test slices peak at 28–78 % of theirs), and the models, trained on
     full-range 8-bit images, code a dim image at a fixed error in units of the container's range.  Measured on
     the 18 MRI test slices (``python -m bench.intensity_window``): ``learned-msssim`` 52 % fewer bits at equal PSNR,
-    33 % at equal MS-SSIM; a window on 8-bit images changed nothing worth a format change (+0.1 % at equal PSNR
-    on three central 512² crops of EPFL test slices, range 45..225; a /tmp script), so 8-bit images keep the
-    plain ÷ 255 and their streams (version 3).  A flat image gets a window one level wide.
+    33 % at equal MS-SSIM; a window on 8-bit images cost +0.3 % / +0.7 % on the 10 EPFL test slices (range about
+    40..225; ``--dataset epfl_hippocampus_fibsem --window-above-bits 7``), so 8-bit images keep the plain ÷ 255
+    and their streams (version 3).  A flat image gets a window one level wide.
     """
     if bit_depth <= WINDOW_ABOVE_BITS:
         return None
@@ -733,6 +730,14 @@ def intensity_window(pixels: np.ndarray, bit_depth: int) -> tuple[int, int] | No
     if hi == lo:
         lo, hi = (lo, lo + 1) if lo < peak else (lo - 1, lo)
     return None if (lo, hi) == (0, peak) else (lo, hi)
+
+
+def to_unit_range(pixels: np.ndarray, bit_depth: int, window: tuple[int, int] | None) -> np.ndarray:
+    """``pixels`` as float32 in [0, 1], as the networks see them: ÷ (2**bit_depth − 1), or (pixels − lo) / (hi − lo)
+    through an intensity ``window`` (:func:`intensity_window`).  :func:`_to_pixels` is its inverse."""
+    if window is None:
+        return pixels.astype(np.float32) / float((1 << bit_depth) - 1)
+    return (pixels.astype(np.float32) - window[0]) / float(window[1] - window[0])
 
 
 def _to_pixels(x_hat, height: int, width: int, channels: int, bit_depth: int,
